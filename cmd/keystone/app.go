@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/keystone-nix/keystone/internal/hint"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// Exit codes shared by every command; commands add their own above 1.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 64 // sysexits' EX_USAGE: 2 and up mean things to verify and deploy
+)
+
+// Main runs keystone with args (os.Args form) and returns the exit code.
+func Main(args []string) int {
+	return run(context.Background(), args, os.Stdout, os.Stderr)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	err := app.RunContext(ctx, intersperse(app, args))
+	return report(stderr, err)
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:    "keystone",
+		Usage:   "install a NixOS server with nixos-anywhere and verify it",
+		Version: version,
+		Description: `keystone renders a host into vms/NAME/, installs it with nixos-anywhere after
+read-only pre-flight checks, and verifies the live host over SSH.
+
+   keystone new-host web1 --disk /dev/disk/by-id/nvme-X --key ~/.ssh/id_ed25519.pub --target 192.0.2.10`,
+		Writer:                    stdout,
+		ErrWriter:                 stderr,
+		ExitErrHandler:            func(*cli.Context, error) {}, // errors flow back to report
+		OnUsageError:              onUsageError,
+		DisableSliceFlagSeparator: true, // a key line may hold commas
+		HideHelpCommand:           true,
+		Commands:                  []*cli.Command{newHostCommand()},
+	}
+}
+
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+func onUsageError(_ *cli.Context, err error, _ bool) error {
+	return usageError{hint.Wrap(err, "see keystone --help")}
+}
+
+func commandUsageError(c *cli.Context, err error, _ bool) error {
+	return usageError{hint.Wrap(err, "see keystone "+c.Command.Name+" --help")}
+}
+
+// exitCoder is an error that sets its own exit code.
+type exitCoder interface{ ExitCode() int }
+
+// report prints err the way age does, a lower-case error line and an
+// optional hint line, and returns the exit code.
+func report(stderr io.Writer, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	code := exitError
+	var ec exitCoder
+	var ue usageError
+	switch {
+	case errors.As(err, &ec):
+		code = ec.ExitCode()
+	case errors.As(err, &ue):
+		code = exitUsage
+	}
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintf(stderr, "keystone: error: %s\n", oneLine(msg))
+	}
+	if h := hint.Of(err); h != "" {
+		fmt.Fprintf(stderr, "keystone: hint: %s\n", oneLine(h))
+	}
+	return code
+}
+
+// oneLine keeps a message from spreading over lines or moving the cursor when
+// it quotes something the user typed.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// intersperse moves a subcommand's flags in front of its arguments, so that
+// `new-host web1 --disk …` works: urfave/cli v2 stops parsing flags at the
+// first argument.
+func intersperse(app *cli.App, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	cmd := app.Command(args[1])
+	if cmd == nil {
+		return args
+	}
+	var flags, positional []string
+	rest := args[2:]
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		switch {
+		case a == "--":
+			positional = append(positional, rest[i+1:]...)
+			i = len(rest)
+		case len(a) > 1 && a[0] == '-':
+			flags = append(flags, a)
+			if !strings.Contains(a, "=") && takesValue(cmd, strings.TrimLeft(a, "-")) && i+1 < len(rest) {
+				i++
+				flags = append(flags, rest[i])
+			}
+		default:
+			positional = append(positional, a)
+		}
+	}
+	out := append([]string{args[0], args[1]}, flags...)
+	if len(positional) > 0 {
+		out = append(out, "--")
+	}
+	return append(out, positional...)
+}
+
+func takesValue(cmd *cli.Command, name string) bool {
+	for _, f := range cmd.Flags {
+		for _, n := range f.Names() {
+			if n == name {
+				_, isBool := f.(*cli.BoolFlag)
+				return !isBool
+			}
+		}
+	}
+	return false
+}

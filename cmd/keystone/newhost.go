@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/keystone-nix/keystone/generate"
+	"github.com/keystone-nix/keystone/internal/hint"
+	"github.com/keystone-nix/keystone/templates"
+)
+
+func newHostCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "new-host",
+		Usage:     "render vms/NAME/configuration.nix and its disk layout",
+		ArgsUsage: "NAME",
+		Description: `Renders vms/NAME/configuration.nix and vms/NAME/disk-config.nix, so the flake
+gains nixosConfigurations.NAME. Every input is checked first; on any error
+nothing is written.
+
+Examples:
+   # a physical server, disk by its stable name, ZFS with encryption
+   keystone new-host web1 --disk /dev/disk/by-id/nvme-Samsung_SSD_980_S64DNX0R123456 \
+       --key ~/.ssh/id_ed25519.pub --target root@192.0.2.10
+
+   # a QEMU/KVM guest on /dev/vda, plain ext4, two keys
+   keystone new-host test-vm --vm --layout ext4 --key ~/.ssh/id_ed25519.pub \
+       --key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI… ci@example" --target 192.168.122.50
+
+   # see what would be written, and the entry for a flake that lists hosts by hand
+   keystone new-host db1 --disk /dev/disk/by-id/ata-X --key keys.pub --layout luks --dry-run --print-entry`,
+		OnUsageError: commandUsageError,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "disk", Usage: "whole disk `DEVICE` to install on: /dev/disk/by-id/… (kernel names like /dev/vda only with --vm)"},
+			&cli.StringSliceFlag{Name: "key", Usage: "root's SSH public `KEY`: a .pub file, an authorized_keys file, or a key line (repeatable)"},
+			&cli.StringFlag{Name: "target", Usage: "where deploy and verify reach the host: `[USER@]HOST[:PORT]`"},
+			&cli.StringFlag{Name: "layout", Value: generate.Layouts[0], Usage: "disk layout: " + strings.Join(generate.Layouts, ", ")},
+			&cli.StringFlag{Name: "system", Value: generate.Systems[0], Usage: "platform: " + strings.Join(generate.Systems, ", ")},
+			&cli.BoolFlag{Name: "vm", Usage: "a virtual machine: QEMU guest drivers, kernel disk names allowed, --disk defaults to " + generate.DefaultVMDisk},
+			&cli.StringFlag{Name: "host-id", Usage: "networking.hostId, 8 `HEX` digits (default: derived from NAME)"},
+			&cli.StringFlag{Name: "swap", Value: "0", Usage: "swap partition `SIZE` such as 8G or 512M; 0 for none"},
+			&cli.StringFlag{Name: "dir", Value: "vms", Usage: "folder that holds one folder per host"},
+			&cli.StringFlag{Name: "templates", Usage: "render from the templates in `DIR` instead of the built-in ones"},
+			&cli.BoolFlag{Name: "force", Usage: "replace configuration.nix and disk-config.nix of an existing host"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "print what would be written and write nothing"},
+			&cli.BoolFlag{Name: "print-entry", Usage: "also print the nixosConfigurations entry for flakes that list hosts by hand"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usageError{hint.Errorf("keystone new-host NAME --disk DEVICE --key KEY",
+					"new-host takes one host name, got %d arguments", c.NArg())}
+			}
+			return newHost(c.App.Writer, c.App.ErrWriter, newHostOptions{
+				Host: generate.Options{
+					Name: c.Args().First(), Disk: c.String("disk"), Keys: c.StringSlice("key"),
+					Target: c.String("target"), Layout: c.String("layout"), System: c.String("system"),
+					VM: c.Bool("vm"), HostID: c.String("host-id"), Swap: c.String("swap"),
+				},
+				Dir: c.String("dir"), Templates: c.String("templates"),
+				Force: c.Bool("force"), DryRun: c.Bool("dry-run"), PrintEntry: c.Bool("print-entry"),
+			})
+		},
+	}
+}
+
+type newHostOptions struct {
+	Host       generate.Options
+	Dir        string
+	Templates  string
+	Force      bool
+	DryRun     bool
+	PrintEntry bool
+}
+
+func newHost(stdout, stderr io.Writer, o newHostOptions) error {
+	h, notes, err := generate.NewHost(o.Host)
+	if err != nil {
+		return err
+	}
+	for _, n := range notes {
+		fmt.Fprintf(stderr, "keystone: note: %s\n", n)
+	}
+	fsys, err := templateFS(o.Templates)
+	if err != nil {
+		return err
+	}
+	files, err := generate.Render(fsys, h)
+	if err != nil {
+		return err
+	}
+	var entry []byte
+	if o.PrintEntry {
+		if entry, err = generate.Entry(fsys, h, flakePath(o.Dir, h.Name)); err != nil {
+			return err
+		}
+	}
+	if err := checkParses(files); err != nil {
+		return err
+	}
+	hostDir := filepath.Join(o.Dir, h.Name)
+	if o.DryRun {
+		for _, f := range files {
+			fmt.Fprintf(stdout, "==> %s <==\n%s\n", filepath.Join(hostDir, f.Name), f.Data)
+		}
+		if entry != nil {
+			fmt.Fprintf(stdout, "==> flake.nix entry <==\n%s\n", entry)
+		}
+		fmt.Fprintln(stdout, "dry run: nothing was written")
+		return nil
+	}
+	replaced, err := generate.Write(o.Dir, h.Name, files, o.Force)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		p := filepath.Join(hostDir, f.Name)
+		verb := "wrote"
+		for _, r := range replaced {
+			if r == p {
+				verb = "replaced"
+			}
+		}
+		fmt.Fprintf(stdout, "%s %s\n", verb, p)
+	}
+	gitAdd(stdout, stderr, hostDir, files)
+	if entry != nil {
+		fmt.Fprintf(stdout, "\nAdd to flake.nix:\n%s", entry)
+	}
+	printNext(stdout, h, hostDir)
+	return nil
+}
+
+func templateFS(dir string) (fs.FS, error) {
+	if dir == "" {
+		return templates.FS, nil
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return nil, hint.Errorf("give a folder holding configuration.nix.tmpl and disk-LAYOUT.nix.tmpl",
+			"--templates %s is not a folder", dir)
+	}
+	return os.DirFS(dir), nil
+}
+
+// flakePath is the host's configuration.nix as seen from the flake root,
+// taken to be the current folder.
+func flakePath(dir, name string) string {
+	p := filepath.Join(dir, name, generate.ConfigFile)
+	if filepath.IsAbs(p) {
+		if wd, err := os.Getwd(); err == nil {
+			if rel, err := filepath.Rel(wd, p); err == nil {
+				p = rel
+			}
+		}
+	}
+	return filepath.ToSlash(p)
+}
+
+// checkParses runs rendered files through nix-instantiate --parse when Nix
+// is installed, so that a broken --templates folder writes nothing.
+func checkParses(files []generate.File) error {
+	nix, err := exec.LookPath("nix-instantiate")
+	if err != nil {
+		return nil
+	}
+	for _, f := range files {
+		cmd := exec.Command(nix, "--store", "dummy://", "--parse", "-")
+		cmd.Stdin = bytes.NewReader(f.Data)
+		var out bytes.Buffer
+		cmd.Stderr = &out
+		if err := cmd.Run(); err != nil {
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) {
+				return nil // Nix is there but cannot run; the flake check still parses the file
+			}
+			return hint.Errorf("fix the template it came from", "rendered %s is not valid Nix: %s",
+				f.Name, firstLine(out.String()))
+		}
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// gitAdd marks new files with git add --intent-to-add: a flake only sees
+// files git knows about.
+func gitAdd(stdout, stderr io.Writer, hostDir string, files []generate.File) {
+	git, err := exec.LookPath("git")
+	if err != nil {
+		return
+	}
+	if out, err := exec.Command(git, "-C", hostDir, "rev-parse", "--is-inside-work-tree").Output(); err != nil || strings.TrimSpace(string(out)) != "true" {
+		return
+	}
+	args := []string{"-C", hostDir, "add", "--intent-to-add", "--"}
+	for _, f := range files {
+		args = append(args, f.Name)
+	}
+	if out, err := exec.Command(git, args...).CombinedOutput(); err != nil {
+		fmt.Fprintf(stderr, "keystone: warning: git add --intent-to-add failed, so the flake will not see %s: %s\n", hostDir, firstLine(string(out)))
+		return
+	}
+	fmt.Fprintf(stdout, "ran git add --intent-to-add on them: flakes only see files git knows\n")
+}
+
+func printNext(w io.Writer, h *generate.Host, hostDir string) {
+	fmt.Fprintf(w, "\nNext:\n  review %s\n", filepath.Join(hostDir, generate.ConfigFile))
+	deploy := "  nix run .#deploy -- " + h.Name
+	if h.Target == nil {
+		deploy += " --target root@HOST    # or set keystone.deploy.targetHost"
+	}
+	fmt.Fprintf(w, "%s\n  nix run .#verify -- %s\n", deploy, h.Name)
+}

@@ -1,0 +1,141 @@
+// Package generate turns validated command-line input into a host folder:
+// vms/NAME/configuration.nix and vms/NAME/disk-config.nix.
+package generate
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"regexp"
+	"strings"
+
+	"github.com/keystone-nix/keystone/internal/hint"
+	"github.com/keystone-nix/keystone/internal/target"
+)
+
+// Layouts are the disk layouts new-host can render, default first.
+var Layouts = []string{"zfs-encrypted", "luks", "ext4"}
+
+// Systems are the platforms a host can be.
+var Systems = []string{"x86_64-linux", "aarch64-linux"}
+
+// Options is what the user asked for, unvalidated.
+type Options struct {
+	Name   string
+	Disk   string
+	Keys   []string // paths, authorized_keys files or literal lines
+	Target string   // [USER@]HOST[:PORT], optional
+	Layout string
+	System string
+	VM     bool
+	HostID string
+	Swap   string
+}
+
+// Host is a validated host, ready to render.
+type Host struct {
+	Name   string
+	Disk   string
+	Keys   []Key
+	Target *target.Target // nil when no target was given
+	Layout string
+	System string
+	VM     bool
+	HostID string
+	Swap   string // disko size such as "8G"; "" for no swap
+}
+
+// NewHost validates o. Notes are things the user should know that are not
+// errors, such as dropped duplicate keys.
+func NewHost(o Options) (h *Host, notes []string, err error) {
+	h = &Host{Name: o.Name, VM: o.VM}
+	if err := CheckName(o.Name); err != nil {
+		return nil, nil, err
+	}
+	if h.Layout, err = oneOf("--layout", o.Layout, Layouts); err != nil {
+		return nil, nil, err
+	}
+	if h.System, err = oneOf("--system", o.System, Systems); err != nil {
+		return nil, nil, err
+	}
+	if h.Disk, err = CheckDisk(o.Disk, o.VM); err != nil {
+		return nil, nil, err
+	}
+	if h.Keys, notes, err = LoadKeys(o.Keys); err != nil {
+		return nil, nil, err
+	}
+	if o.Target != "" {
+		if h.Target, err = target.Parse(o.Target); err != nil {
+			return nil, nil, err
+		}
+	}
+	if h.HostID, err = CheckHostID(o.HostID, o.Name); err != nil {
+		return nil, nil, err
+	}
+	if h.Swap, err = CheckSwap(o.Swap); err != nil {
+		return nil, nil, err
+	}
+	return h, notes, nil
+}
+
+func oneOf(flag, v string, allowed []string) (string, error) {
+	if v == "" {
+		return allowed[0], nil
+	}
+	for _, a := range allowed {
+		if v == a {
+			return v, nil
+		}
+	}
+	return "", hint.Errorf(flag+" takes one of: "+strings.Join(allowed, ", "),
+		"%s %q is not supported", flag, v)
+}
+
+var label = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// CheckName accepts an RFC 1123 label, the form a NixOS hostname and a
+// flake attribute name can both take without quoting.
+func CheckName(name string) error {
+	const h = "a host name is 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'"
+	switch {
+	case name == "":
+		return hint.Errorf("keystone new-host NAME --disk DEVICE --key KEY", "a host name is required")
+	case len(name) > 63:
+		return hint.Errorf(h, "host name is %d characters long; the limit is 63", len(name))
+	case name != strings.ToLower(name) && label.MatchString(strings.ToLower(name)):
+		return hint.Errorf("use "+strings.ToLower(name), "host name %q has upper-case letters", name)
+	case !label.MatchString(name):
+		return hint.Errorf(h, "host name %q is not a valid RFC 1123 label", name)
+	}
+	return nil
+}
+
+var hexID = regexp.MustCompile(`^[0-9a-f]{8}$`)
+
+// CheckHostID returns id, lower-cased, or one derived from name so that the
+// same name always renders the same file.
+func CheckHostID(id, name string) (string, error) {
+	if id == "" {
+		sum := sha256.Sum256([]byte("keystone hostId " + name))
+		return hex.EncodeToString(sum[:4]), nil
+	}
+	if !hexID.MatchString(strings.ToLower(id)) {
+		return "", hint.Errorf("ZFS wants exactly 8 hex digits, as `head -c 8 /etc/machine-id` prints",
+			"--host-id %q is not 8 hex digits", id)
+	}
+	return strings.ToLower(id), nil
+}
+
+var swapSize = regexp.MustCompile(`^[1-9][0-9]{0,5}[MGT]$`)
+
+// CheckSwap accepts a disko partition size such as 512M, 8G or 1T; "0" or ""
+// means no swap.
+func CheckSwap(s string) (string, error) {
+	if s == "" || s == "0" {
+		return "", nil
+	}
+	if up := strings.ToUpper(s); swapSize.MatchString(up) {
+		return up, nil
+	}
+	return "", hint.Errorf("give a size like 512M, 8G or 1T, or 0 for no swap",
+		"--swap %q is not a size", s)
+}

@@ -1,0 +1,172 @@
+package generate
+
+import (
+	"bytes"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/keystone-nix/keystone/internal/hint"
+)
+
+// Key is one authorized_keys line for root.
+type Key struct {
+	Line        string // options, type, base64 and comment, re-encoded
+	Fingerprint string // SHA256:…
+}
+
+const (
+	minRSABits  = 2048
+	maxKeyFile  = 1 << 20
+	newKeyHint  = "make one with `ssh-keygen -t ed25519` and pass the .pub file"
+	privateMark = "PRIVATE KEY"
+)
+
+// LoadKeys reads every --key value: a path to a .pub file, an
+// authorized_keys file, or a literal key line. Exact duplicates are dropped
+// with a note; at least one key must remain.
+func LoadKeys(specs []string) (keys []Key, notes []string, err error) {
+	if len(specs) == 0 {
+		return nil, nil, hint.Errorf("pass --key ~/.ssh/id_ed25519.pub (repeatable); without it nobody can log in",
+			"at least one --key is required")
+	}
+	seen := map[string]bool{}
+	for _, spec := range specs {
+		lines, err := keyLines(spec)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, l := range lines {
+			k, err := parseKey(l.text)
+			if err != nil {
+				return nil, nil, fmt.Errorf("--key %s%s: %w", spec, l.where, err)
+			}
+			if seen[k.Line] {
+				notes = append(notes, fmt.Sprintf("dropped a duplicate of key %s (--key %s%s)", k.Fingerprint, spec, l.where))
+				continue
+			}
+			seen[k.Line] = true
+			keys = append(keys, k)
+		}
+	}
+	return keys, notes, nil
+}
+
+type keyLine struct {
+	text  string
+	where string // " line N" inside a file, "" for a literal
+}
+
+// keyLines returns the candidate key lines of one --key value.
+func keyLines(spec string) ([]keyLine, error) {
+	if strings.Contains(spec, privateMark) {
+		return nil, hint.Errorf("pass the public half (the .pub file or `ssh-keygen -y -f KEY`)",
+			"--key was given a private key; it was not used or stored")
+	}
+	if looksLiteral(spec) {
+		return []keyLine{{text: spec}}, nil
+	}
+	name := spec
+	if rest, ok := strings.CutPrefix(spec, "~/"); ok {
+		if home, err := os.UserHomeDir(); err == nil {
+			name = filepath.Join(home, rest)
+		}
+	}
+	data, err := readSmall(name)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, hint.Errorf("pass a .pub file, an authorized_keys file, or a quoted key line such as \"ssh-ed25519 AAAA… me@laptop\"",
+			"--key %s: no such file", spec)
+	case err != nil:
+		return nil, fmt.Errorf("--key %s: %w", spec, err)
+	}
+	if bytes.Contains(data, []byte(privateMark)) {
+		h := "pass the public half: " + spec + ".pub"
+		if _, err := os.Stat(name + ".pub"); err != nil {
+			h = "pass the public half; `ssh-keygen -y -f " + spec + "` prints it"
+		}
+		return nil, hint.Errorf(h, "--key %s is a private key; it was not used or stored", spec)
+	}
+	var lines []keyLine
+	for i, l := range strings.Split(string(data), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		lines = append(lines, keyLine{l, fmt.Sprintf(" line %d", i+1)})
+	}
+	if len(lines) == 0 {
+		return nil, hint.Errorf(newKeyHint, "--key %s holds no public keys", spec)
+	}
+	return lines, nil
+}
+
+// looksLiteral tells a key line from a file name: key lines have a space
+// between type and base64, file names rarely do and are tried as files first.
+func looksLiteral(spec string) bool {
+	if _, err := os.Stat(spec); err == nil {
+		return false
+	}
+	return strings.ContainsAny(strings.TrimSpace(spec), " \t")
+}
+
+func readSmall(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		return nil, errors.New("is a directory, not a key file")
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxKeyFile {
+		return nil, errors.New("is larger than 1 MiB, too large for a key file")
+	}
+	return data, nil
+}
+
+func parseKey(line string) (Key, error) {
+	pk, comment, options, rest, err := ssh.ParseAuthorizedKey([]byte(line))
+	if err != nil {
+		return Key{}, hint.Wrap(errors.New("not an SSH public key"), newKeyHint)
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return Key{}, errors.New("more than one key on a line")
+	}
+	if _, ok := pk.(*ssh.Certificate); ok {
+		return Key{}, hint.Wrap(errors.New("is a certificate, not a key"), "pass the plain public key; certificates go in TrustedUserCAKeys")
+	}
+	switch pk.Type() {
+	case ssh.KeyAlgoDSA:
+		return Key{}, hint.Wrap(errors.New("DSA keys are refused: OpenSSH has disabled them"), newKeyHint)
+	case ssh.KeyAlgoRSA:
+		bits := pk.(ssh.CryptoPublicKey).CryptoPublicKey().(*rsa.PublicKey).N.BitLen()
+		if bits < minRSABits {
+			return Key{}, hint.Wrap(fmt.Errorf("RSA key of %d bits is refused; the minimum is %d", bits, minRSABits), newKeyHint)
+		}
+	}
+	parts := []string{}
+	if len(options) > 0 {
+		parts = append(parts, strings.Join(options, ","))
+	}
+	parts = append(parts, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pk))))
+	if comment != "" {
+		parts = append(parts, comment)
+	}
+	k := Key{Line: strings.Join(parts, " "), Fingerprint: ssh.FingerprintSHA256(pk)}
+	if err := CheckNix(k.Line); err != nil {
+		return Key{}, err
+	}
+	return k, nil
+}

@@ -1,0 +1,64 @@
+package generate
+
+import (
+	"errors"
+	"regexp"
+	"strings"
+)
+
+// Str is a user-supplied string headed for a Nix file. Templates print it
+// through String, so every user string lands as a quoted, escaped Nix
+// literal and a template cannot emit one raw by accident.
+type Str string
+
+func (s Str) String() string { return Quote(string(s)) }
+
+// Quote renders s as a double-quoted Nix string literal that evaluates to s
+// byte for byte. Nix strings cannot hold NUL: CheckNix rejects it first.
+func Quote(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '"', '\\', '$':
+			// Escaping every '$' (not only "${") keeps "$${" and a trailing
+			// '$' unambiguous too.
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case '\n':
+			b.WriteString(`\n`)
+		case '\r':
+			b.WriteString(`\r`)
+		case '\t':
+			b.WriteString(`\t`)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+var errNUL = errors.New("contains a NUL byte, which a Nix string cannot hold")
+
+// CheckNix reports whether s can be written as a Nix string.
+func CheckNix(s string) error {
+	if strings.IndexByte(s, 0) >= 0 {
+		return errNUL
+	}
+	return nil
+}
+
+var pathLiteral = regexp.MustCompile(`^[a-zA-Z0-9._+-]+(/[a-zA-Z0-9._+-]+)*$`)
+
+// Path is a slash-separated path relative to the flake root. It prints as a
+// Nix path literal when the characters allow one, else as ./. plus a string.
+type Path string
+
+func (p Path) String() string {
+	if pathLiteral.MatchString(string(p)) {
+		return "./" + string(p)
+	}
+	return "(./. + " + Quote("/"+string(p)) + ")"
+}

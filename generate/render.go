@@ -1,0 +1,101 @@
+package generate
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"text/template"
+
+	"github.com/Masterminds/sprig/v3"
+
+	"github.com/keystone-nix/keystone/internal/hint"
+)
+
+// File is one rendered file, named relative to the host folder.
+type File struct {
+	Name string
+	Data []byte
+}
+
+// The names new-host writes in vms/NAME/.
+const (
+	ConfigFile = "configuration.nix"
+	DiskFile   = "disk-config.nix"
+)
+
+// view is what templates see. Every user string is a Str, which prints as an
+// escaped Nix literal.
+type view struct {
+	Name, HostID, System, Disk Str
+	Keys                       []Str
+	Target                     *targetView
+	Layout                     string // one of Layouts
+	VM                         bool
+	BIOS                       bool // x86_64: GRUB for BIOS and UEFI firmware
+	Swap                       Str  // "" for no swap
+	Config                     Path // path of configuration.nix from the flake root, for entry.nix.tmpl
+}
+
+type targetView struct {
+	Host, User Str
+	Port       int
+}
+
+func newView(h *Host) view {
+	v := view{
+		Name: Str(h.Name), HostID: Str(h.HostID), System: Str(h.System), Disk: Str(h.Disk),
+		Layout: h.Layout, VM: h.VM, BIOS: h.System == "x86_64-linux", Swap: Str(h.Swap),
+	}
+	for _, k := range h.Keys {
+		v.Keys = append(v.Keys, Str(k.Line))
+	}
+	if t := h.Target; t != nil {
+		v.Target = &targetView{Host: Str(t.Host), User: Str(t.User), Port: t.Port}
+	}
+	return v
+}
+
+// Render renders the host folder's files from the templates in fsys.
+func Render(fsys fs.FS, h *Host) ([]File, error) {
+	v := newView(h)
+	var files []File
+	for _, f := range []struct{ name, tmpl string }{
+		{ConfigFile, "configuration.nix.tmpl"},
+		{DiskFile, "disk-" + h.Layout + ".nix.tmpl"},
+	} {
+		data, err := execute(fsys, f.tmpl, v)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, File{f.name, data})
+	}
+	return files, nil
+}
+
+// Entry renders the nixosConfigurations entry for flakes that list hosts by
+// hand; config is the path of configuration.nix relative to the flake root.
+func Entry(fsys fs.FS, h *Host, config string) ([]byte, error) {
+	v := newView(h)
+	v.Config = Path(config)
+	return execute(fsys, "entry.nix.tmpl", v)
+}
+
+// partials holds the pieces the disk layouts share.
+const partials = "partials.tmpl"
+
+func execute(fsys fs.FS, name string, v view) ([]byte, error) {
+	t, err := template.New(name).Option("missingkey=error").Funcs(sprig.HermeticTxtFuncMap()).ParseFS(fsys, name, partials)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, hint.Errorf("a --templates folder needs configuration.nix.tmpl, entry.nix.tmpl, partials.tmpl and disk-LAYOUT.nix.tmpl for each layout",
+			"template %s not found", name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("template %s: %w", name, err)
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, v); err != nil {
+		return nil, fmt.Errorf("template %s: %w", name, err)
+	}
+	return b.Bytes(), nil
+}
