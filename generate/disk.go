@@ -31,10 +31,8 @@ func CheckDisk(disk string, vm bool) (string, error) {
 		return "", hint.Errorf("find it with `ls -l /dev/disk/by-id/` on the target; for a VM use --vm (default /dev/vda)",
 			"--disk is required for a physical host")
 	}
-	for _, r := range disk {
-		if unicode.IsSpace(r) || unicode.IsControl(r) {
-			return "", hint.Errorf("copy the name from `ls /dev/disk/by-id/`", "--disk %q contains a space or control character", disk)
-		}
+	if CheckText(disk) != nil || strings.ContainsFunc(disk, unicode.IsSpace) {
+		return "", hint.Errorf("copy the name from `ls /dev/disk/by-id/`", "--disk %q contains a space, a control character or invalid UTF-8", disk)
 	}
 	if !strings.HasPrefix(disk, "/dev/") || path.Clean(disk) != disk {
 		return "", hint.Errorf("give the device path, e.g. /dev/disk/by-id/nvme-Samsung_SSD_980_S64DNX0R123456",

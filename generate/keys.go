@@ -137,6 +137,9 @@ func readSmall(name string) ([]byte, error) {
 }
 
 func parseKey(line string) (Key, error) {
+	if err := CheckText(line); err != nil {
+		return Key{}, fmt.Errorf("the key line %w", err)
+	}
 	pk, comment, options, rest, err := ssh.ParseAuthorizedKey([]byte(line))
 	if err != nil {
 		return Key{}, hint.Wrap(errors.New("not an SSH public key"), newKeyHint)
@@ -164,9 +167,5 @@ func parseKey(line string) (Key, error) {
 	if comment != "" {
 		parts = append(parts, comment)
 	}
-	k := Key{Line: strings.Join(parts, " "), Fingerprint: ssh.FingerprintSHA256(pk)}
-	if err := CheckNix(k.Line); err != nil {
-		return Key{}, err
-	}
-	return k, nil
+	return Key{Line: strings.Join(parts, " "), Fingerprint: ssh.FingerprintSHA256(pk)}, nil
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"regexp"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Str is a user-supplied string headed for a Nix file. Templates print it
@@ -40,12 +42,24 @@ func Quote(s string) string {
 	return b.String()
 }
 
-var errNUL = errors.New("contains a NUL byte, which a Nix string cannot hold")
-
 // CheckNix reports whether s can be written as a Nix string.
 func CheckNix(s string) error {
 	if strings.IndexByte(s, 0) >= 0 {
-		return errNUL
+		return errors.New("contains a NUL byte, which a Nix string cannot hold")
+	}
+	return nil
+}
+
+// CheckText accepts what a one-line user string (a key comment, a device
+// name) may hold: valid UTF-8 and no control characters but tab. NixOS
+// options such as authorizedKeys.keys are single-line strings, and a control
+// character in one is at best a paste accident.
+func CheckText(s string) error {
+	if !utf8.ValidString(s) {
+		return errors.New("is not valid UTF-8")
+	}
+	if strings.ContainsFunc(s, func(r rune) bool { return r != '\t' && unicode.IsControl(r) }) {
+		return errors.New("contains a control character")
 	}
 	return nil
 }

@@ -1,0 +1,37 @@
+# Host "web1", rendered by `keystone new-host`; this file is yours now.
+#
+# Safe to change and redeploy at any time: keys, packages, services,
+# keystone.deploy.*. Changing disk-config.nix, the layout or
+# networking.hostId needs a reinstall (keystone deploy --reinstall),
+# which wipes the disk.
+{ modulesPath, ... }:
+{
+  imports = [
+    ./disk-config.nix
+    (modulesPath + "/profiles/qemu-guest.nix")
+  ];
+
+  networking.hostName = "web1";
+  # ZFS will not import a pool last used by another hostId.
+  networking.hostId = "9e9fd68e";
+  nixpkgs.hostPlatform = "x86_64-linux";
+
+  # The Keystone server profile: key-only SSH, mDNS, a firewall with only
+  # port 22 open, systemd-resolved.
+  keystone.server.enable = true;
+
+  # Where `keystone deploy` and `keystone verify` reach this host.
+  keystone.deploy = {
+    targetHost = "192.0.2.10";
+    targetUser = "admin";
+    sshPort = 2222;
+  };
+
+  users.users.root.openssh.authorizedKeys.keys = [
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN6d9Bt6FtzY8O0GiDWS2ZDMEY5LHg6xnZaRBPYgdFzK demo@keystone"
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEDkTVYZ/4K0zm6KmIl6M4d44RMJtC/Lfh/6SQ+tje2l ops@example"
+  ];
+
+  # The release this host was installed with; leave it as it is.
+  system.stateVersion = "25.11";
+}

@@ -1,0 +1,67 @@
+package target
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/keystone-nix/keystone/internal/hint"
+)
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		in             string
+		user, host     string
+		port           int
+		str, msg, hint string
+	}{
+		{in: "192.0.2.10", user: "root", host: "192.0.2.10", port: 22, str: "root@192.0.2.10"},
+		{in: "admin@web1.example.com:2222", user: "admin", host: "web1.example.com", port: 2222, str: "admin@web1.example.com:2222"},
+		{in: "web1", user: "root", host: "web1", port: 22},
+		{in: "web1.local", user: "root", host: "web1.local", port: 22},
+		{in: "[2001:db8::1]:2222", user: "root", host: "2001:db8::1", port: 2222, str: "root@[2001:db8::1]:2222"},
+		{in: "[2001:db8::1]", user: "root", host: "2001:db8::1", port: 22},
+		{in: "nixos@2001:db8::1", user: "nixos", host: "2001:db8::1", port: 22},
+		{in: "fe80::1%eth0", user: "root", host: "fe80::1%eth0", port: 22},
+		{in: "_ci@h", user: "_ci", host: "h", port: 22},
+		{in: "", msg: "the host is missing"},
+		{in: "root@", msg: "the host is missing"},
+		{in: "a@b@c", msg: `"b@c" is not a DNS name`},
+		{in: "Root@h", msg: `"Root" is not a user name`, hint: "lower-case"},
+		{in: "h:0", msg: `port "0" is not valid`, hint: "1 to 65535"},
+		{in: "h:65536", msg: `port "65536" is not valid`},
+		{in: "h:022", msg: `port "022" is not valid`},
+		{in: "h:+22", msg: `port "+22" is not valid`},
+		{in: "h:ssh", msg: `port "ssh" is not valid`},
+		{in: "h:", msg: "empty port"},
+		{in: "2001:db8::1:22", user: "root", host: "2001:db8::1:22", port: 22},
+		{in: "2001:db8::g:22", msg: "IPv6 address with a port goes in brackets", hint: "[2001:db8::1]:22"},
+		{in: "[2001:db8::1", msg: "missing ']'"},
+		{in: "[web1]:22", msg: "only an IPv6 address goes in brackets"},
+		{in: "[::1]22", msg: "expected :PORT"},
+		{in: "999.1.1.1", msg: "is not an IPv4 address"},
+		{in: "1.2.3", msg: "is not an IPv4 address"},
+		{in: "-web.example", msg: "is not a DNS name"},
+		{in: "web_1", msg: "is not a DNS name"},
+		{in: `h"; x="`, msg: "is not a DNS name"},
+		{in: "h ost", msg: "is not a DNS name"},
+		{in: strings.Repeat("a.", 127) + "a", msg: "is not a DNS name"},
+	} {
+		got, err := Parse(tc.in)
+		if tc.msg != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.msg) || !strings.Contains(hint.Of(err), tc.hint) {
+				t.Errorf("Parse(%q): error %v, hint %q; want %q, hint with %q", tc.in, err, hint.Of(err), tc.msg, tc.hint)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("Parse(%q): %v", tc.in, err)
+			continue
+		}
+		if got.User != tc.user || got.Host != tc.host || got.Port != tc.port {
+			t.Errorf("Parse(%q) = %+v, want %s %s %d", tc.in, got, tc.user, tc.host, tc.port)
+		}
+		if tc.str != "" && got.String() != tc.str {
+			t.Errorf("Parse(%q).String() = %q, want %q", tc.in, got.String(), tc.str)
+		}
+	}
+}
