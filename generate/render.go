@@ -2,7 +2,6 @@ package generate
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io/fs"
 	"text/template"
@@ -85,11 +84,13 @@ func Entry(fsys fs.FS, h *Host, config string) ([]byte, error) {
 const partials = "partials.tmpl"
 
 func execute(fsys fs.FS, name string, v view) ([]byte, error) {
-	t, err := template.New(name).Option("missingkey=error").Funcs(sprig.HermeticTxtFuncMap()).ParseFS(fsys, name, partials)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, hint.Errorf("a --templates folder needs configuration.nix.tmpl, entry.nix.tmpl, partials.tmpl and disk-LAYOUT.nix.tmpl for each layout",
-			"template %s not found", name)
+	for _, n := range []string{name, partials} {
+		if _, err := fs.Stat(fsys, n); err != nil {
+			return nil, hint.Errorf("a --templates folder needs configuration.nix.tmpl, entry.nix.tmpl, partials.tmpl and disk-LAYOUT.nix.tmpl for each layout",
+				"template %s not found", n)
+		}
 	}
+	t, err := template.New(name).Option("missingkey=error").Funcs(sprig.HermeticTxtFuncMap()).ParseFS(fsys, name, partials)
 	if err != nil {
 		return nil, fmt.Errorf("template %s: %w", name, err)
 	}

@@ -42,7 +42,7 @@ Examples:
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "disk", Usage: "whole disk `DEVICE` to install on: /dev/disk/by-id/… (kernel names like /dev/vda only with --vm)"},
 			&cli.StringSliceFlag{Name: "key", Usage: "root's SSH public `KEY`: a .pub file, an authorized_keys file, or a key line (repeatable)"},
-			&cli.StringFlag{Name: "target", Usage: "where deploy and verify reach the host: `[USER@]HOST[:PORT]`"},
+			&cli.StringFlag{Name: "target", Usage: "the `[USER@]HOST[:PORT]` that deploy and verify connect to"},
 			&cli.StringFlag{Name: "layout", Value: generate.Layouts[0], Usage: "disk layout: " + strings.Join(generate.Layouts, ", ")},
 			&cli.StringFlag{Name: "system", Value: generate.Systems[0], Usage: "platform: " + strings.Join(generate.Systems, ", ")},
 			&cli.BoolFlag{Name: "vm", Usage: "a virtual machine: QEMU guest drivers, kernel disk names allowed, --disk defaults to " + generate.DefaultVMDisk},
