@@ -62,7 +62,11 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			files = append(files, File{"entry.nix", entry})
+			// The entry is a fragment of an attribute set; parse it inside one.
+			wrapped := filepath.Join(t.TempDir(), "entry.nix")
+			os.WriteFile(wrapped, append(append([]byte("{ nixpkgs, disko, keystone }: {\n"), entry...), "}\n"...), 0o644)
+			nixtest.Parse(t, wrapped)
+			files = append(files, File{"entry.fragment", entry})
 			dir := filepath.Join("testdata", "golden", name)
 			for _, f := range files {
 				golden := filepath.Join(dir, f.Name)
@@ -81,7 +85,7 @@ func TestGolden(t *testing.T) {
 				if string(want) != string(f.Data) {
 					t.Errorf("%s differs from %s (run with -update if intended):\n%s", f.Name, golden, f.Data)
 				}
-				if f.Name != "entry.nix" {
+				if strings.HasSuffix(golden, ".nix") {
 					nixtest.Parse(t, golden)
 				}
 			}

@@ -1,0 +1,151 @@
+{
+  description = "keystone: take a NixOS server from nothing to a verified install";
+
+  inputs = {
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+    disko = {
+      url = "github:nix-community/disko/v1.13.0";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+    flake-utils.url = "github:numtide/flake-utils";
+    gomod2nix = {
+      url = "github:nix-community/gomod2nix";
+      inputs.nixpkgs.follows = "nixpkgs";
+      inputs.flake-utils.follows = "flake-utils";
+    };
+  };
+
+  outputs =
+    {
+      self,
+      nixpkgs,
+      disko,
+      flake-utils,
+      gomod2nix,
+    }:
+    let
+      lib = import ./nix/lib.nix;
+
+      # What every keystone host is built from, besides its own folder.
+      hostModules = [
+        disko.nixosModules.disko
+        self.nixosModules.default
+      ];
+
+      hosts = lib.mkHosts {
+        inherit (nixpkgs.lib) nixosSystem;
+        dir = ./vms;
+        modules = hostModules;
+      };
+
+      # One JSON document about the whole fleet, for `keystone check`.
+      fleet = builtins.mapAttrs (name: host: {
+        inherit name;
+        inherit (host.config.networking) hostName hostId;
+        keys = host.config.users.users.root.openssh.authorizedKeys.keys;
+        inherit (host.config.keystone) vm;
+        inherit (host.config.keystone.deploy)
+          targetHost
+          targetUser
+          sshPort
+          disks
+          ;
+      }) hosts;
+    in
+    {
+      lib = lib // {
+        inherit hostModules;
+      };
+
+      nixosModules.default = ./nix/modules;
+
+      nixosConfigurations = hosts;
+    }
+    // flake-utils.lib.eachSystem [ "x86_64-linux" "aarch64-linux" ] (
+      system:
+      let
+        pkgs = nixpkgs.legacyPackages.${system};
+        keystone = pkgs.callPackage ./nix/package.nix {
+          inherit (gomod2nix.legacyPackages.${system}) buildGoApplication;
+          version = self.shortRev or self.dirtyShortRev or "dev";
+        };
+
+        app = command: description: {
+          type = "app";
+          program = "${pkgs.writeShellScript "keystone-${command}" ''
+            exec ${keystone}/bin/keystone ${command} "$@"
+          ''}";
+          meta = { inherit description; };
+        };
+
+        hostsHere = pkgs.lib.filterAttrs (_: h: h.pkgs.stdenv.hostPlatform.system == system) hosts;
+      in
+      {
+        packages = {
+          default = keystone;
+          inherit keystone;
+        };
+
+        apps = {
+          default = {
+            type = "app";
+            program = "${keystone}/bin/keystone";
+            meta.description = "keystone: new-host, deploy, verify, check";
+          };
+          new-host = app "new-host" "Render vms/NAME/configuration.nix and its disko layout";
+          deploy = app "deploy" "Install a host with nixos-anywhere after read-only pre-flight checks";
+          verify = app "verify" "Check a live host over SSH against its configuration";
+          check = app "check" "Lint the fleet: names, host ids, keys, disks, targets, no private keys";
+        };
+
+        checks =
+          {
+            # The package's own go test runs in its checkPhase.
+            inherit keystone;
+
+            lint = pkgs.runCommand "keystone-lint" { } ''
+              ${keystone}/bin/keystone check --fleet ${pkgs.writeText "fleet.json" (builtins.toJSON fleet)} --source ${self}
+              touch $out
+            '';
+
+            vm-test = import ./nix/vm-test.nix {
+              inherit pkgs keystone hostModules;
+            };
+          }
+          # Every host's system evaluates (its .drv is instantiated, nothing is built).
+          // pkgs.lib.mapAttrs' (
+            name: host:
+            pkgs.lib.nameValuePair "eval-${name}" (
+              pkgs.writeText "eval-${name}" host.config.system.build.toplevel.drvPath
+            )
+          ) hostsHere
+          // pkgs.lib.optionalAttrs (hostsHere ? test-server) {
+            # disko formats, installs and boots test-server's layout in a VM,
+            # typing the test passphrase disko's test driver uses.
+            test-server-disko =
+              (hostsHere.test-server.extendModules {
+                modules = [
+                  {
+                    disko.tests.bootCommands = ''
+                      machine.wait_for_console_text("passphrase for")
+                      machine.send_console("secretsecret\n")
+                    '';
+                  }
+                ];
+              }).config.system.build.installTest;
+          };
+
+        devShells.default = pkgs.mkShell {
+          packages = [
+            pkgs.go
+            pkgs.gopls
+            gomod2nix.packages.${system}.default
+            pkgs.nixos-anywhere
+            pkgs.nixfmt
+          ];
+        };
+
+        formatter = pkgs.nixfmt;
+      }
+    );
+}

@@ -1,0 +1,123 @@
+# What a live host must look like, computed from its NixOS config. This is
+# the contract with `keystone verify` (see docs/expectations.md): keys may be
+# added, never renamed; null means "not applicable to this host".
+#
+# Builtins only, so it evaluates offline with a fake config in tests.
+{ config }:
+let
+  inherit (builtins)
+    attrNames
+    attrValues
+    concatMap
+    elem
+    filter
+    genList
+    length
+    sort
+    ;
+
+  uniqueSorted =
+    xs:
+    let
+      sorted = sort (a: b: a < b) xs;
+    in
+    filter (x: x != null) (
+      genList (
+        i:
+        let
+          x = builtins.elemAt sorted i;
+        in
+        if i > 0 && builtins.elemAt sorted (i - 1) == x then null else x
+      ) (length sorted)
+    );
+
+  expandRanges = concatMap (r: genList (i: r.from + i) (r.to - r.from + 1));
+
+  fw = config.networking.firewall;
+  nftables = config.networking.nftables.enable;
+  ssh = config.services.openssh;
+  avahi = config.services.avahi;
+  resolved = config.services.resolved.enable;
+
+  zpools = config.disko.devices.zpool or { };
+  encryptionRoots = concatMap (
+    pool:
+    map (ds: "${pool}/${ds}") (
+      filter (
+        ds:
+        let
+          o = zpools.${pool}.datasets.${ds}.options or { };
+        in
+        (o.encryption or "off") != "off"
+      ) (attrNames (zpools.${pool}.datasets or { }))
+    )
+  ) (attrNames zpools);
+  zfsMounts = filter (fs: fs.fsType == "zfs") (attrValues config.fileSystems);
+  pools = uniqueSorted (
+    attrNames zpools ++ map (fs: builtins.head (builtins.split "/" fs.device)) zfsMounts
+  );
+
+  luksDevices = attrNames config.boot.initrd.luks.devices;
+in
+{
+  hostname = config.networking.hostName;
+
+  services =
+    [ ]
+    ++ (if ssh.enable then [ "sshd.service" ] else [ ])
+    ++ (if avahi.enable then [ "avahi-daemon.service" ] else [ ])
+    ++ (if resolved then [ "systemd-resolved.service" ] else [ ])
+    ++ (
+      if fw.enable then
+        [
+          (if nftables then "nftables.service" else "firewall.service")
+        ]
+      else
+        [ ]
+    );
+
+  firewall = {
+    inherit (fw) enable;
+    backend = if nftables then "nftables" else "iptables";
+    # Only what is open on every interface: networking.firewall.interfaces.*
+    # opens ports to some networks, not to everyone.
+    tcp = if fw.enable then uniqueSorted (fw.allowedTCPPorts ++ expandRanges fw.allowedTCPPortRanges) else [ ];
+    udp = if fw.enable then uniqueSorted (fw.allowedUDPPorts ++ expandRanges fw.allowedUDPPortRanges) else [ ];
+  };
+
+  sshd =
+    if ssh.enable then
+      {
+        inherit (ssh) ports;
+        permitRootLogin = ssh.settings.PermitRootLogin;
+        passwordAuthentication = ssh.settings.PasswordAuthentication;
+        kbdInteractiveAuthentication = ssh.settings.KbdInteractiveAuthentication;
+      }
+    else
+      null;
+
+  zfs =
+    if pools == [ ] then
+      null
+    else
+      {
+        inherit pools;
+        encryptionRoots = sort (a: b: a < b) encryptionRoots;
+      };
+
+  luks = if luksDevices == [ ] then null else { devices = luksDevices; };
+
+  mounts = sort (a: b: a < b) (
+    map (fs: fs.mountPoint) (
+      filter (fs: !(elem "noauto" (fs.options or [ ]))) (attrValues config.fileSystems)
+    )
+  );
+
+  mdns =
+    if avahi.enable then
+      {
+        publish = avahi.publish.enable && avahi.publish.addresses;
+      }
+    else
+      null;
+}

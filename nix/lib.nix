@@ -1,0 +1,34 @@
+# keystone's library, for this flake and for flakes that use it.
+{
+  # mkHosts { nixosSystem, dir, modules ? [ ], specialArgs ? { } }
+  #
+  # One nixosConfigurations entry per folder of `dir` that holds a
+  # configuration.nix, built from `modules` plus that file. Folders starting
+  # with "." (new-host's half-written ones) are skipped. The system comes
+  # from the host's nixpkgs.hostPlatform, so nixosSystem gets none.
+  mkHosts =
+    {
+      nixosSystem,
+      dir,
+      modules ? [ ],
+      specialArgs ? { },
+    }:
+    let
+      entries = if builtins.pathExists dir then builtins.readDir dir else { };
+      isHost =
+        name:
+        entries.${name} == "directory"
+        && builtins.substring 0 1 name != "."
+        && builtins.pathExists (dir + "/${name}/configuration.nix");
+      hosts = builtins.filter isHost (builtins.attrNames entries);
+    in
+    builtins.listToAttrs (
+      map (name: {
+        inherit name;
+        value = nixosSystem {
+          inherit specialArgs;
+          modules = modules ++ [ (dir + "/${name}/configuration.nix") ];
+        };
+      }) hosts
+    );
+}

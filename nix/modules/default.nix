@@ -1,0 +1,8 @@
+# nixosModules.default: everything a keystone host imports.
+{
+  imports = [
+    ./server.nix
+    ./deploy.nix
+    ./verify.nix
+  ];
+}

@@ -1,0 +1,275 @@
+// Package nix_test checks the flake's Nix glue offline with Debian's Nix:
+// every file parses, mkHosts and the expectations function evaluate with
+// fake inputs, and flake.lock matches flake.nix.
+package nix_test
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/keystone-nix/keystone/internal/nixtest"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/expectations/*.json")
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+func TestEveryNixFileParses(t *testing.T) {
+	root := repoRoot(t)
+	n := 0
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "node_modules") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && strings.HasSuffix(p, ".nix") {
+			nixtest.Parse(t, p)
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 10 {
+		t.Errorf("parsed only %d .nix files; the walk is broken", n)
+	}
+}
+
+func evalJSON(t *testing.T, expr string, v any) {
+	t.Helper()
+	out, err := nixtest.Run(t, "--eval", "--strict", "--json", "--expr", expr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+}
+
+func TestMkHosts(t *testing.T) {
+	vms := t.TempDir()
+	for _, f := range []string{
+		"web1/configuration.nix",
+		"db1/configuration.nix",
+		"db1/disk-config.nix",
+		"empty/README",                    // no configuration.nix: not a host
+		".web2.new-123/configuration.nix", // new-host's half-written folder
+	} {
+		p := filepath.Join(vms, f)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte("{ }"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(vms, "configuration.nix"), []byte("{ }"), 0o644) // a file, not a folder
+
+	expr := fmt.Sprintf(`(import %s/nix/lib.nix).mkHosts {
+		nixosSystem = args: { modules = map toString args.modules; special = args.specialArgs; };
+		dir = %s;
+		modules = [ "disko" "keystone" ];
+		specialArgs = { x = 1; };
+	}`, repoRoot(t), vms)
+	var got map[string]struct {
+		Modules []string       `json:"modules"`
+		Special map[string]int `json:"special"`
+	}
+	evalJSON(t, expr, &got)
+	if len(got) != 2 {
+		t.Fatalf("mkHosts made %d hosts, want web1 and db1: %v", len(got), got)
+	}
+	for _, name := range []string{"web1", "db1"} {
+		want := []string{"disko", "keystone", filepath.Join(vms, name, "configuration.nix")}
+		if !reflect.DeepEqual(got[name].Modules, want) || got[name].Special["x"] != 1 {
+			t.Errorf("%s: modules %q special %v, want %q", name, got[name].Modules, got[name].Special, want)
+		}
+	}
+
+	var none map[string]any
+	evalJSON(t, fmt.Sprintf(`(import %s/nix/lib.nix).mkHosts { nixosSystem = x: x; dir = %s/nope; }`, repoRoot(t), vms), &none)
+	if len(none) != 0 {
+		t.Errorf("a missing vms folder gave hosts: %v", none)
+	}
+}
+
+// fakeConfig is the part of a NixOS config the expectations function reads,
+// with the defaults of a keystone.server host.
+func fakeConfig() map[string]any {
+	return map[string]any{
+		"networking": map[string]any{
+			"hostName": "test-server",
+			"firewall": map[string]any{
+				"enable":               true,
+				"allowedTCPPorts":      []int{22},
+				"allowedUDPPorts":      []int{5353},
+				"allowedTCPPortRanges": []any{},
+				"allowedUDPPortRanges": []any{},
+			},
+			"nftables": map[string]any{"enable": false},
+		},
+		"services": map[string]any{
+			"openssh": map[string]any{
+				"enable": true,
+				"ports":  []int{22},
+				"settings": map[string]any{
+					"PermitRootLogin":              "prohibit-password",
+					"PasswordAuthentication":       false,
+					"KbdInteractiveAuthentication": false,
+				},
+			},
+			"avahi":    map[string]any{"enable": true, "publish": map[string]any{"enable": true, "addresses": true}},
+			"resolved": map[string]any{"enable": true},
+		},
+		"fileSystems": map[string]any{
+			"/":     map[string]any{"mountPoint": "/", "device": "rpool/crypt/root", "fsType": "zfs", "options": []string{"zfsutil"}},
+			"/nix":  map[string]any{"mountPoint": "/nix", "device": "rpool/crypt/nix", "fsType": "zfs", "options": []string{"zfsutil"}},
+			"/boot": map[string]any{"mountPoint": "/boot", "device": "/dev/disk/by-partlabel/disk-main-ESP", "fsType": "vfat", "options": []string{"umask=0077"}},
+		},
+		"boot": map[string]any{"initrd": map[string]any{"luks": map[string]any{"devices": map[string]any{}}}},
+		"disko": map[string]any{"devices": map[string]any{"zpool": map[string]any{
+			"rpool": map[string]any{"datasets": map[string]any{
+				"crypt":      map[string]any{"options": map[string]any{"encryption": "aes-256-gcm", "mountpoint": "none"}},
+				"crypt/root": map[string]any{"options": map[string]any{}},
+				"crypt/nix":  map[string]any{"options": map[string]any{}},
+				"plain":      map[string]any{"options": map[string]any{"encryption": "off"}},
+			}},
+		}}},
+	}
+}
+
+// set puts v at the dotted path in m.
+func set(m map[string]any, path string, v any) {
+	keys := strings.Split(path, ".")
+	for _, k := range keys[:len(keys)-1] {
+		m = m[k].(map[string]any)
+	}
+	if v == nil {
+		delete(m, keys[len(keys)-1])
+		return
+	}
+	m[keys[len(keys)-1]] = v
+}
+
+func TestExpectations(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		changes map[string]any // dotted path -> value; nil deletes
+	}{
+		{"zfs", nil},
+		{"luks", map[string]any{
+			"disko": map[string]any{"devices": map[string]any{"disk": map[string]any{}}},
+			"fileSystems": map[string]any{
+				"/":     map[string]any{"mountPoint": "/", "device": "/dev/mapper/crypted", "fsType": "ext4"},
+				"/boot": map[string]any{"mountPoint": "/boot", "device": "/dev/disk/by-partlabel/disk-main-ESP", "fsType": "vfat"},
+			},
+			"boot.initrd.luks.devices": map[string]any{"crypted": map[string]any{"device": "/dev/disk/by-partlabel/disk-main-luks"}},
+		}},
+		{"nftables", map[string]any{
+			"networking.nftables.enable":                       true,
+			"networking.firewall.allowedTCPPorts":              []int{22, 443},
+			"networking.firewall.allowedTCPPortRanges":         []any{map[string]int{"from": 8000, "to": 8002}},
+			"networking.firewall.allowedUDPPortRanges":         []any{map[string]int{"from": 5353, "to": 5354}},
+			"fileSystems./nix.options":                         []string{"noauto"},
+			"services.openssh.settings.PermitRootLogin":        "no",
+			"services.openssh.settings.PasswordAuthentication": true,
+		}},
+		{"avahi-off", map[string]any{
+			"services.avahi.enable":               false,
+			"networking.firewall.allowedUDPPorts": []int{},
+		}},
+		{"no-publish", map[string]any{"services.avahi.publish.addresses": false}},
+		{"firewall-off", map[string]any{"networking.firewall.enable": false, "services.resolved.enable": false}},
+		{"no-sshd", map[string]any{"services.openssh.enable": false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := fakeConfig()
+			for path, v := range tc.changes {
+				set(cfg, path, v)
+			}
+			data, _ := json.Marshal(cfg)
+			in := filepath.Join(t.TempDir(), "config.json")
+			os.WriteFile(in, data, 0o644)
+			out, err := nixtest.Run(t, "--eval", "--strict", "--json", "--expr",
+				fmt.Sprintf(`import %s/nix/expectations.nix { config = builtins.fromJSON (builtins.readFile %s); }`, repoRoot(t), in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pretty any
+			json.Unmarshal([]byte(out), &pretty)
+			got, _ := json.MarshalIndent(pretty, "", "  ")
+			got = append(got, '\n')
+			golden := filepath.Join("testdata", "expectations", tc.name+".json")
+			if *update {
+				os.MkdirAll(filepath.Dir(golden), 0o755)
+				os.WriteFile(golden, got, 0o644)
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (go test ./nix -update)", err)
+			}
+			if string(got) != string(want) {
+				t.Errorf("expectations differ from %s:\n%s", golden, got)
+			}
+		})
+	}
+}
+
+// nixFlake runs Debian's nix with flakes on a throwaway store, offline.
+func nixFlake(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	store := t.TempDir()
+	cmd := exec.Command("nix", append([]string{
+		"--extra-experimental-features", "nix-command flakes",
+		"--store", "local?root=" + store, "--offline",
+	}, args...)...)
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "NIX_CONFIG=substituters =")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func TestFlakeLockMatchesInputs(t *testing.T) {
+	root := repoRoot(t)
+	// A copy holding only flake.nix and flake.lock: the store gets only those.
+	dir := t.TempDir()
+	for _, f := range []string{"flake.nix", "flake.lock"} {
+		data, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, f), data, 0o644)
+	}
+	out, err := nixFlake(t, "flake", "metadata", "--no-update-lock-file", "path:"+dir)
+	if err != nil {
+		t.Fatalf("flake.lock does not match flake.nix: %v\n%s", err, out)
+	}
+	for _, rev := range []string{"8fd9daa3db09ced9700431c5b7ad0e8ba199b575", "de5708739256238fb912c62f03988815db89ec9a",
+		"7f8d7438f5870eb167abaf2c39eea3d2302019d1", "11707dc2f618dd54ca8739b309ec4fc024de578b", "da67096a3b9bf56a91d16901293e51ba5b49a27e"} {
+		if !strings.Contains(out, rev) {
+			t.Errorf("flake metadata does not show pinned rev %s:\n%s", rev, out)
+		}
+	}
+
+	// The same check notices a flake.nix that moved away from its lock.
+	flake, _ := os.ReadFile(filepath.Join(dir, "flake.nix"))
+	moved := strings.Replace(string(flake), "disko/v1.13.0", "disko/v1.12.0", 1)
+	os.WriteFile(filepath.Join(dir, "flake.nix"), []byte(moved), 0o644)
+	if out, err := nixFlake(t, "flake", "metadata", "--no-update-lock-file", "path:"+dir); err == nil {
+		t.Errorf("a stale flake.lock passed:\n%s", out)
+	}
+}

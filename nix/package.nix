@@ -1,0 +1,73 @@
+# The keystone binary, built from this repository with gomod2nix, and wrapped
+# so the tools it drives are on its PATH.
+{
+  lib,
+  buildGoApplication,
+  makeWrapper,
+  nixos-anywhere,
+  openssh,
+  nix,
+  git,
+  version ? "dev",
+}:
+buildGoApplication {
+  pname = "keystone";
+  inherit version;
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../go.mod
+      ../go.sum
+      ../cmd
+      ../generate
+      ../internal
+      ../templates
+      (lib.fileset.maybeMissing ../verify)
+      (lib.fileset.maybeMissing ../deploy)
+      ../examples/demo
+    ];
+  };
+  pwd = ../.;
+  modules = ../gomod2nix.toml;
+  subPackages = [ "cmd/keystone" ];
+  ldflags = [
+    "-s"
+    "-w"
+    "-X main.version=${version}"
+  ];
+
+  nativeBuildInputs = [ makeWrapper ];
+
+  # The offline tests: rendering, parsing, escaping (checked with Nix), CLI
+  # scripts. Tests that need root and network namespaces run in CI
+  # (scripts/test) and in the VM test, not in the build sandbox.
+  nativeCheckInputs = [
+    nix
+    git
+  ];
+  checkPhase = ''
+    runHook preCheck
+    export HOME=$TMPDIR
+    go test ./cmd/... ./generate/... ./internal/target/... ./internal/check/...
+    runHook postCheck
+  '';
+
+  postInstall = ''
+    wrapProgram $out/bin/keystone \
+      --prefix PATH : ${
+        lib.makeBinPath [
+          nixos-anywhere
+          openssh
+          nix
+          git
+        ]
+      }
+  '';
+
+  meta = {
+    description = "Take a NixOS server from nothing to a verified install";
+    mainProgram = "keystone";
+    license = lib.licenses.mit;
+    platforms = lib.platforms.linux;
+  };
+}
