@@ -39,18 +39,7 @@
       };
 
       # One JSON document about the whole fleet, for `keystone check`.
-      fleet = builtins.mapAttrs (name: host: {
-        inherit name;
-        inherit (host.config.networking) hostName hostId;
-        keys = host.config.users.users.root.openssh.authorizedKeys.keys;
-        inherit (host.config.keystone) vm;
-        inherit (host.config.keystone.deploy)
-          targetHost
-          targetUser
-          sshPort
-          disks
-          ;
-      }) hosts;
+      fleet = builtins.mapAttrs (_: lib.fleetInfo) hosts;
     in
     {
       lib = lib // {

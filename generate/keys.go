@@ -44,7 +44,7 @@ func LoadKeys(specs []string) (keys []Key, notes []string, err error) {
 			return nil, nil, err
 		}
 		for _, l := range lines {
-			k, err := parseKey(l.text)
+			k, err := ParseKey(l.text)
 			if err != nil {
 				return nil, nil, fmt.Errorf("--key %s%s: %w", spec, l.where, err)
 			}
@@ -136,7 +136,8 @@ func readSmall(name string) ([]byte, error) {
 	return data, nil
 }
 
-func parseKey(line string) (Key, error) {
+// ParseKey checks one authorized_keys line and re-encodes it.
+func ParseKey(line string) (Key, error) {
 	if err := CheckText(line); err != nil {
 		return Key{}, fmt.Errorf("the key line %w", err)
 	}

@@ -31,4 +31,18 @@
         };
       }) hosts
     );
+
+  # fleetInfo host: what `keystone check` lints about one host. The same
+  # expression is in internal/check (FleetApply) for runs without this flake.
+  fleetInfo = host: {
+    inherit (host.config.networking) hostName hostId;
+    keys = host.config.users.users.root.openssh.authorizedKeys.keys;
+    inherit (host.config.keystone) vm;
+    inherit (host.config.keystone.deploy)
+      targetHost
+      targetUser
+      sshPort
+      disks
+      ;
+  };
 }

@@ -14,7 +14,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keystone-nix/keystone/generate"
+	"github.com/keystone-nix/keystone/internal/check"
 	"github.com/keystone-nix/keystone/internal/nixtest"
+	"github.com/keystone-nix/keystone/templates"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/expectations/*.json")
@@ -271,5 +274,46 @@ func TestFlakeLockMatchesInputs(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "flake.nix"), []byte(moved), 0o644)
 	if out, err := nixFlake(t, "flake", "metadata", "--no-update-lock-file", "path:"+dir); err == nil {
 		t.Errorf("a stale flake.lock passed:\n%s", out)
+	}
+}
+
+// TestFleetApplyMatchesLib keeps the fleet expression `keystone check` runs
+// through nix eval equal to lib.fleetInfo, which the flake's lint check uses.
+func TestFleetApplyMatchesLib(t *testing.T) {
+	host := `{ config = {
+		networking = { hostName = "web1"; hostId = "1a2b3c4d"; };
+		users.users.root.openssh.authorizedKeys.keys = [ "ssh-ed25519 AAAA x" ];
+		keystone = { vm = true; deploy = { targetHost = null; targetUser = "root"; sshPort = 22; disks = [ "/dev/vda" ]; buildOn = "auto"; }; };
+	}; }`
+	var viaLib, viaApply map[string]any
+	evalJSON(t, fmt.Sprintf(`builtins.mapAttrs (_: (import %s/nix/lib.nix).fleetInfo) { web1 = %s; }`, repoRoot(t), host), &viaLib)
+	evalJSON(t, fmt.Sprintf(`(%s) { web1 = %s; }`, check.FleetApply, host), &viaApply)
+	if !reflect.DeepEqual(viaLib, viaApply) || len(viaLib["web1"].(map[string]any)) != 8 {
+		t.Errorf("lib.fleetInfo gives %v\ncheck.FleetApply gives %v", viaLib, viaApply)
+	}
+}
+
+// TestTestServerIsRendered keeps vms/test-server what new-host renders, so
+// the committed host follows the templates.
+func TestTestServerIsRendered(t *testing.T) {
+	h, _, err := generate.NewHost(generate.Options{
+		Name: "test-server", VM: true, Keys: []string{filepath.Join(repoRoot(t), "examples/demo/id_ed25519.pub")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := generate.Render(templates.FS, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		p := filepath.Join(repoRoot(t), "vms/test-server", f.Name)
+		got, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(f.Data) {
+			t.Errorf("%s is not what new-host renders; rerun: keystone new-host test-server --vm --key examples/demo/id_ed25519.pub --force", p)
+		}
 	}
 }

@@ -49,7 +49,7 @@ read-only pre-flight checks, and verifies the live host over SSH.
 		OnUsageError:              onUsageError,
 		DisableSliceFlagSeparator: true, // a key line may hold commas
 		HideHelpCommand:           true,
-		Commands:                  []*cli.Command{newHostCommand()},
+		Commands:                  []*cli.Command{newHostCommand(), checkCommand()},
 	}
 }
 

@@ -1,0 +1,190 @@
+// Package check lints a fleet: what `keystone check` and the flake's lint
+// check run, from one JSON evaluation of every host plus a scan of the
+// source tree for private key material.
+package check
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/keystone-nix/keystone/generate"
+	"github.com/keystone-nix/keystone/internal/target"
+)
+
+// Host is one host of the fleet, as nix/lib.nix's fleetInfo writes it.
+type Host struct {
+	HostName   string   `json:"hostName"`
+	HostID     *string  `json:"hostId"`
+	Keys       []string `json:"keys"`
+	VM         bool     `json:"vm"`
+	TargetHost *string  `json:"targetHost"`
+	TargetUser string   `json:"targetUser"`
+	SSHPort    int      `json:"sshPort"`
+	Disks      []string `json:"disks"`
+}
+
+// Finding is one problem, about a host or a file.
+type Finding struct {
+	Where, What string
+}
+
+func (f Finding) String() string { return f.Where + ": " + f.What }
+
+// ReadFleet reads the JSON object of hosts by name.
+func ReadFleet(r io.Reader) (map[string]Host, error) {
+	var fleet map[string]Host
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&fleet); err != nil {
+		return nil, fmt.Errorf("reading the fleet: %w", err)
+	}
+	return fleet, nil
+}
+
+// Fleet checks every host and what hosts must not share.
+func Fleet(fleet map[string]Host) []Finding {
+	var out []Finding
+	hostNames := map[string][]string{}
+	hostIDs := map[string][]string{}
+	for _, name := range sortedKeys(fleet) {
+		h := fleet[name]
+		add := func(format string, args ...any) { out = append(out, Finding{name, fmt.Sprintf(format, args...)}) }
+		if err := generate.CheckName(name); err != nil {
+			add("host name: %v", err)
+		}
+		if err := generate.CheckName(h.HostName); err != nil {
+			add("networking.hostName: %v", err)
+		}
+		hostNames[h.HostName] = append(hostNames[h.HostName], name)
+		if h.HostID != nil {
+			if id, err := generate.CheckHostID(*h.HostID, name); err != nil || id != *h.HostID {
+				add("networking.hostId %q is not 8 lower-case hex digits", *h.HostID)
+			}
+			hostIDs[*h.HostID] = append(hostIDs[*h.HostID], name)
+		}
+		if len(h.Keys) == 0 {
+			add("root has no SSH key: nobody can log in after the install")
+		}
+		for i, k := range h.Keys {
+			if _, err := generate.ParseKey(k); err != nil {
+				add("authorized key %d: %v", i+1, err)
+			}
+		}
+		if len(h.Disks) == 0 {
+			add("no disko disks: deploy would have nothing to install on")
+		}
+		for _, d := range h.Disks {
+			if _, err := generate.CheckDisk(d, h.VM); err != nil {
+				add("disk: %v", err)
+			}
+		}
+		if h.TargetHost != nil {
+			t := fmt.Sprintf("%s@%s:%d", h.TargetUser, bracket(*h.TargetHost), h.SSHPort)
+			if _, err := target.Parse(t); err != nil {
+				add("keystone.deploy: %v", err)
+			}
+		}
+	}
+	out = append(out, shared("networking.hostName", hostNames)...)
+	out = append(out, shared("networking.hostId", hostIDs)...)
+	return out
+}
+
+func bracket(h string) string {
+	if strings.Contains(h, ":") {
+		return "[" + h + "]"
+	}
+	return h
+}
+
+func shared(what string, by map[string][]string) []Finding {
+	var out []Finding
+	for _, v := range sortedKeys(by) {
+		if hosts := by[v]; len(hosts) > 1 {
+			sort.Strings(hosts)
+			out = append(out, Finding{strings.Join(hosts, ", "), fmt.Sprintf("%s %q is used by more than one host", what, v)})
+		}
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+var (
+	pemPrivate = regexp.MustCompile(`-----BEGIN ([A-Z0-9 ]+ )?PRIVATE KEY-----[\s\S]*?-----END ([A-Z0-9 ]+ )?PRIVATE KEY-----`)
+	ageSecret  = regexp.MustCompile(`AGE-SECRET-KEY-1[0-9A-Z]{58}`)
+)
+
+const maxScan = 4 << 20
+
+// Secrets walks dir for private key material: PEM private keys that parse
+// (or are encrypted, which is still a key) and age secret keys. Truncated
+// or made-up key blocks, as test fixtures hold, do not count.
+func Secrets(dir string) ([]Finding, error) {
+	var out []Finding
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if d.Name() == ".git" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		if info, err := d.Info(); err != nil || info.Size() > maxScan {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		for _, block := range pemPrivate.FindAll(data, -1) {
+			if isKey(block) {
+				out = append(out, Finding{rel, "holds a private key; keep only public keys in the repository"})
+				break
+			}
+		}
+		if ageSecret.Match(data) {
+			out = append(out, Finding{rel, "holds an age secret key; keep only public keys in the repository"})
+		}
+		return nil
+	})
+	return out, err
+}
+
+func isKey(block []byte) bool {
+	_, err := ssh.ParseRawPrivateKey(block)
+	var missing *ssh.PassphraseMissingError
+	return err == nil || errors.As(err, &missing)
+}
+
+// FleetApply is nix/lib.nix's fleetInfo over every host, for
+// `nix eval --json FLAKE#nixosConfigurations --apply`.
+const FleetApply = `builtins.mapAttrs (_: host: {
+  inherit (host.config.networking) hostName hostId;
+  keys = host.config.users.users.root.openssh.authorizedKeys.keys;
+  inherit (host.config.keystone) vm;
+  inherit (host.config.keystone.deploy) targetHost targetUser sshPort disks;
+})`

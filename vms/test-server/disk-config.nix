@@ -1,0 +1,94 @@
+# Disk layout of "test-server": ESP and an encrypted ZFS pool "rpool" on "/dev/vda".
+# disko formats it on install; changing it later needs a reinstall.
+#
+# Everything lives under rpool/crypt (aes-256-gcm, passphrase). The install
+# reads the passphrase from /tmp/secret.key (keystone deploy
+# --disk-password-file), then switches the key location to "prompt": the
+# boot asks for it on the console.
+{
+  disko.devices = {
+    disk.main = {
+      type = "disk";
+      device = "/dev/vda";
+      content = {
+        type = "gpt";
+        partitions = {
+          # GRUB's BIOS stage, so the host boots from legacy BIOS firmware too.
+          boot = {
+            size = "1M";
+            type = "EF02";
+          };
+          ESP = {
+            size = "1G";
+            type = "EF00";
+            content = {
+              type = "filesystem";
+              format = "vfat";
+              mountpoint = "/boot";
+              mountOptions = [ "umask=0077" ];
+            };
+          };
+          zfs = {
+            size = "100%";
+            content = {
+              type = "zfs";
+              pool = "rpool";
+            };
+          };
+        };
+      };
+    };
+    zpool.rpool = {
+      type = "zpool";
+      options.ashift = "12";
+      rootFsOptions = {
+        compression = "zstd";
+        acltype = "posixacl";
+        xattr = "sa";
+        atime = "off";
+        mountpoint = "none";
+        "com.sun:auto-snapshot" = "false";
+      };
+      datasets = {
+        crypt = {
+          type = "zfs_fs";
+          options = {
+            mountpoint = "none";
+            encryption = "aes-256-gcm";
+            keyformat = "passphrase";
+            keylocation = "file:///tmp/secret.key";
+          };
+          postCreateHook = ''
+            zfs set keylocation="prompt" rpool/crypt
+          '';
+        };
+        "crypt/root" = {
+          type = "zfs_fs";
+          mountpoint = "/";
+        };
+        "crypt/nix" = {
+          type = "zfs_fs";
+          mountpoint = "/nix";
+        };
+        "crypt/home" = {
+          type = "zfs_fs";
+          mountpoint = "/home";
+        };
+      };
+    };
+  };
+
+  # GRUB for UEFI and BIOS firmware alike; disko points it at the EF02
+  # partition, and the removable EFI path needs no NVRAM entry.
+  boot.loader.grub = {
+    enable = true;
+    efiSupport = true;
+    efiInstallAsRemovable = true;
+  };
+  # Virtio disks without a serial have no /dev/disk/by-id link; every GPT
+  # partition has a by-partuuid one.
+  boot.zfs.devNodes = "/dev/disk/by-partuuid";
+  # Ask for the passphrase of rpool/crypt in the initrd.
+  boot.zfs.requestEncryptionCredentials = true;
+  services.zfs.autoScrub.enable = true;
+}
