@@ -317,3 +317,76 @@ func TestTestServerIsRendered(t *testing.T) {
 		}
 	}
 }
+
+// TestFlakeOutputs evaluates flake.nix's outputs with fake inputs: the
+// outputs a user runs exist for both systems and are wired as intended.
+func TestFlakeOutputs(t *testing.T) {
+	root := repoRoot(t)
+	var got struct {
+		Apps     map[string]map[string]string `json:"apps"`
+		Deploy   string                       `json:"deploy"`
+		Checks   map[string][]string          `json:"checks"`
+		Packages map[string][]string          `json:"packages"`
+		Hosts    []string                     `json:"hosts"`
+		Modules  []string                     `json:"modules"`
+		Module   string                       `json:"module"`
+		Lint     string                       `json:"lint"`
+		Disko    map[string]any               `json:"disko"`
+		Version  string                       `json:"version"`
+		Shell    []string                     `json:"shell"`
+		Lib      []string                     `json:"lib"`
+	}
+	evalJSON(t, fmt.Sprintf(`let o = import %[1]s/nix/testdata/fake-inputs.nix { root = %[1]s; }; in {
+		apps = builtins.mapAttrs (_: builtins.mapAttrs (_: a: a.meta.description)) o.apps;
+		deploy = o.apps.x86_64-linux.deploy.program;
+		checks = builtins.mapAttrs (_: builtins.attrNames) o.checks;
+		packages = builtins.mapAttrs (_: builtins.attrNames) o.packages;
+		hosts = builtins.attrNames o.nixosConfigurations;
+		modules = o.nixosConfigurations.test-server.modules;
+		module = toString o.nixosModules.default;
+		lint = o.checks.x86_64-linux.lint;
+		disko = o.checks.x86_64-linux.test-server-disko;
+		version = o.packages.x86_64-linux.keystone.version;
+		shell = o.devShells.x86_64-linux.default.shell;
+		lib = builtins.attrNames o.lib;
+	}`, root), &got)
+
+	for _, system := range []string{"x86_64-linux", "aarch64-linux"} {
+		apps := got.Apps[system]
+		for _, app := range []string{"default", "new-host", "deploy", "verify", "check"} {
+			if apps[app] == "" {
+				t.Errorf("%s: apps.%s missing or without meta.description", system, app)
+			}
+		}
+		if !reflect.DeepEqual(got.Packages[system], []string{"default", "keystone"}) {
+			t.Errorf("%s: packages %v", system, got.Packages[system])
+		}
+	}
+	if !strings.Contains(got.Deploy, `/bin/keystone deploy "$@"`) {
+		t.Errorf("apps.deploy runs %q, want keystone deploy", got.Deploy)
+	}
+	wantChecks := []string{"eval-test-server", "keystone", "lint", "test-server-disko", "vm-test"}
+	if !reflect.DeepEqual(got.Checks["x86_64-linux"], wantChecks) {
+		t.Errorf("x86_64 checks %v, want %v", got.Checks["x86_64-linux"], wantChecks)
+	}
+	// test-server is an x86_64 host: no eval or disko check on aarch64.
+	if !reflect.DeepEqual(got.Checks["aarch64-linux"], []string{"keystone", "lint", "vm-test"}) {
+		t.Errorf("aarch64 checks %v", got.Checks["aarch64-linux"])
+	}
+	if !reflect.DeepEqual(got.Hosts, []string{"test-server"}) {
+		t.Errorf("nixosConfigurations %v, want the hosts in vms/", got.Hosts)
+	}
+	wantModules := []string{"disko-module", filepath.Join(root, "nix/modules"), filepath.Join(root, "vms/test-server/configuration.nix")}
+	if !reflect.DeepEqual(got.Modules, wantModules) {
+		t.Errorf("test-server modules %q, want %q", got.Modules, wantModules)
+	}
+	if !strings.Contains(got.Lint, "keystone check --fleet") || !strings.Contains(got.Lint, `"hostId":"e627eb83"`) {
+		t.Errorf("lint check: %s", got.Lint)
+	}
+	if got.Disko["installTest"] != true || got.Disko["extra"] != float64(1) {
+		t.Errorf("test-server-disko: %v", got.Disko)
+	}
+	if got.Version != "abc1234" || !reflect.DeepEqual(got.Lib, []string{"fleetInfo", "hostModules", "mkHosts"}) {
+		t.Errorf("version %q, lib %v", got.Version, got.Lib)
+	}
+}
