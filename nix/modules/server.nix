@@ -34,14 +34,16 @@ in
       };
     };
 
-    services.resolved.enable = lib.mkDefault true;
-    # avahi answers mDNS; two responders on one host fight over the name
-    # (avahi renames itself host-2.local, host-3.local, …).
-    environment.etc."systemd/resolved.conf.d/keystone-mdns.conf".text = ''
-      [Resolve]
-      MulticastDNS=no
-      LLMNR=no
-    '';
+    services.resolved = {
+      enable = lib.mkDefault true;
+      # avahi answers mDNS; two responders on one host fight over the name
+      # (avahi renames itself host-2.local, host-3.local, …). 25.11 moved
+      # resolved's options under settings (rl-2511).
+      settings.Resolve = {
+        MulticastDNS = lib.mkDefault false;
+        LLMNR = lib.mkDefault false;
+      };
+    };
 
     networking.firewall.enable = lib.mkDefault true;
 
