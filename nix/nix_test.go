@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 
@@ -388,5 +389,42 @@ func TestFlakeOutputs(t *testing.T) {
 	}
 	if got.Version != "abc1234" || !reflect.DeepEqual(got.Lib, []string{"fleetInfo", "hostModules", "mkHosts"}) {
 		t.Errorf("version %q, lib %v", got.Version, got.Lib)
+	}
+}
+
+// TestDeployFacts evaluates nix/modules/deploy.nix's read-only facts over
+// the disk layouts new-host renders (the golden files), with a stand-in lib.
+func TestDeployFacts(t *testing.T) {
+	fakeLib := `{ mkOption = x: x; literalExpression = x: x; types = { nullOr = x: x; str = "str"; bool = "bool"; port = "port"; listOf = x: x; attrsOf = x: x; enum = x: x; }; }`
+	for _, tc := range []struct {
+		golden string
+		secret bool
+		sizes  []string
+	}{
+		{"zfs-encrypted-vm", true, []string{"1M", "1G", "100%"}},
+		{"zfs-encrypted-vm-target", true, []string{"1M", "1G", "4G", "100%"}},
+		{"luks-physical", true, []string{"1M", "1G", "100%"}},
+		{"ext4-vm", false, []string{"1M", "1G", "100%"}},
+		{"zfs-encrypted-aarch64", true, []string{"1G", "1G", "100%"}},
+	} {
+		disk := filepath.Join(repoRoot(t), "generate/testdata/golden", tc.golden, "disk-config.nix")
+		var got struct {
+			Disks  []string            `json:"disks"`
+			Sizes  map[string][]string `json:"sizes"`
+			Secret bool                `json:"secret"`
+		}
+		evalJSON(t, fmt.Sprintf(`let
+			o = (import %s/nix/modules/deploy.nix { config = { disko = (import %s).disko; }; lib = %s; }).options.keystone.deploy;
+		in { disks = o.disks.default; sizes = o.partitionSizes.default; secret = o.diskSecret.default; }`, repoRoot(t), disk, fakeLib), &got)
+		if len(got.Disks) != 1 || got.Secret != tc.secret {
+			t.Errorf("%s: disks %v, diskSecret %v; want one disk, %v", tc.golden, got.Disks, got.Secret, tc.secret)
+		}
+		sizes := got.Sizes[got.Disks[0]]
+		sort.Strings(sizes)
+		want := append([]string(nil), tc.sizes...)
+		sort.Strings(want)
+		if !reflect.DeepEqual(sizes, want) {
+			t.Errorf("%s: partition sizes %v, want %v", tc.golden, sizes, want)
+		}
 	}
 }

@@ -1,0 +1,146 @@
+package sshx
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/keystone-nix/keystone/internal/hint"
+)
+
+// HostKeys says which host keys a connection trusts. The first that is set
+// wins: Pinned, then KnownHosts; Insecure trusts anything.
+type HostKeys struct {
+	Pinned     ssh.PublicKey // vms/NAME/ssh_host_ed25519_key.pub
+	PinnedFrom string        // where Pinned came from, for messages
+	KnownHosts string        // a known_hosts file
+	AcceptNew  bool          // record an unknown key in KnownHosts (never a changed one)
+	Insecure   bool
+}
+
+// ErrHostKey is the class of every host key refusal: unknown or changed.
+var ErrHostKey = errors.New("host key not trusted")
+
+// ReadPinned reads a one-line public key file such as ssh_host_ed25519_key.pub.
+func ReadPinned(path string) (ssh.PublicKey, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	key, _, _, _, err := ssh.ParseAuthorizedKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a public key: %w", path, err)
+	}
+	return key, nil
+}
+
+// config returns the host key callback and the algorithms to ask for: the
+// server must present the kind of key we hold, or a host with several keys
+// would look changed.
+func (h HostKeys) config(addr string) (ssh.HostKeyCallback, []string, error) {
+	switch {
+	case h.Pinned != nil:
+		return h.pinned, algorithmsFor(h.Pinned.Type()), nil
+	case h.Insecure:
+		return ssh.InsecureIgnoreHostKey(), nil, nil
+	case h.KnownHosts == "":
+		return nil, nil, errors.New("no host key to check against: give a pinned key or a known_hosts file")
+	}
+	if err := ensureFile(h.KnownHosts); err != nil {
+		return nil, nil, err
+	}
+	cb, err := knownhosts.New(h.KnownHosts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading %s: %w", h.KnownHosts, err)
+	}
+	return h.knownHosts(cb), knownAlgorithms(cb, addr), nil
+}
+
+// knownAlgorithms asks the known_hosts callback which keys it holds for
+// addr, by showing it a key it cannot know.
+func knownAlgorithms(cb ssh.HostKeyCallback, addr string) []string {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	probe, _ := ssh.NewPublicKey(priv.Public())
+	var ke *knownhosts.KeyError
+	if err := cb(addr, &net.TCPAddr{}, probe); !errors.As(err, &ke) {
+		return nil
+	}
+	var algos []string
+	for _, w := range ke.Want {
+		algos = append(algos, algorithmsFor(w.Key.Type())...)
+	}
+	return algos
+}
+
+func (h HostKeys) pinned(hostname string, remote net.Addr, key ssh.PublicKey) error {
+	if bytes.Equal(key.Marshal(), h.Pinned.Marshal()) {
+		return nil
+	}
+	return hint.Wrap(fmt.Errorf("%w: %s answered with host key %s, but %s pins %s: the host was reinstalled, or this is not the host",
+		ErrHostKey, hostname, ssh.FingerprintSHA256(key), h.PinnedFrom, ssh.FingerprintSHA256(h.Pinned)),
+		"if the host was reinstalled without keystone deploy, replace "+h.PinnedFrom+" with its new key after checking it on the console")
+}
+
+func (h HostKeys) knownHosts(cb ssh.HostKeyCallback) ssh.HostKeyCallback {
+	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+		err := cb(hostname, remote, key)
+		var ke *knownhosts.KeyError
+		if !errors.As(err, &ke) {
+			if err != nil {
+				return fmt.Errorf("%w: %v", ErrHostKey, err)
+			}
+			return nil
+		}
+		if len(ke.Want) > 0 {
+			var known []string
+			for _, w := range ke.Want {
+				known = append(known, fmt.Sprintf("%s (%s line %d)", ssh.FingerprintSHA256(w.Key), w.Filename, w.Line))
+			}
+			return hint.Wrap(fmt.Errorf("%w: %s answered with host key %s, but known_hosts has %s: the host was reinstalled, or this is not the host",
+				ErrHostKey, hostname, ssh.FingerprintSHA256(key), strings.Join(known, ", ")),
+				"check the new key on the host's console, then remove the old line: ssh-keygen -R "+knownhosts.Normalize(hostname)+" -f "+h.KnownHosts)
+		}
+		if !h.AcceptNew {
+			return hint.Wrap(fmt.Errorf("%w: %s is not in %s (its key is %s)", ErrHostKey, hostname, h.KnownHosts, ssh.FingerprintSHA256(key)),
+				"pass --accept-new to record it, after checking the fingerprint on the host's console")
+		}
+		line := knownhosts.Line([]string{knownhosts.Normalize(hostname)}, key)
+		f, err := os.OpenFile(h.KnownHosts, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = fmt.Fprintln(f, line)
+		return err
+	}
+}
+
+func ensureFile(path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func algorithmsFor(keyType string) []string {
+	if keyType == ssh.KeyAlgoRSA {
+		return []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA}
+	}
+	return []string{keyType}
+}
