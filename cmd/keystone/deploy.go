@@ -1,0 +1,475 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/keystone-nix/keystone/deploy"
+	"github.com/keystone-nix/keystone/internal/flake"
+	"github.com/keystone-nix/keystone/internal/hint"
+	"github.com/keystone-nix/keystone/internal/remote"
+	"github.com/keystone-nix/keystone/internal/sshx"
+	"github.com/keystone-nix/keystone/internal/target"
+	"github.com/keystone-nix/keystone/verify"
+)
+
+// deploy's exit codes, after verify's 0, 1 and 2.
+const (
+	exitRefused    = 3
+	exitInstall    = 4
+	exitNoReturn   = 5
+	pinnedKeyName  = "ssh_host_ed25519_key.pub"
+	defaultWait    = 10 * time.Minute
+	defaultTimeout = 60 * time.Minute
+)
+
+type codeError struct {
+	error
+	code int
+}
+
+func (e codeError) ExitCode() int { return e.code }
+func (e codeError) Unwrap() error { return e.error }
+
+func refused(err error) error { return codeError{err, exitRefused} }
+
+// errReported is an error already shown in a report: nothing more to print.
+var errReported = errors.New("")
+
+func deployCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "deploy",
+		Usage:     "install a host with nixos-anywhere after read-only pre-flight checks",
+		ArgsUsage: "NAME [-- NIXOS-ANYWHERE-ARGS...]",
+		Description: `Reads the host's target and disks from one nix eval of
+nixosConfigurations.NAME.config.keystone, checks the target over SSH without
+changing it (a live installer or a Linux nixos-anywhere can kexec; every disk
+present, big enough and not the running system), prints the plan, and asks
+you to type the host name. Then it makes the host's SSH key, installs with
+nixos-anywhere, pins the key in vms/NAME/ssh_host_ed25519_key.pub, waits for
+the new system to boot, and verifies it.
+
+Exit status: 0 verified, 1 verify failed, 2 cannot connect, 3 pre-flight
+refused, 4 nixos-anywhere failed, 5 the host did not come back in time.
+
+Examples:
+   keystone deploy web1
+   keystone deploy web1 --target root@192.0.2.10 --disk-password-file ~/secrets/web1.pw
+   keystone deploy web1 --dry-run
+   keystone deploy --all --parallel 4 --yes --disk-password-file pw
+   keystone deploy web1 -- --print-build-logs`,
+		OnUsageError: commandUsageError,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "flake", Value: ".", Usage: "flake holding nixosConfigurations.NAME"},
+			&cli.StringFlag{Name: "target", Usage: "install at `[USER@]HOST[:PORT]` instead of keystone.deploy.*"},
+			&cli.StringFlag{Name: "identity", Aliases: []string{"i"}, Usage: "private key `FILE` to log in with (ssh-agent is used too)"},
+			&cli.BoolFlag{Name: "yes", Usage: "do not ask for the host name before wiping"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "check and print the plan and the nixos-anywhere command; change nothing"},
+			&cli.BoolFlag{Name: "reinstall", Usage: "allow wiping a host that is already installed"},
+			&cli.StringFlag{Name: "disk-password-file", Usage: "disk encryption password `FILE` (no trailing newline)"},
+			&cli.StringFlag{Name: "build-on", Usage: "where to build: auto, local or remote (default: keystone.deploy.buildOn)"},
+			&cli.BoolFlag{Name: "hardware-config", Usage: "write vms/NAME/facter.json with nixos-facter during the install"},
+			&cli.BoolFlag{Name: "no-verify", Usage: "do not verify the host after it comes back"},
+			&cli.DurationFlag{Name: "wait", Value: defaultWait, Usage: "how long to wait for the new system to boot"},
+			&cli.DurationFlag{Name: "timeout", Value: defaultTimeout, Usage: "limit for the whole nixos-anywhere run"},
+			&cli.BoolFlag{Name: "all", Usage: "install every host of the flake"},
+			&cli.IntFlag{Name: "parallel", Value: 1, Usage: "with --all, install `N` hosts at a time"},
+			&cli.StringFlag{Name: "config", Hidden: true, Usage: "read config.keystone from JSON `FILE` instead of nix eval (tests)"},
+		},
+		Action: func(c *cli.Context) error {
+			args := c.Args().Slice()
+			o := deployOptions{
+				Flake: c.String("flake"), Target: c.String("target"), Identity: c.String("identity"),
+				Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Reinstall: c.Bool("reinstall"),
+				PasswordFile: c.String("disk-password-file"), BuildOn: c.String("build-on"),
+				HardwareConfig: c.Bool("hardware-config"), NoVerify: c.Bool("no-verify"),
+				Wait: c.Duration("wait"), Timeout: c.Duration("timeout"), All: c.Bool("all"),
+				Parallel: c.Int("parallel"), Config: c.String("config"),
+			}
+			switch {
+			case o.All:
+				o.Extra = args
+			case len(args) == 0:
+				return usageError{hint.Errorf("keystone deploy NAME [-- NIXOS-ANYWHERE-ARGS...]", "deploy needs a host name, or --all")}
+			default:
+				o.Names, o.Extra = args[:1], args[1:]
+			}
+			if o.Parallel < 1 {
+				return usageError{hint.Errorf("--parallel takes 1 or more", "--parallel %d", o.Parallel)}
+			}
+			return runDeploy(c.Context, os.Stdin, c.App.Writer, c.App.ErrWriter, o)
+		},
+	}
+}
+
+type deployOptions struct {
+	Names                    []string
+	Flake, Target, Identity  string
+	Yes, DryRun, Reinstall   bool
+	PasswordFile, BuildOn    string
+	HardwareConfig, NoVerify bool
+	Wait, Timeout            time.Duration
+	All                      bool
+	Parallel                 int
+	Config                   string
+	Extra                    []string
+}
+
+// hostPlan is one host, checked and ready to install.
+type hostPlan struct {
+	name     string
+	cfg      *flake.Keystone
+	expect   *verify.Expectations
+	target   target.Target
+	facts    *deploy.Facts
+	hostKey  ssh.PublicKey // what the target answered with in pre-flight
+	install  deploy.Install
+	pinned   string // vms/NAME/ssh_host_ed25519_key.pub
+	hostname string
+}
+
+func runDeploy(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, o deployOptions) error {
+	program, err := exec.LookPath("nixos-anywhere")
+	if err != nil && !o.DryRun {
+		return refused(hint.Errorf("run keystone through `nix run .#deploy`, which brings it, or install nixos-anywhere",
+			"nixos-anywhere is not on PATH"))
+	}
+	if o.PasswordFile != "" {
+		if err := deploy.CheckPasswordFile(o.PasswordFile); err != nil {
+			return refused(err)
+		}
+	}
+	names := o.Names
+	if o.All {
+		if names, err = flake.Names(ctx, o.Flake); err != nil {
+			return err
+		}
+		if o.Target != "" {
+			return usageError{hint.Errorf("set keystone.deploy.targetHost per host", "--target applies to one host, not --all")}
+		}
+	}
+
+	// Pre-flight every host before anything changes anywhere.
+	plans := make([]*hostPlan, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			plans[i], errs[i] = preflight(ctx, name, o)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, p := range plans {
+		printPlan(stdout, p, o)
+	}
+	if o.DryRun {
+		for _, p := range plans {
+			fmt.Fprintf(stdout, "\nnixos-anywhere %s\n", strings.Join(shellWords(p.install.Argv()), " "))
+		}
+		fmt.Fprintln(stdout, "dry run: nothing was changed")
+		return nil
+	}
+	if err := confirm(stdin, stdout, plans, o.Yes); err != nil {
+		return err
+	}
+
+	sem := make(chan struct{}, o.Parallel)
+	codes := make([]error, len(plans))
+	for i, p := range plans {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			prefix := ""
+			if len(plans) > 1 {
+				prefix = "[" + p.name + "] "
+			}
+			codes[i] = install(ctx, program, p, o, stdout, prefix)
+		}()
+	}
+	wg.Wait()
+	return worst(codes)
+}
+
+// worst returns the error with the highest exit code.
+func worst(errs []error) error {
+	var w error
+	best := -1
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		code := exitError
+		var ec exitCoder
+		if errors.As(err, &ec) {
+			code = ec.ExitCode()
+		}
+		if code > best {
+			w, best = err, code
+		}
+	}
+	return w
+}
+
+func preflight(ctx context.Context, name string, o deployOptions) (*hostPlan, error) {
+	cfg, err := readKeystone(ctx, o, name)
+	if err != nil {
+		return nil, err
+	}
+	p := &hostPlan{name: name, cfg: cfg}
+	if p.expect, err = verify.ParseExpectations(cfg.Verify.Expectations); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	p.hostname = p.expect.Hostname
+	switch {
+	case o.Target != "":
+		t, err := target.Parse(o.Target)
+		if err != nil {
+			return nil, err
+		}
+		p.target = *t
+	case cfg.Deploy.TargetHost != nil:
+		p.target = target.Target{User: cfg.Deploy.TargetUser, Host: *cfg.Deploy.TargetHost, Port: cfg.Deploy.SSHPort}
+	default:
+		return nil, refused(hint.Errorf("set keystone.deploy.targetHost in vms/"+name+"/configuration.nix, or pass --target [USER@]HOST[:PORT]",
+			"%s has no target: keystone.deploy.targetHost is not set", name))
+	}
+	if cfg.Deploy.DiskSecret && o.PasswordFile == "" {
+		return nil, refused(hint.Errorf("pass --disk-password-file FILE with the password the boot will ask for",
+			"%s's disk layout is encrypted and reads its password at install time", name))
+	}
+	if len(cfg.Deploy.Disks) == 0 {
+		return nil, refused(hint.Errorf("import a disko layout (new-host renders disk-config.nix)", "%s has no disko disks", name))
+	}
+	p.pinned = filepath.Join(hostDir(o.Flake, name), pinnedKeyName)
+
+	// Trust on first use: the installer's key is new every boot. The key is
+	// shown in the plan and compared with the pinned one.
+	client, err := sshx.Dial(ctx, sshx.Options{Addr: p.target.Addr(), User: p.target.User,
+		Identities: identities(o.Identity), HostKeys: sshx.HostKeys{Insecure: true}})
+	if err != nil {
+		return nil, codeError{fmt.Errorf("%s: %w", name, err), verify.ExitCannotReach}
+	}
+	defer client.Close()
+	p.hostKey = client.HostKey
+	r := remote.New(client.Client, p.target.User != "root", 30*time.Second)
+	if p.facts, err = deploy.Gather(ctx, r, cfg.Deploy.Disks); err != nil {
+		return nil, codeError{fmt.Errorf("%s: pre-flight: %w", name, err), verify.ExitCannotReach}
+	}
+	policy := deploy.Policy{Reinstall: o.Reinstall, MinDiskBytes: map[string]int64{}}
+	if pinned, err := sshx.ReadPinned(p.pinned); err == nil {
+		policy.PinnedKey = string(pinned.Marshal()) == string(client.HostKey.Marshal())
+	}
+	for disk, sizes := range cfg.Deploy.PartitionSizes {
+		if n, err := deploy.MinDiskBytes(sizes); err == nil {
+			policy.MinDiskBytes[disk] = n
+		}
+	}
+	if refusals := deploy.Judge(p.facts, policy); len(refusals) > 0 {
+		var lines []string
+		for _, r := range refusals {
+			lines = append(lines, r.What)
+		}
+		return nil, refused(hint.Wrap(fmt.Errorf("%s: refused, nothing was changed: %s", name, strings.Join(lines, "; ")), refusals[0].Hint))
+	}
+
+	buildOn := o.BuildOn
+	if buildOn == "" {
+		buildOn = cfg.Deploy.BuildOn
+	}
+	p.install = deploy.Install{
+		Flake: o.Flake, Name: name, Target: p.target, Identity: o.Identity, BuildOn: buildOn,
+		DiskSecret: o.PasswordFile, Extra: o.Extra,
+	}
+	if o.HardwareConfig {
+		p.install.HardwareConfig = filepath.Join(hostDir(o.Flake, name), "facter.json")
+	}
+	p.install.ExtraFiles = "(a new host key, made at install time)"
+	return p, nil
+}
+
+func readKeystone(ctx context.Context, o deployOptions, name string) (*flake.Keystone, error) {
+	if o.Config == "" {
+		return flake.Host(ctx, o.Flake, name)
+	}
+	data, err := os.ReadFile(o.Config)
+	if err != nil {
+		return nil, err
+	}
+	var k flake.Keystone
+	if err := json.Unmarshal(data, &k); err != nil {
+		return nil, fmt.Errorf("%s: %w", o.Config, err)
+	}
+	return &k, nil
+}
+
+// hostDir is vms/NAME of a flake in a local folder.
+func hostDir(flakeRef, name string) string {
+	dir := strings.TrimPrefix(flakeRef, "path:")
+	if !strings.HasPrefix(dir, "/") && !strings.HasPrefix(dir, ".") {
+		dir = "."
+	}
+	return filepath.Join(dir, "vms", name)
+}
+
+func identities(i string) []string {
+	if i == "" {
+		return nil
+	}
+	return []string{i}
+}
+
+func printPlan(w io.Writer, p *hostPlan, o deployOptions) {
+	f := p.facts
+	system := orElse(f.OS["PRETTY_NAME"], f.OS["ID"])
+	if f.Installer() {
+		system += " (installer)"
+	}
+	fmt.Fprintf(w, "Plan for %s:\n", p.name)
+	fmt.Fprintf(w, "  target     %s: %s, %s, %s RAM\n", p.target.String(), system, f.Arch, gib(f.MemTotal))
+	fmt.Fprintf(w, "  host key   %s (check it on the console if in doubt)\n", ssh.FingerprintSHA256(p.hostKey))
+	for _, d := range f.Disks {
+		fmt.Fprintf(w, "  WIPE       %s -> %s, %s, %s, serial %s\n", d.Path, d.Resolved, gib(d.Size), orElse(d.Model, "unknown model"), orElse(d.Serial, "none"))
+	}
+	layout := "unencrypted"
+	if p.cfg.Deploy.DiskSecret {
+		layout = "encrypted, password from " + o.PasswordFile
+	}
+	fmt.Fprintf(w, "  layout     %s\n", layout)
+	fmt.Fprintf(w, "  build on   %s\n", orElse(p.install.BuildOn, "auto"))
+	fmt.Fprintf(w, "  then       pin the new host key in %s, wait up to %s for the new boot, ", p.pinned, o.Wait)
+	if o.NoVerify {
+		fmt.Fprintln(w, "no verify")
+	} else {
+		fmt.Fprintln(w, "verify")
+	}
+}
+
+func gib(n int64) string { return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30)) }
+
+func orElse(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// confirm asks for the host names to be typed; --yes skips it, and without
+// a terminal it refuses.
+func confirm(stdin io.Reader, w io.Writer, plans []*hostPlan, yes bool) error {
+	if yes {
+		return nil
+	}
+	if f, ok := stdin.(*os.File); !ok || !isTerminal(f) {
+		return refused(hint.Errorf("run it in a terminal, or pass --yes to skip the question",
+			"no terminal to confirm on, and wiping disks needs a confirmation; nothing was changed"))
+	}
+	var names []string
+	for _, p := range plans {
+		names = append(names, p.name)
+	}
+	fmt.Fprintf(w, "\nThis wipes the disks above. Type %s to go on: ", strings.Join(names, " "))
+	line, _ := bufio.NewReader(stdin).ReadString('\n')
+	typed := strings.Fields(line)
+	sort.Strings(typed)
+	sort.Strings(names)
+	if strings.Join(typed, " ") != strings.Join(names, " ") {
+		return refused(hint.Errorf("run deploy again and type the host name exactly", "confirmation did not match; nothing was changed"))
+	}
+	return nil
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func install(ctx context.Context, program string, p *hostPlan, o deployOptions, w io.Writer, prefix string) error {
+	key, err := deploy.NewHostKey("root@" + p.name)
+	if err != nil {
+		return err
+	}
+	defer key.Remove()
+	p.install.ExtraFiles = key.ExtraFiles
+	if err := pinKey(p.pinned, key.AuthorizedLine("root@"+p.name)); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%spinned the new host key %s in %s\n", prefix, ssh.FingerprintSHA256(key.Public), p.pinned)
+
+	runCtx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	var progress deploy.Progress
+	if err := deploy.RunInstall(runCtx, program, p.install, w, prefix, &progress); err != nil {
+		return codeError{fmt.Errorf("%s: %w", p.name, err), exitInstall}
+	}
+	key.Remove() // installed: the only copy of the private key now lives on the host
+
+	pinned := sshx.Options{Addr: p.target.Addr(), User: p.target.User, Identities: identities(o.Identity),
+		HostKeys: sshx.HostKeys{Pinned: key.Public, PinnedFrom: p.pinned}}
+	fmt.Fprintf(w, "%swaiting up to %s for %s to boot its new system\n", prefix, o.Wait, p.name)
+	if err := deploy.WaitForNewBoot(ctx, pinned, p.hostname, p.facts.BootID, o.Wait); err != nil {
+		return codeError{hint.Wrap(fmt.Errorf("%s: %w", p.name, err),
+			"look at its console: it may be waiting for the disk password; then run keystone verify "+p.name+" --wait 10m"), exitNoReturn}
+	}
+	fmt.Fprintf(w, "%s%s is up with its new system\n", prefix, p.name)
+	if o.NoVerify {
+		return nil
+	}
+	rep := verify.Run(ctx, p.expect, verify.Options{Name: p.name, SSH: pinned, Wait: time.Minute})
+	verify.WriteTable(w, []verify.Report{rep})
+	if code := rep.ExitCode(); code != 0 {
+		return codeError{fmt.Errorf("%s: installed, but verify failed", p.name), code}
+	}
+	return nil
+}
+
+// pinKey writes the host's public key next to its configuration, and tells
+// git about it so the flake sees it.
+func pinKey(path string, line []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, line, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	if git, err := exec.LookPath("git"); err == nil {
+		exec.Command(git, "-C", filepath.Dir(path), "add", "--intent-to-add", "--", filepath.Base(path)).Run()
+	}
+	return nil
+}
+
+// shellWords quotes argv for display only.
+func shellWords(argv []string) []string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`;&|<>(){}*?#~") {
+			a = remote.Quote(a)
+		}
+		out[i] = a
+	}
+	return out
+}

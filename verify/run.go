@@ -1,0 +1,195 @@
+package verify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/keystone-nix/keystone/internal/remote"
+	"github.com/keystone-nix/keystone/internal/sshx"
+)
+
+// Options says how to reach and check one host.
+type Options struct {
+	Name    string // the host's name in the flake, for reports
+	SSH     sshx.Options
+	Wait    time.Duration // keep trying to connect, and wait while the host boots
+	Timeout time.Duration // for each remote command
+	Checks  []Check       // default All()
+	// ScanPorts is what the exposure check scans besides the expected
+	// ports; nil means DefaultScanPorts.
+	ScanPorts []int
+}
+
+// Report is everything verify found about one host.
+type Report struct {
+	Host      string        `json:"host"`
+	Target    string        `json:"target"`
+	Connected bool          `json:"connected"`
+	Error     string        `json:"error,omitempty"` // why it could not connect, or lost the connection
+	Results   []Result      `json:"results"`
+	Duration  time.Duration `json:"-"`
+	Err       error         `json:"-"`
+}
+
+// Exit codes: 0 all pass (WARN and SKIP allowed), 1 a check failed,
+// 2 cannot connect, authenticate or trust the host key.
+const (
+	ExitPass          = 0
+	ExitFail          = 1
+	ExitCannotReach   = 2
+	pollInterval      = 2 * time.Second
+	defaultCmdTimeout = 30 * time.Second
+)
+
+// ExitCode is the report's exit status.
+func (r Report) ExitCode() int {
+	if !r.Connected || r.Error != "" {
+		return ExitCannotReach
+	}
+	for _, res := range r.Results {
+		if res.Status == Fail {
+			return ExitFail
+		}
+	}
+	return ExitPass
+}
+
+// Run verifies one host over one SSH connection.
+func Run(ctx context.Context, e *Expectations, o Options) Report {
+	start := time.Now()
+	rep := Report{Host: o.Name, Target: o.SSH.User + "@" + o.SSH.Addr}
+	if o.Timeout == 0 {
+		o.Timeout = defaultCmdTimeout
+	}
+	if o.Checks == nil {
+		o.Checks = All()
+	}
+	deadline := time.Now().Add(o.Wait)
+	client, err := dialWait(ctx, o.SSH, deadline)
+	if err != nil {
+		rep.Err, rep.Error = err, err.Error()
+		rep.Duration = time.Since(start)
+		return rep
+	}
+	defer client.Close()
+	rep.Connected = true
+	rep.Results = append(rep.Results, Result{"ssh", Pass, fmt.Sprintf("%s, key auth, host key %s",
+		rep.Target, ssh.FingerprintSHA256(client.HostKey))})
+
+	var lost atomic.Bool
+	go func() { client.Wait(); lost.Store(true) }()
+
+	r := runner{remote.New(client.Client, o.SSH.User != "root", o.Timeout)}
+	if o.Wait > 0 {
+		r.waitForBoot(ctx, deadline)
+	}
+	host := Host{Addr: hostOf(o.SSH.Addr), SSHPort: portOf(o.SSH.Addr), ScanPorts: o.ScanPorts}
+	results := make([]Result, len(o.Checks))
+	var wg sync.WaitGroup
+	for i, c := range o.Checks {
+		if ok, why := c.Applies(e); !ok {
+			results[i] = Result{c.Name, Skip, why}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = r.check(ctx, c, e, host)
+		}()
+	}
+	wg.Wait()
+	rep.Results = append(rep.Results, results...)
+	if lost.Load() {
+		rep.Error = fmt.Sprintf("the connection to %s was lost during the checks", rep.Target)
+		rep.Err = errors.New(rep.Error)
+	}
+	rep.Duration = time.Since(start)
+	return rep
+}
+
+// dialWait dials until it works or the deadline passes: a host that was
+// just installed is still rebooting, or still the installer.
+func dialWait(ctx context.Context, o sshx.Options, deadline time.Time) (*sshx.Client, error) {
+	for {
+		c, err := sshx.Dial(ctx, o)
+		if err == nil {
+			return c, nil
+		}
+		if time.Now().Add(pollInterval).After(deadline) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+type runner struct {
+	*remote.Runner
+}
+
+func (r runner) check(ctx context.Context, c Check, e *Expectations, h Host) Result {
+	var cmds []string
+	if c.Commands != nil {
+		cmds = c.Commands(e)
+	}
+	outs := make([]Output, len(cmds), len(cmds)+1)
+	var wg sync.WaitGroup
+	for i, cmd := range cmds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i] = r.Run(ctx, cmd)
+		}()
+	}
+	wg.Wait()
+	if c.Probe != nil {
+		outs = append(outs, c.Probe(ctx, e, h))
+	}
+	status, ev := c.Judge(e, outs)
+	return Result{c.Name, status, ev}
+}
+
+// waitForBoot waits while systemd says the host is still starting.
+func (r runner) waitForBoot(ctx context.Context, deadline time.Time) {
+	for time.Now().Before(deadline) {
+		state := strings.TrimSpace(r.Run(ctx, "systemctl is-system-running").Stdout)
+		if state != "starting" && state != "initializing" {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+var shellQuote = remote.Quote
+
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+func portOf(addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 22
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
