@@ -328,9 +328,10 @@ func startTime(pid int) string {
 	return f[19]
 }
 
-// Ruleset is the host firewall: established traffic, loopback and the given
-// TCP ports are accepted, everything else coming in is dropped, so a closed
-// port looks filtered from outside.
+// Ruleset is the host firewall: established traffic, loopback, the given
+// TCP ports and mDNS (UDP 5353, as avahi's openFirewall) are accepted,
+// everything else coming in is dropped, so a closed port looks filtered
+// from outside.
 func Ruleset(openTCP []int) string {
 	var ports []string
 	for _, p := range openTCP {
@@ -340,13 +341,19 @@ func Ruleset(openTCP []int) string {
 	if len(ports) > 0 {
 		accept = "\t\ttcp dport { " + strings.Join(ports, ", ") + " } accept\n"
 	}
+	// The shape of NixOS's nftables firewall (firewall-nftables.nix), so
+	// verify's firewall check reads a test host as it reads a NixOS host.
 	return "flush ruleset\n" +
-		"table inet filter {\n" +
+		"table inet nixos-fw {\n" +
 		"\tchain input {\n" +
 		"\t\ttype filter hook input priority filter; policy drop;\n" +
-		"\t\tct state established,related accept\n" +
-		"\t\tiif lo accept\n" +
+		"\t\tiifname \"lo\" accept\n" +
+		"\t\tct state vmap { invalid : drop, established : accept, related : accept, new : jump input-allow, untracked : jump input-allow }\n" +
+		"\t}\n" +
+		"\tchain input-allow {\n" +
 		accept +
+		"\t\tudp dport 5353 accept\n" +
+		"\t\ticmp type echo-request accept\n" +
 		"\t}\n" +
 		"}\n"
 }
