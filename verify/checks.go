@@ -46,7 +46,10 @@ var installerCheck = Check{
 			return Fail, msg
 		}
 		rel := ParseOSRelease(outs[0].Stdout)
-		id := evidence(rel["PRETTY_NAME"], "VARIANT_ID="+rel["VARIANT_ID"])
+		id := rel["PRETTY_NAME"]
+		if v := rel["VARIANT_ID"]; v != "" {
+			id += ", VARIANT_ID=" + v
+		}
 		if rel["VARIANT_ID"] == "installer" {
 			return Fail, "still the NixOS installer (" + id + "): the install did not finish or did not reboot"
 		}
@@ -102,7 +105,7 @@ var servicesCheck = Check{
 		return len(e.Services) > 0, "no services expected"
 	},
 	Commands: func(e *Expectations) []string {
-		return []string{"systemctl show -p Id,LoadState,ActiveState,SubState " + strings.Join(quoteAll(e.Services), " ")}
+		return []string{"systemctl show -p Id,Names,LoadState,ActiveState,SubState " + strings.Join(quoteAll(e.Services), " ")}
 	},
 	Judge: func(e *Expectations, outs []Output) (Status, string) {
 		if msg, ok := failed("systemctl show", outs[0]); !ok {
@@ -298,7 +301,7 @@ func expectedTCP(e *Expectations, _ string) []int {
 
 func parseInts(s string) []int {
 	var out []int
-	for _, f := range strings.Fields(s) {
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }) {
 		if n, err := strconv.Atoi(f); err == nil {
 			out = append(out, n)
 		}
@@ -322,7 +325,10 @@ var mdnsCheck = Check{
 	Name:    "mdns",
 	Applies: func(e *Expectations) (bool, string) { return e.MDNS != nil, "avahi is not enabled in the config" },
 	Commands: func(e *Expectations) []string {
-		return []string{"avahi-resolve -4 -n " + shellQuote(e.Hostname+".local")}
+		// Asking a stopped avahi would start it through D-Bus activation:
+		// verify changes nothing, so it looks first.
+		return []string{"systemctl is-active --quiet avahi-daemon.service || { echo 'avahi-daemon is not running' >&2; exit 3; }; " +
+			"avahi-resolve -4 -n " + shellQuote(e.Hostname+".local")}
 	},
 	Probe: func(ctx context.Context, e *Expectations, h Host) Output {
 		ip := net.ParseIP(h.Addr)

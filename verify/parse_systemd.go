@@ -11,19 +11,28 @@ import (
 // "exited".
 type UnitState struct {
 	Id, LoadState, ActiveState, SubState, Result string
+	// Names holds the unit's aliases too (with -p Names): Debian's
+	// sshd.service is an alias whose Id is ssh.service.
+	Names []string
 }
 
 // ParseSystemctlShow reads `systemctl show -p … UNIT…`: one block of
 // KEY=VALUE lines per unit, blocks separated by blank lines, properties in
 // systemd's order rather than the -p order. It keys each block by its Id;
 // a block without Id is dropped. systemctl exits 0 even for unknown units,
-// whose Id is the name as given.
+// whose Id is the name as given. A block is also found under each of its
+// Names.
 func ParseSystemctlShow(out string) map[string]UnitState {
 	units := map[string]UnitState{}
 	var cur UnitState
 	flush := func() {
 		if cur.Id != "" {
 			units[cur.Id] = cur
+			for _, n := range cur.Names {
+				if _, taken := units[n]; !taken {
+					units[n] = cur
+				}
+			}
 		}
 		cur = UnitState{}
 	}
@@ -51,6 +60,8 @@ func ParseSystemctlShow(out string) map[string]UnitState {
 			cur.SubState = v
 		case "Result":
 			cur.Result = v
+		case "Names":
+			cur.Names = strings.Fields(v)
 		}
 	}
 	flush()

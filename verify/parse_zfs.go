@@ -362,6 +362,7 @@ type Dataset struct {
 func ParseZfsGet(out string) ([]Dataset, error) {
 	var ds []Dataset
 	index := map[string]int{}
+	header := false
 	for i, line := range strings.Split(out, "\n") {
 		line = strings.TrimRight(line, "\r")
 		if strings.TrimSpace(line) == "" {
@@ -372,12 +373,16 @@ func ParseZfsGet(out string) ([]Dataset, error) {
 			f = strings.Split(line, "\t")
 		} else {
 			f = strings.Fields(line)
+			if len(f) >= 3 && f[0] == "NAME" && f[1] == "PROPERTY" {
+				header = true
+				continue
+			}
+			if !header { // -H output has tabs; this is a message
+				return nil, fmt.Errorf("line %d: not zfs get output: %q", i+1, line)
+			}
 		}
 		if len(f) < 3 {
 			return nil, fmt.Errorf("line %d: want name, property and value: %q", i+1, line)
-		}
-		if f[0] == "NAME" && f[1] == "PROPERTY" {
-			continue
 		}
 		setDatasetProp(&ds, index, f[0], f[1], f[2])
 	}

@@ -1,0 +1,150 @@
+package verify_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/keystone-nix/keystone/internal/sshx"
+	"github.com/keystone-nix/keystone/internal/testhost"
+	"github.com/keystone-nix/keystone/verify"
+)
+
+// debianExpect is what a healthy Debian test host looks like, in the
+// contract's terms: the same checks as a NixOS host, with Debian's units.
+func debianExpect(hostname string) *verify.Expectations {
+	return &verify.Expectations{
+		Hostname: hostname,
+		Services: []string{"sshd.service", "avahi-daemon.service", "systemd-resolved.service", "nftables.service"},
+		Firewall: &verify.Firewall{Enable: true, Backend: "nftables", TCP: []int{22}, UDP: []int{5353}},
+		SSHD:     &verify.SSHD{Ports: []int{22}, PermitRootLogin: "prohibit-password"},
+		Mounts:   []string{"/"},
+		MDNS:     &verify.MDNS{Publish: true},
+	}
+}
+
+func options(h *testhost.Host, key string) verify.Options {
+	return verify.Options{
+		Name: h.Name,
+		SSH: sshx.Options{Addr: h.Address(), User: "root", Identities: []string{key},
+			HostKeys: sshx.HostKeys{Pinned: h.HostKey, PinnedFrom: "the test"}},
+		Timeout:   20 * time.Second,
+		ScanPorts: []int{1, 21, 22, 23, 80, 443, 8080, 8443},
+	}
+}
+
+// statuses maps each check to its status, and fails t on a check missing.
+func statuses(t *testing.T, r verify.Report) map[string]verify.Status {
+	t.Helper()
+	m := map[string]verify.Status{}
+	for _, res := range r.Results {
+		m[res.Check] = res.Status
+	}
+	return m
+}
+
+func logReport(t *testing.T, r verify.Report) {
+	t.Helper()
+	var b strings.Builder
+	verify.WriteTable(&b, []verify.Report{r})
+	t.Log("\n" + b.String())
+}
+
+func TestHealthyDebianHostPasses(t *testing.T) {
+	signer, key := testhost.ClientKey(t)
+	h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-healthy", AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	o := options(h, key)
+	o.Wait = time.Minute // the container may still be starting units
+	r := verify.Run(context.Background(), debianExpect(h.Name), o)
+	logReport(t, r)
+	if r.ExitCode() != verify.ExitPass {
+		t.Fatalf("exit %d, want 0", r.ExitCode())
+	}
+	got := statuses(t, r)
+	for _, check := range []string{"ssh", "installer", "hostname", "boot", "services", "sshd", "firewall", "exposure", "mounts", "mdns"} {
+		if got[check] != verify.Pass {
+			t.Errorf("%s is %s, want PASS", check, got[check])
+		}
+	}
+	for _, check := range []string{"zfs", "luks"} {
+		if got[check] != verify.Skip {
+			t.Errorf("%s is %s, want SKIP (not applicable)", check, got[check])
+		}
+	}
+}
+
+// TestBrokenDebianHosts breaks one thing per host and expects exactly that
+// check to fail.
+func TestBrokenDebianHosts(t *testing.T) {
+	signer, key := testhost.ClientKey(t)
+	for _, tc := range []struct {
+		name   string
+		opts   testhost.DebianOptions
+		breakIt func(t *testing.T, h *testhost.Host)
+		expect func(e *verify.Expectations)
+		fails  []string
+	}{
+		{name: "wrong hostname", expect: func(e *verify.Expectations) { e.Hostname = "web1" }, fails: []string{"hostname", "mdns"}},
+		{name: "port 8080 open", opts: testhost.DebianOptions{OpenTCP: []int{22, 8080}},
+			breakIt: func(t *testing.T, h *testhost.Host) { h.Listen(t, 8080) }, fails: []string{"firewall", "exposure"}},
+		{name: "avahi stopped", breakIt: func(t *testing.T, h *testhost.Host) {
+			if out, err := h.Run(t, "systemctl", "stop", "avahi-daemon.socket", "avahi-daemon.service"); err != nil {
+				t.Fatalf("stopping avahi: %v %s", err, out)
+			}
+		}, fails: []string{"services", "mdns"}},
+		{name: "password auth on", opts: testhost.DebianOptions{ExtraSSHDConfig: []string{"PasswordAuthentication yes"}},
+			fails: []string{"sshd"}},
+		{name: "root login with password", opts: testhost.DebianOptions{ExtraSSHDConfig: []string{"PermitRootLogin yes"}},
+			fails: []string{"sshd"}},
+		{name: "a failed unit", breakIt: func(t *testing.T, h *testhost.Host) {
+			h.Run(t, "systemd-run", "--unit=broken", "sh", "-c", "exit 3")
+			for i := 0; i < 50; i++ {
+				if out, _ := h.Run(t, "systemctl", "is-failed", "broken.service"); strings.TrimSpace(out) == "failed" {
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}, fails: []string{"boot"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Hostname = "ks-broken"
+			tc.opts.AuthorizedKeys = []ssh.PublicKey{signer.PublicKey()}
+			h := testhost.Debian(t, tc.opts)
+			o := options(h, key)
+			o.Wait = time.Minute
+			// Settle first, so that breaking it is the only change.
+			verify.Run(context.Background(), debianExpect(h.Name), verify.Options{SSH: o.SSH, Wait: time.Minute,
+				Checks: []verify.Check{}})
+			if tc.breakIt != nil {
+				tc.breakIt(t, h)
+			}
+			e := debianExpect(h.Name)
+			if tc.expect != nil {
+				tc.expect(e)
+			}
+			o.Wait = 0
+			r := verify.Run(context.Background(), e, o)
+			logReport(t, r)
+			if r.ExitCode() != verify.ExitFail {
+				t.Errorf("exit %d, want 1", r.ExitCode())
+			}
+			for check, status := range statuses(t, r) {
+				want := verify.Pass
+				for _, f := range tc.fails {
+					if f == check {
+						want = verify.Fail
+					}
+				}
+				if check == "zfs" || check == "luks" {
+					want = verify.Skip
+				}
+				if status != want {
+					t.Errorf("%s is %s, want %s", check, status, want)
+				}
+			}
+		})
+	}
+}
