@@ -81,11 +81,11 @@ func TestHealthyDebianHostPasses(t *testing.T) {
 func TestBrokenDebianHosts(t *testing.T) {
 	signer, key := testhost.ClientKey(t)
 	for _, tc := range []struct {
-		name   string
-		opts   testhost.DebianOptions
+		name    string
+		opts    testhost.DebianOptions
 		breakIt func(t *testing.T, h *testhost.Host)
-		expect func(e *verify.Expectations)
-		fails  []string
+		expect  func(e *verify.Expectations)
+		fails   []string
 	}{
 		{name: "wrong hostname", expect: func(e *verify.Expectations) { e.Hostname = "web1" }, fails: []string{"hostname", "mdns"}},
 		{name: "port 8080 open", opts: testhost.DebianOptions{OpenTCP: []int{22, 8080}},
@@ -146,5 +146,114 @@ func TestBrokenDebianHosts(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func sshdExpect(hostname string) *verify.Expectations {
+	return &verify.Expectations{
+		Hostname: hostname,
+		Firewall: &verify.Firewall{Enable: true, Backend: "nftables", TCP: []int{22}, UDP: []int{5353}},
+	}
+}
+
+// sshdChecks are the checks an sshd-in-a-namespace host can answer: it has
+// no systemd, avahi or sshd config of its own.
+func sshdChecks() []verify.Check {
+	var out []verify.Check
+	for _, c := range verify.All() {
+		switch c.Name {
+		case "installer", "hostname", "firewall", "exposure":
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func TestUnreachableHostExits2(t *testing.T) {
+	_, key := testhost.ClientKey(t)
+	h := testhost.SSHD(t, testhost.SSHDOptions{})
+	h.StopSSHD(t)
+	o := options(h, key)
+	start := time.Now()
+	r := verify.Run(context.Background(), sshdExpect(h.Name), o)
+	if r.ExitCode() != verify.ExitCannotReach || !strings.Contains(r.Error, "cannot reach") {
+		t.Errorf("exit %d, error %q; want 2, cannot reach", r.ExitCode(), r.Error)
+	}
+	if time.Since(start) > 15*time.Second {
+		t.Errorf("took %s", time.Since(start))
+	}
+}
+
+func TestChangedHostKeyExits2(t *testing.T) {
+	signer, key := testhost.ClientKey(t)
+	h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	pinned := h.HostKey
+	_, newKey := testhost.GenerateKey(t)
+	h.SetHostKey(t, newKey)
+	o := options(h, key)
+	o.SSH.HostKeys.Pinned = pinned
+	r := verify.Run(context.Background(), sshdExpect(h.Name), o)
+	if r.ExitCode() != verify.ExitCannotReach {
+		t.Fatalf("exit %d, want 2", r.ExitCode())
+	}
+	for _, want := range []string{ssh.FingerprintSHA256(pinned), ssh.FingerprintSHA256(h.HostKey), "pins"} {
+		if !strings.Contains(r.Error, want) {
+			t.Errorf("error %q does not show %s", r.Error, want)
+		}
+	}
+}
+
+func TestWrongKeyExits2(t *testing.T) {
+	_, key := testhost.ClientKey(t) // not authorized on the host
+	h := testhost.SSHD(t, testhost.SSHDOptions{})
+	r := verify.Run(context.Background(), sshdExpect(h.Name), options(h, key))
+	if r.ExitCode() != verify.ExitCannotReach || !strings.Contains(r.Error, "authentication failed") {
+		t.Errorf("exit %d, error %q; want 2, authentication failed", r.ExitCode(), r.Error)
+	}
+}
+
+func TestSSHDHostPasses(t *testing.T) {
+	signer, key := testhost.ClientKey(t)
+	h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	o := options(h, key)
+	o.Checks = sshdChecks()
+	r := verify.Run(context.Background(), sshdExpect(h.Name), o)
+	logReport(t, r)
+	if r.ExitCode() != verify.ExitPass || len(r.Results) != 5 {
+		t.Errorf("exit %d with %d results, want 0 with 5", r.ExitCode(), len(r.Results))
+	}
+}
+
+// TestKilledSSHDEndsInBoundedTime kills sshd and every session while the
+// checks run: the run must end soon, saying the connection was lost.
+func TestKilledSSHDEndsInBoundedTime(t *testing.T) {
+	signer, key := testhost.ClientKey(t)
+	h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	slow := verify.Check{
+		Name:     "slow",
+		Applies:  func(*verify.Expectations) (bool, string) { return true, "" },
+		Commands: func(*verify.Expectations) []string { return []string{"sleep 30"} },
+		Judge: func(_ *verify.Expectations, outs []verify.Output) (verify.Status, string) {
+			if outs[0].Err != nil {
+				return verify.Fail, outs[0].Err.Error()
+			}
+			return verify.Pass, "slept"
+		},
+	}
+	o := options(h, key)
+	o.Checks = append(sshdChecks(), slow)
+	o.Timeout = 60 * time.Second
+	go func() {
+		time.Sleep(time.Second)
+		h.KillSSHD(t)
+	}()
+	start := time.Now()
+	r := verify.Run(context.Background(), sshdExpect(h.Name), o)
+	logReport(t, r)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("took %s after sshd was killed", took)
+	}
+	if r.ExitCode() != verify.ExitCannotReach || !strings.Contains(r.Error, "connection") || !strings.Contains(r.Error, "lost") {
+		t.Errorf("exit %d, error %q; want 2 and the connection lost", r.ExitCode(), r.Error)
 	}
 }

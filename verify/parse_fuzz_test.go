@@ -3,6 +3,7 @@ package verify
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -19,10 +20,11 @@ func seed(f *testing.F, dir string) {
 func FuzzParseSystemctlShow(f *testing.F) {
 	seed(f, "systemctl-show")
 	f.Add("Id=\n\nId=a=b\r\n=\n")
+	f.Add("Id=ssh.service\nNames=ssh.service sshd.service\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		for id, u := range ParseSystemctlShow(s) {
-			if id == "" || id != u.Id {
-				t.Fatalf("unit keyed %q has Id %q", id, u.Id)
+			if id == "" || (id != u.Id && !slices.Contains(u.Names, id)) {
+				t.Fatalf("unit keyed %q has Id %q and Names %q", id, u.Id, u.Names)
 			}
 		}
 	})

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -85,9 +84,6 @@ func Run(ctx context.Context, e *Expectations, o Options) Report {
 	rep.Results = append(rep.Results, Result{"ssh", Pass, fmt.Sprintf("%s, key auth, host key %s",
 		rep.Target, ssh.FingerprintSHA256(client.HostKey))})
 
-	var lost atomic.Bool
-	go func() { client.Wait(); lost.Store(true) }()
-
 	r := runner{remote.New(client.Client, o.SSH.User != "root", o.Timeout)}
 	if o.Wait > 0 {
 		r.waitForBoot(ctx, deadline)
@@ -108,7 +104,9 @@ func Run(ctx context.Context, e *Expectations, o Options) Report {
 	}
 	wg.Wait()
 	rep.Results = append(rep.Results, results...)
-	if lost.Load() {
+	// A session that failed may mean the whole connection went away: ask
+	// the server, which answers at once while the connection lives.
+	if _, _, err := client.SendRequest("keepalive@openssh.com", true, nil); err != nil {
 		rep.Error = fmt.Sprintf("the connection to %s was lost during the checks", rep.Target)
 		rep.Err = errors.New(rep.Error)
 	}
