@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/keystone-nix/keystone/internal/testhost"
+)
+
+// keystone runs the CLI in-process and returns its exit code and output.
+func keystone(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr strings.Builder
+	code := run(context.Background(), append([]string{"keystone"}, args...), &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func writeExpect(t *testing.T, hostname string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "expect.json")
+	data := `{"hostname": "` + hostname + `", "services": [], "firewall": {"enable": true, "backend": "nftables", "tcp": [22], "udp": [5353]},
+		"sshd": null, "zfs": null, "luks": null, "mounts": [], "mdns": null, "someFutureKey": 1}`
+	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestVerifyCLI(t *testing.T) {
+	signer, key := testhost.ClientKey(t)
+	h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	knownHosts := filepath.Join(t.TempDir(), "known_hosts")
+	expect := writeExpect(t, h.Name)
+	base := []string{"verify", "--expect", expect, "--target", "root@" + h.Address(), "-i", key,
+		"--known-hosts", knownHosts, "--only", "installer,hostname,firewall,exposure", "--ports", "20-23,8080"}
+
+	// An unknown host key is refused, and nothing is recorded.
+	code, _, stderr := keystone(t, base...)
+	if code != 2 || !strings.Contains(stderr, "is not in "+knownHosts) || !strings.Contains(stderr, "hint: pass --accept-new") {
+		t.Errorf("unknown key: exit %d, stderr %q; want 2 and a hint", code, stderr)
+	}
+
+	// --accept-new records it; then every check passes.
+	code, stdout, stderr := keystone(t, append(base, "--accept-new")...)
+	if code != 0 || !strings.Contains(stdout, "5 checks: 5 PASS") {
+		t.Fatalf("accept-new: exit %d\n%s%s", code, stdout, stderr)
+	}
+	recorded, _ := os.ReadFile(knownHosts)
+	if !strings.Contains(string(recorded), strings.TrimSpace(string(ssh.MarshalAuthorizedKey(h.HostKey)))) {
+		t.Errorf("known_hosts does not hold the host key: %s", recorded)
+	}
+
+	// JSON and JUnit carry the same verdicts.
+	code, stdout, _ = keystone(t, append(base, "--format", "json")...)
+	var doc struct {
+		ExitCode int `json:"exitCode"`
+		Hosts    []struct {
+			Host      string `json:"host"`
+			Connected bool   `json:"connected"`
+			Results   []struct{ Check, Status, Evidence string }
+		}
+	}
+	if err := json.Unmarshal([]byte(stdout), &doc); err != nil || code != 0 || doc.ExitCode != 0 || len(doc.Hosts) != 1 ||
+		len(doc.Hosts[0].Results) != 5 || doc.Hosts[0].Results[2].Check != "hostname" || doc.Hosts[0].Results[2].Status != "PASS" {
+		t.Errorf("json: exit %d, %v\n%s", code, err, stdout)
+	}
+	code, stdout, _ = keystone(t, append(base, "--format", "junit")...)
+	var suites struct {
+		Suites []struct {
+			Tests    int `xml:"tests,attr"`
+			Failures int `xml:"failures,attr"`
+		} `xml:"testsuite"`
+	}
+	if err := xml.Unmarshal([]byte(stdout), &suites); err != nil || code != 0 || len(suites.Suites) != 1 || suites.Suites[0].Tests != 5 {
+		t.Errorf("junit: exit %d, %v\n%s", code, err, stdout)
+	}
+
+	// A failing check is exit 1.
+	code, stdout, _ = keystone(t, "verify", "--expect", writeExpect(t, "web1"), "--target", "root@"+h.Address(), "-i", key,
+		"--known-hosts", knownHosts, "--only", "hostname")
+	if code != 1 || !strings.Contains(stdout, `hostname is "`+h.Name+`", want "web1"`) {
+		t.Errorf("wrong hostname: exit %d\n%s", code, stdout)
+	}
+
+	// A changed key is exit 2, showing both fingerprints, even with --accept-new.
+	old := h.HostKey
+	_, newKey := testhost.GenerateKey(t)
+	h.SetHostKey(t, newKey)
+	code, _, stderr = keystone(t, append(base, "--accept-new")...)
+	if code != 2 || !strings.Contains(stderr, ssh.FingerprintSHA256(old)) || !strings.Contains(stderr, ssh.FingerprintSHA256(h.HostKey)) ||
+		!strings.Contains(stderr, "ssh-keygen -R") {
+		t.Errorf("changed key: exit %d, stderr %q", code, stderr)
+	}
+
+	// --insecure-ignore-host-key connects anyway, and says so.
+	code, _, stderr = keystone(t, "verify", "--expect", expect, "--target", "root@"+h.Address(), "-i", key,
+		"--insecure-ignore-host-key", "--only", "hostname")
+	if code != 0 || !strings.Contains(stderr, "warning: --insecure-ignore-host-key") {
+		t.Errorf("insecure: exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestVerifyCLIRefusals(t *testing.T) {
+	expect := writeExpect(t, "web1")
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"verify"}, 64, "no host to verify"},
+		{[]string{"verify", "--expect", expect}, 64, "--expect without a host name needs --target"},
+		{[]string{"verify", "--expect", expect, "--target", "root@"}, 1, "the host is missing"},
+		{[]string{"verify", "--expect", expect, "--target", "h", "--format", "xml"}, 64, `--format "xml" is not supported`},
+		{[]string{"verify", "--expect", expect, "--target", "h", "--only", "hostnme"}, 64, `--only: no check named "hostnme"`},
+		{[]string{"verify", "--expect", expect, "--target", "h", "--ports", "0-10"}, 64, "--ports"},
+		{[]string{"verify", "--expect", "/nonexistent.json", "--target", "h"}, 1, "no such file"},
+		{[]string{"verify", "a", "b", "--target", "h"}, 64, "--target applies to one host"},
+	} {
+		code, _, stderr := keystone(t, tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.msg) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, stderr, tc.code, tc.msg)
+		}
+	}
+}
