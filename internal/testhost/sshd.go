@@ -49,9 +49,16 @@ func SSHD(t testing.TB, o SSHDOptions) *Host {
 	h.logPath = filepath.Join(h.dir, "sshd.log")
 
 	// The holder owns the UTS namespace, so the hostname outlives sshd
-	// restarts and Run sees the same hostname sshd does.
-	holder := exec.Command("nsenter", "--net=/run/netns/"+h.NS, "unshare", "--uts", "sh", "-c",
-		`hostname "$1" && echo ready && exec sleep infinity`, "sh", o.Hostname)
+	// restarts and Run sees the same hostname sshd does, and a mount
+	// namespace where root's home is an empty folder: sessions would
+	// otherwise run the machine's ~/.bashrc (bash does over ssh), which can
+	// be slow or block on locks shared with the machine.
+	home := filepath.Join(h.dir, "home")
+	if err := os.Mkdir(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	holder := exec.Command("nsenter", "--net=/run/netns/"+h.NS, "unshare", "--uts", "--mount", "--propagation", "private",
+		"sh", "-c", `mount --bind "$2" /root && hostname "$1" && echo ready && exec sleep infinity`, "sh", o.Hostname, home)
 	out, err := holder.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +130,7 @@ func (h *Host) startSSHD(t testing.TB) {
 	}
 	h.HostKey = key
 	offset := fileSize(h.logPath)
-	cmd := exec.Command("nsenter", "-t", strconv.Itoa(h.holder.cmd.Process.Pid), "-n", "-u",
+	cmd := exec.Command("nsenter", "-t", strconv.Itoa(h.holder.cmd.Process.Pid), "-n", "-u", "-m",
 		"/usr/sbin/sshd", "-D", "-e", "-f", h.sshdCfg)
 	p, err := start(cmd, h.logPath)
 	if err != nil {

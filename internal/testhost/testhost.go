@@ -78,8 +78,8 @@ func (h *Host) Log() string {
 	return string(b)
 }
 
-// Run runs a command inside the host: in its network and UTS namespaces
-// (SSHD, which otherwise shares the machine's filesystem), or in all of the
+// Run runs a command inside the host: in its network, UTS and mount
+// namespaces (SSHD, which otherwise shares the machine's filesystem), or in all of the
 // container's namespaces (Debian), which fails while it reboots. It returns
 // stdout; a failure carries stderr.
 func (h *Host) Run(t testing.TB, args ...string) (string, error) {
@@ -92,7 +92,7 @@ func (h *Host) Run(t testing.TB, args ...string) (string, error) {
 		}
 		ns = []string{"-t", strconv.Itoa(leader), "-a"}
 	} else {
-		ns = []string{"-t", strconv.Itoa(h.holder.cmd.Process.Pid), "-n", "-u"}
+		ns = []string{"-t", strconv.Itoa(h.holder.cmd.Process.Pid), "-n", "-u", "-m"}
 	}
 	cmd := exec.Command("nsenter", append(append(ns, "--"), args...)...)
 	// The container's tools should not see the test's environment.
