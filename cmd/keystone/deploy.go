@@ -17,6 +17,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/keystone-nix/keystone/deploy"
 	"github.com/keystone-nix/keystone/internal/flake"
@@ -399,9 +400,10 @@ func confirm(stdin io.Reader, w io.Writer, plans []*hostPlan, yes bool) error {
 	return nil
 }
 
+// isTerminal is isatty(3): /dev/null is a character device too.
 func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func install(ctx context.Context, program string, p *hostPlan, o deployOptions, w io.Writer, prefix string) error {

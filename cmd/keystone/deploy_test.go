@@ -1,0 +1,332 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
+
+	"github.com/keystone-nix/keystone/internal/testhost"
+)
+
+// standIn plays nixos-anywhere: it records its argv, prints its steps, and
+// does what an install visibly does to the target over ssh, as
+// nixos-anywhere does: copies the --extra-files tree (the new host key)
+// into it and reboots it. STANDIN_MODE=noreboot skips both, =hang sleeps.
+const standIn = `#!/bin/bash
+set -eu
+printf '%s\n' "$@" > "$STANDIN_ARGV"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --extra-files) extra=$2; shift ;;
+    --target-host) target=$2; shift ;;
+    -i) key=$2; shift ;;
+    -p) port=$2; shift ;;
+    --disk-encryption-keys) shift 2 ;;
+  esac
+  shift
+done
+ssh=(ssh -i "$key" -p "${port:-22}" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "$target")
+echo "### Uploading install SSH keys ###"
+echo "### Formatting hard drive with disko ###"
+case "${STANDIN_MODE:-}" in
+  hang) echo "### Installing NixOS ###"; sleep 300 ;;
+  noreboot) echo "### Done! ###"; exit 0 ;;
+esac
+echo "### Installing NixOS ###"
+tar -C "$extra" -cf - . | "${ssh[@]}" 'tar -C / --no-same-owner -xf - && chmod 600 /etc/ssh/ssh_host_ed25519_key'
+echo "### Rebooting ###"
+"${ssh[@]}" 'systemctl reboot' || true
+echo "### Done! ###"
+`
+
+type deployEnv struct {
+	t        *testing.T
+	h        *testhost.Host
+	key      string // client private key file
+	flake    string // a folder: vms/NAME/ssh_host_ed25519_key.pub lands there
+	argvFile string
+	password string
+	disk     string // a block device inside the target, 20 GiB
+}
+
+// newDeployEnv boots a Debian target with a 20 GiB disk and puts the
+// stand-in nixos-anywhere first on PATH.
+func newDeployEnv(t *testing.T) *deployEnv {
+	signer, key := testhost.ClientKey(t)
+	h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-deploy", AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(standIn), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	e := &deployEnv{t: t, h: h, key: key, flake: t.TempDir(), argvFile: filepath.Join(t.TempDir(), "argv")}
+	t.Setenv("STANDIN_ARGV", e.argvFile)
+	e.password = filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(e.password, []byte("correct horse battery"), 0o600)
+	e.disk = e.attachDisk(20 << 30)
+	return e
+}
+
+// attachDisk makes a sparse loop device and its node inside the target.
+func (e *deployEnv) attachDisk(size int64) string {
+	t := e.t
+	img := filepath.Join(t.TempDir(), "disk.img")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(size)
+	f.Close()
+	out, err := exec.Command("losetup", "-f", "--show", img).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	var st unix.Stat_t
+	if err := unix.Stat(loop, &st); err != nil {
+		t.Fatal(err)
+	}
+	node := fmt.Sprintf("/dev/kstest%d", unix.Minor(uint64(st.Rdev)))
+	if _, err := e.h.Run(t, "mknod", node, "b", fmt.Sprint(unix.Major(uint64(st.Rdev))), fmt.Sprint(unix.Minor(uint64(st.Rdev)))); err != nil {
+		t.Fatal(err)
+	}
+	return node
+}
+
+// config writes what nix eval of config.keystone would print for the host.
+func (e *deployEnv) config(edit func(k map[string]any)) string {
+	deploy := map[string]any{
+		"targetHost": e.h.Addr, "targetUser": "root", "sshPort": e.h.Port, "buildOn": "auto",
+		"disks": []string{e.disk}, "partitionSizes": map[string][]string{e.disk: {"1M", "1G", "100%"}}, "diskSecret": true,
+	}
+	k := map[string]any{"vm": true, "deploy": deploy, "verify": map[string]any{"expectations": map[string]any{
+		"hostname": e.h.Name,
+		"services": []string{"sshd.service", "avahi-daemon.service", "systemd-resolved.service", "nftables.service"},
+		"firewall": map[string]any{"enable": true, "backend": "nftables", "tcp": []int{22}, "udp": []int{5353}},
+		"sshd":     map[string]any{"ports": []int{22}, "permitRootLogin": "prohibit-password"},
+		"mounts":   []string{"/"},
+		"mdns":     map[string]any{"publish": true},
+	}}}
+	if edit != nil {
+		edit(k)
+	}
+	data, _ := json.Marshal(k)
+	p := filepath.Join(e.t.TempDir(), "keystone.json")
+	os.WriteFile(p, data, 0o644)
+	return p
+}
+
+func (e *deployEnv) deploy(cfg string, extra ...string) (int, string, string) {
+	args := append([]string{"deploy", "web1", "--config", cfg, "--flake", e.flake, "-i", e.key,
+		"--disk-password-file", e.password, "--wait", "60s"}, extra...)
+	return keystone(e.t, args...)
+}
+
+func (e *deployEnv) standInCalled() bool {
+	_, err := os.Stat(e.argvFile)
+	return err == nil
+}
+
+func (e *deployEnv) pinned() string { return filepath.Join(e.flake, "vms/web1/ssh_host_ed25519_key.pub") }
+
+func noSecrets(t *testing.T, e *deployEnv, outputs ...string) {
+	t.Helper()
+	for _, out := range outputs {
+		if strings.Contains(out, "correct horse") || strings.Contains(out, "PRIVATE KEY") {
+			t.Errorf("output shows a secret:\n%s", out)
+		}
+	}
+}
+
+func TestDeployInstallsPinsAndVerifies(t *testing.T) {
+	e := newDeployEnv(t)
+	before := e.h.BootIdentity(t)
+	oldKey := e.h.HostKey
+	code, stdout, stderr := e.deploy(e.config(nil), "--yes", "--", "--print-build-logs")
+	t.Logf("stdout:\n%s\nstderr:\n%s", stdout, stderr)
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"Plan for web1:", "WIPE       " + e.disk, "20.0 GiB", "encrypted, password from " + e.password,
+		"### Installing NixOS ###", "is up with its new system", "PASS"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout lacks %q", want)
+		}
+	}
+	noSecrets(t, e, stdout, stderr)
+
+	argv, _ := os.ReadFile(e.argvFile)
+	args := strings.Split(strings.TrimSpace(string(argv)), "\n")
+	joined := strings.Join(args, " ")
+	for _, want := range []string{"--flake " + e.flake + "#web1", "--target-host root@" + e.h.Addr, "-i " + e.key,
+		"--build-on auto", "--disk-encryption-keys /tmp/secret.key " + e.password, "--print-build-logs"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("nixos-anywhere argv %q lacks %q", args, want)
+		}
+	}
+	// The private key it got is gone from this machine.
+	for i, a := range args {
+		if a == "--extra-files" {
+			if _, err := os.Stat(args[i+1]); !os.IsNotExist(err) {
+				t.Errorf("the extra-files tree %s with the private host key is still here", args[i+1])
+			}
+		}
+	}
+
+	// The host runs a new boot, with the new key, which is pinned.
+	if e.h.BootIdentity(t) == before {
+		t.Error("the target did not reboot")
+	}
+	pin, err := os.ReadFile(e.pinned())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinnedKey, _, _, _, err := ssh.ParseAuthorizedKey(pin)
+	if err != nil || string(pinnedKey.Marshal()) == string(oldKey.Marshal()) {
+		t.Fatalf("pinned %s: %v", pin, err)
+	}
+	// verify afterwards uses the pin, without known_hosts.
+	code, stdout, stderr = keystone(t, "verify", "--expect", writeExpect(t, e.h.Name), "--target", "root@"+e.h.Addr,
+		"--flake", e.flake, "-i", e.key, "--only", "hostname", "web1")
+	if code != 0 || !strings.Contains(stdout, ssh.FingerprintSHA256(pinnedKey)) {
+		t.Errorf("verify with the pin: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	// Deploying again: the host answers with its pinned key, so it is refused.
+	os.Remove(e.argvFile)
+	code, _, stderr = e.deploy(e.config(nil), "--yes")
+	if code != 3 || !strings.Contains(stderr, "already installed") || e.standInCalled() {
+		t.Errorf("redeploy: exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestDeployRefusals(t *testing.T) {
+	e := newDeployEnv(t)
+	small := e.attachDisk(2 << 30)
+	newline := filepath.Join(t.TempDir(), "pw-newline")
+	os.WriteFile(newline, []byte("correct horse battery\n"), 0o600)
+	bootBefore := e.h.BootIdentity(t)
+
+	for _, tc := range []struct {
+		name  string
+		cfg   func(k map[string]any)
+		extra []string
+		msg   string
+	}{
+		{"missing disk", func(k map[string]any) { k["deploy"].(map[string]any)["disks"] = []string{"/dev/disk/by-id/nvme-missing"} },
+			[]string{"--yes"}, "disk /dev/disk/by-id/nvme-missing does not exist on the target"},
+		{"too small disk", func(k map[string]any) {
+			d := k["deploy"].(map[string]any)
+			d["disks"] = []string{small}
+			d["partitionSizes"] = map[string][]string{small: {"1M", "1G", "100%"}}
+		}, []string{"--yes"}, "is 2.0 GiB; the layout needs at least 5.0 GiB"},
+		{"trailing newline", nil, []string{"--yes", "--disk-password-file", newline}, "ends with a newline"},
+		{"no password for an encrypted layout", nil, []string{"--yes", "--disk-password-file", ""}, "reads its password at install time"},
+		{"no terminal without --yes", nil, nil, "no terminal to confirm on"},
+		{"no target", func(k map[string]any) { k["deploy"].(map[string]any)["targetHost"] = nil }, []string{"--yes"},
+			"keystone.deploy.targetHost is not set"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := e.deploy(e.config(tc.cfg), tc.extra...)
+			if code != 3 || !strings.Contains(stderr, tc.msg) || !strings.Contains(stderr, "keystone: hint:") {
+				t.Errorf("exit %d, stderr %q; want 3 and %q", code, stderr, tc.msg)
+			}
+			if e.standInCalled() {
+				t.Error("nixos-anywhere was called")
+			}
+			if _, err := os.Stat(e.pinned()); err == nil {
+				t.Error("a host key was pinned")
+			}
+			noSecrets(t, e, stdout, stderr)
+		})
+	}
+
+	t.Run("wrong typed hostname", func(t *testing.T) {
+		code, _, stderr := withTerminal(t, "web2\n", func() (int, string, string) { return e.deploy(e.config(nil)) })
+		if code != 3 || !strings.Contains(stderr, "confirmation did not match; nothing was changed") || e.standInCalled() {
+			t.Errorf("exit %d, stderr %q", code, stderr)
+		}
+	})
+	t.Run("dry run", func(t *testing.T) {
+		code, stdout, _ := e.deploy(e.config(nil), "--dry-run")
+		if code != 0 || !strings.Contains(stdout, "nixos-anywhere --flake") || !strings.Contains(stdout, "dry run: nothing was changed") || e.standInCalled() {
+			t.Errorf("exit %d\n%s", code, stdout)
+		}
+	})
+	if e.h.BootIdentity(t) != bootBefore {
+		t.Error("the target rebooted")
+	}
+}
+
+// withTerminal runs f with stdin on a pseudo-terminal that has typed in it.
+func withTerminal(t *testing.T, typed string, f func() (int, string, string)) (int, string, string) {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slave.Close()
+	master.WriteString(typed)
+	old := os.Stdin
+	os.Stdin = slave
+	defer func() { os.Stdin = old }()
+	return f()
+}
+
+func TestDeployHostThatNeverComesBack(t *testing.T) {
+	e := newDeployEnv(t)
+	t.Setenv("STANDIN_MODE", "noreboot")
+	start := time.Now()
+	code, stdout, stderr := e.deploy(e.config(nil), "--yes", "--wait", "5s")
+	if code != 5 || !strings.Contains(stderr, "did not come back within 5s") || time.Since(start) > 30*time.Second {
+		t.Errorf("exit %d after %s, stderr %q\n%s", code, time.Since(start), stderr, stdout)
+	}
+	noSecrets(t, e, stdout, stderr)
+}
+
+func TestDeployInterruptStopsNixosAnywhere(t *testing.T) {
+	e := newDeployEnv(t)
+	t.Setenv("STANDIN_MODE", "hang")
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for !e.standInCalled() {
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(300 * time.Millisecond)
+		cancel() // what Ctrl-C does through signal.NotifyContext
+	}()
+	var stdout, stderr strings.Builder
+	start := time.Now()
+	code := run(ctx, []string{"keystone", "deploy", "web1", "--config", e.config(nil), "--flake", e.flake, "-i", e.key,
+		"--disk-password-file", e.password, "--yes"}, &stdout, &stderr)
+	if code != 4 || !strings.Contains(stderr.String(), `interrupted during "Installing NixOS"`) ||
+		!strings.Contains(stderr.String(), "run deploy again") || time.Since(start) > 30*time.Second {
+		t.Errorf("exit %d after %s, stderr %q", code, time.Since(start), stderr.String())
+	}
+	if out, _ := exec.Command("pgrep", "-f", "sleep 300").Output(); len(out) > 0 {
+		t.Errorf("the stand-in's child still runs: %s", out)
+	}
+}
