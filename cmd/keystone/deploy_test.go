@@ -138,7 +138,9 @@ func (e *deployEnv) standInCalled() bool {
 	return err == nil
 }
 
-func (e *deployEnv) pinned() string { return filepath.Join(e.flake, "vms/web1/ssh_host_ed25519_key.pub") }
+func (e *deployEnv) pinned() string {
+	return filepath.Join(e.flake, "vms/web1/ssh_host_ed25519_key.pub")
+}
 
 func noSecrets(t *testing.T, e *deployEnv, outputs ...string) {
 	t.Helper()
@@ -224,7 +226,9 @@ func TestDeployRefusals(t *testing.T) {
 		extra []string
 		msg   string
 	}{
-		{"missing disk", func(k map[string]any) { k["deploy"].(map[string]any)["disks"] = []string{"/dev/disk/by-id/nvme-missing"} },
+		{"missing disk", func(k map[string]any) {
+			k["deploy"].(map[string]any)["disks"] = []string{"/dev/disk/by-id/nvme-missing"}
+		},
 			[]string{"--yes"}, "disk /dev/disk/by-id/nvme-missing does not exist on the target"},
 		{"too small disk", func(k map[string]any) {
 			d := k["deploy"].(map[string]any)
