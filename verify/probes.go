@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -57,11 +58,25 @@ func probeAuthMethods(ctx context.Context, _ *Expectations, h Host) Output {
 }
 
 // Scan settings: a closed port answers with a reset at once; a filtered
-// one costs the whole timeout, so many run at a time.
+// one costs the whole timeout, so many run at a time, per host and in all
+// (verifying a fleet must not run out of file descriptors).
 const (
 	scanConcurrency = 256
 	scanTimeout     = 800 * time.Millisecond
 )
+
+var scanSockets = make(chan struct{}, socketBudget())
+
+// socketBudget is how many scan sockets may be open at once in the
+// process: most of the file descriptor limit, which Go raises to the hard
+// limit at start.
+func socketBudget() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return scanConcurrency
+	}
+	return int(min(max(lim.Cur*3/4, scanConcurrency), 16384))
+}
 
 // DefaultScanPorts is 1-1024.
 func DefaultScanPorts() []int {
@@ -99,6 +114,8 @@ func scanProbe(ctx context.Context, e *Expectations, h Host) Output {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			scanSockets <- struct{}{}
+			defer func() { <-scanSockets }()
 			dctx, cancel := context.WithTimeout(ctx, scanTimeout)
 			defer cancel()
 			c, err := (&net.Dialer{}).DialContext(dctx, "tcp", net.JoinHostPort(h.Addr, strconv.Itoa(p)))
