@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/keystone-nix/keystone/internal/remote"
+	"github.com/keystone-nix/keystone/verify"
 )
 
 // MinRAM is what nixos-anywhere's kexec image needs to unpack and run.
@@ -65,7 +67,7 @@ func Gather(ctx context.Context, r *remote.Runner, disks []string) (*Facts, erro
 	if err != nil {
 		return nil, err
 	}
-	f.OS = parseKeyValues(osRelease)
+	f.OS = verify.ParseOSRelease(osRelease)
 	arch, err := run("uname -m")
 	if err != nil {
 		return nil, err
@@ -122,23 +124,6 @@ func disk(ctx context.Context, r *remote.Runner, path string) Disk {
 	return d
 }
 
-func parseKeyValues(s string) map[string]string {
-	m := map[string]string{}
-	for _, line := range strings.Split(s, "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
-		if !ok || strings.HasPrefix(k, "#") {
-			continue
-		}
-		if uq, err := strconv.Unquote(v); err == nil {
-			v = uq
-		} else {
-			v = strings.Trim(v, `'"`)
-		}
-		m[k] = v
-	}
-	return m
-}
-
 func memTotal(meminfo string) int64 {
 	for _, line := range strings.Split(meminfo, "\n") {
 		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
@@ -176,7 +161,7 @@ func Judge(f *Facts, p Policy) []Refusal {
 		add("the target answers with this host's pinned key: it is already installed",
 			"pass --reinstall to wipe and install it again")
 	case f.OS["ID"] == "nixos" && !p.Reinstall:
-		add(fmt.Sprintf("the target runs %s from disk, not the installer", orDefault(f.OS["PRETTY_NAME"], "NixOS")),
+		add(fmt.Sprintf("the target runs %s from disk, not the installer", cmp.Or(f.OS["PRETTY_NAME"], "NixOS")),
 			"boot the NixOS installer, or pass --reinstall to wipe this system")
 	}
 	if !f.Installer() {
@@ -214,13 +199,6 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-func orDefault(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
 }
 
 // bytesString prints n in binary units, e.g. 1.5 GiB.

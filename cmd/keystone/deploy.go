@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,7 +34,6 @@ const (
 	exitRefused    = 3
 	exitInstall    = 4
 	exitNoReturn   = 5
-	pinnedKeyName  = "ssh_host_ed25519_key.pub"
 	defaultWait    = 10 * time.Minute
 	defaultTimeout = 60 * time.Minute
 )
@@ -262,7 +262,12 @@ func preflight(ctx context.Context, name string, o deployOptions) (*hostPlan, er
 	if len(cfg.Deploy.Disks) == 0 {
 		return nil, refused(hint.Errorf("import a disko layout (new-host renders disk-config.nix)", "%s has no disko disks", name))
 	}
-	p.pinned = filepath.Join(hostDir(o.Flake, name), pinnedKeyName)
+	dir := flake.HostDir(o.Flake, name)
+	if dir == "" {
+		// A remote flake: the pin goes where a local checkout would have it.
+		dir = filepath.Join("vms", name)
+	}
+	p.pinned = filepath.Join(dir, flake.PinnedKeyFile)
 
 	// Trust on first use: the installer's key is new every boot. The key is
 	// shown in the plan and compared with the pinned one.
@@ -303,7 +308,7 @@ func preflight(ctx context.Context, name string, o deployOptions) (*hostPlan, er
 		DiskSecret: o.PasswordFile, Extra: o.Extra,
 	}
 	if o.HardwareConfig {
-		p.install.HardwareConfig = filepath.Join(hostDir(o.Flake, name), "facter.json")
+		p.install.HardwareConfig = filepath.Join(filepath.Dir(p.pinned), "facter.json")
 	}
 	p.install.ExtraFiles = "(a new host key, made at install time)"
 	return p, nil
@@ -324,15 +329,6 @@ func readKeystone(ctx context.Context, o deployOptions, name string) (*flake.Key
 	return &k, nil
 }
 
-// hostDir is vms/NAME of a flake in a local folder.
-func hostDir(flakeRef, name string) string {
-	dir := strings.TrimPrefix(flakeRef, "path:")
-	if !strings.HasPrefix(dir, "/") && !strings.HasPrefix(dir, ".") {
-		dir = "."
-	}
-	return filepath.Join(dir, "vms", name)
-}
-
 func identities(i string) []string {
 	if i == "" {
 		return nil
@@ -342,7 +338,7 @@ func identities(i string) []string {
 
 func printPlan(w io.Writer, p *hostPlan, o deployOptions) {
 	f := p.facts
-	system := orElse(f.OS["PRETTY_NAME"], f.OS["ID"])
+	system := cmp.Or(f.OS["PRETTY_NAME"], f.OS["ID"])
 	if f.Installer() {
 		system += " (installer)"
 	}
@@ -350,14 +346,14 @@ func printPlan(w io.Writer, p *hostPlan, o deployOptions) {
 	fmt.Fprintf(w, "  target     %s: %s, %s, %s RAM\n", p.target.String(), system, f.Arch, gib(f.MemTotal))
 	fmt.Fprintf(w, "  host key   %s (check it on the console if in doubt)\n", ssh.FingerprintSHA256(p.hostKey))
 	for _, d := range f.Disks {
-		fmt.Fprintf(w, "  WIPE       %s -> %s, %s, %s, serial %s\n", d.Path, d.Resolved, gib(d.Size), orElse(d.Model, "unknown model"), orElse(d.Serial, "none"))
+		fmt.Fprintf(w, "  WIPE       %s -> %s, %s, %s, serial %s\n", d.Path, d.Resolved, gib(d.Size), cmp.Or(d.Model, "unknown model"), cmp.Or(d.Serial, "none"))
 	}
 	layout := "unencrypted"
 	if p.cfg.Deploy.DiskSecret {
 		layout = "encrypted, password from " + o.PasswordFile
 	}
 	fmt.Fprintf(w, "  layout     %s\n", layout)
-	fmt.Fprintf(w, "  build on   %s\n", orElse(p.install.BuildOn, "auto"))
+	fmt.Fprintf(w, "  build on   %s\n", cmp.Or(p.install.BuildOn, "auto"))
 	if p.install.HardwareConfig != "" {
 		fmt.Fprintf(w, "  hardware   nixos-facter writes %s; use it with hardware.facter.reportPath = ./facter.json\n", p.install.HardwareConfig)
 	}
@@ -370,13 +366,6 @@ func printPlan(w io.Writer, p *hostPlan, o deployOptions) {
 }
 
 func gib(n int64) string { return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30)) }
-
-func orElse(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
-}
 
 // confirm asks for the host names to be typed; --yes skips it, and without
 // a terminal it refuses.

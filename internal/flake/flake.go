@@ -67,15 +67,27 @@ func quoteAttr(name string) string {
 	return name
 }
 
-// PinnedKey is the host key deploy saved for name, when the flake is a
-// local folder: FLAKE/vms/NAME/ssh_host_ed25519_key.pub. It returns "" when
-// there is none.
-func PinnedKey(flakeRef, name string) string {
+// HostDir is vms/NAME of a flake in a local folder; "" for other flake
+// references, whose files are not here.
+func HostDir(flakeRef, name string) string {
 	dir := strings.TrimPrefix(flakeRef, "path:")
 	if !strings.HasPrefix(dir, "/") && !strings.HasPrefix(dir, ".") {
 		return ""
 	}
-	p := filepath.Join(dir, "vms", name, "ssh_host_ed25519_key.pub")
+	return filepath.Join(dir, "vms", name)
+}
+
+// PinnedKeyFile is the name deploy pins a host's key under, in HostDir.
+const PinnedKeyFile = "ssh_host_ed25519_key.pub"
+
+// PinnedKey is the host key file deploy saved for name, or "" when there
+// is none.
+func PinnedKey(flakeRef, name string) string {
+	dir := HostDir(flakeRef, name)
+	if dir == "" {
+		return ""
+	}
+	p := filepath.Join(dir, PinnedKeyFile)
 	if _, err := os.Stat(p); err != nil {
 		return ""
 	}
