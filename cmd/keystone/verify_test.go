@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"encoding/xml"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/keystone-nix/keystone/internal/testhost"
 )
@@ -127,5 +130,67 @@ func TestVerifyCLIRefusals(t *testing.T) {
 		if code != tc.code || !strings.Contains(stderr, tc.msg) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, stderr, tc.code, tc.msg)
 		}
+	}
+}
+
+// TestVerifyAuth logs in the way OpenSSH users expect: a key from
+// ssh-agent, and a passphrase-protected -i key is reported, not prompted for.
+func TestVerifyAuth(t *testing.T) {
+	signer, keyPath := testhost.ClientKey(t)
+	h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	t.Setenv("HOME", t.TempDir()) // no default identities
+	t.Setenv("SSH_AUTH_SOCK", "")
+	args := []string{"verify", "--expect", writeExpect(t, h.Name), "--target", "root@" + h.Address(),
+		"--insecure-ignore-host-key", "--only", "hostname"}
+
+	// The authorized key, encrypted: refused with a clear reason.
+	pemKey, err := os.ReadFile(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := ssh.ParseRawPrivateKey(pemKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKeyWithPassphrase(raw, "", []byte("secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	locked := filepath.Join(t.TempDir(), "id_locked")
+	os.WriteFile(locked, pem.EncodeToMemory(block), 0o600)
+	code, _, stderr := keystone(t, append(args, "-i", locked)...)
+	if code != 2 || !strings.Contains(stderr, locked+" is passphrase-protected; add it to ssh-agent") {
+		t.Errorf("locked key: exit %d, stderr %q", code, stderr)
+	}
+
+	// The same key through ssh-agent logs in.
+	keyring := agent.NewKeyring()
+	keyring.Add(agent.AddedKey{PrivateKey: raw})
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go agent.ServeAgent(keyring, c)
+		}
+	}()
+	t.Setenv("SSH_AUTH_SOCK", sock)
+	code, stdout, stderr := keystone(t, args...)
+	if code != 0 {
+		t.Errorf("agent: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	// An agent without that key: authentication fails, exit 2.
+	keyring.RemoveAll()
+	code, _, stderr = keystone(t, args...)
+	if code != 2 || !strings.Contains(stderr, "authentication failed") {
+		t.Errorf("agent without the key: exit %d, stderr %q", code, stderr)
 	}
 }
