@@ -37,7 +37,9 @@ func TestJudges(t *testing.T) {
 		{"degraded", bootCheck, nil, []Output{{Stdout: "degraded\n", Exit: 1}, out(fixture(t, "systemctl-failed", "two.txt"))}, Fail, "degraded: failed units"},
 		{"starting", bootCheck, nil, []Output{{Stdout: "starting\n", Exit: 1}, out("")}, Warn, "still booting"},
 		{"services down", servicesCheck, nil, []Output{out(fixture(t, "systemctl-show", "broken.txt"))}, Fail, "sshd.service failed (failed)"},
-		{"services up", servicesCheck, func(e *Expectations) { e.Services = []string{"sshd.service", "avahi-daemon.service", "firewall.service"} }, []Output{out(fixture(t, "systemctl-show", "healthy.txt"))}, Pass, "firewall (exited)"},
+		{"services up", servicesCheck, func(e *Expectations) {
+			e.Services = []string{"sshd.service", "avahi-daemon.service", "firewall.service"}
+		}, []Output{out(fixture(t, "systemctl-show", "healthy.txt"))}, Pass, "firewall (exited)"},
 		{"unknown unit", servicesCheck, func(e *Expectations) { e.Services = []string{"nope.service"} },
 			[]Output{out("Id=nope.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\n")}, Fail, "nope.service not found"},
 		{"sshd key only", sshdCheck, nil, []Output{out(fixture(t, "sshd-T", "keyonly.txt")), out("publickey-only")}, Pass, "permitrootlogin prohibit-password"},
