@@ -36,6 +36,13 @@ func Main(args []string) int {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
+	if len(args) > 1 && !strings.HasPrefix(args[1], "-") && args[1] != "help" && app.Command(args[1]) == nil {
+		var names []string
+		for _, c := range app.Commands {
+			names = append(names, c.Name)
+		}
+		return report(stderr, usageError{hint.Errorf("commands are: "+strings.Join(names, ", "), "unknown command %q", args[1])})
+	}
 	err := app.RunContext(ctx, intersperse(app, args))
 	return report(stderr, err)
 }
