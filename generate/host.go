@@ -122,6 +122,9 @@ func CheckHostID(id, name string) (string, error) {
 		return "", hint.Errorf("ZFS wants exactly 8 hex digits, as `head -c 8 /etc/machine-id` prints",
 			"--host-id %q is not 8 hex digits", id)
 	}
+	if id == "00000000" {
+		return "", hint.Errorf("leave --host-id out to derive one from the name", "--host-id 00000000 means \"no host id\" to ZFS")
+	}
 	return strings.ToLower(id), nil
 }
 

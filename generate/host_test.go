@@ -52,6 +52,7 @@ func TestCheckHostID(t *testing.T) {
 		{"deadbee", "", "not 8 hex digits"},
 		{"deadbeef0", "", "not 8 hex digits"},
 		{"xyzxyzxy", "", "not 8 hex digits"},
+		{"00000000", "", `means "no host id" to ZFS`},
 	} {
 		got, err := CheckHostID(tc.id, "web1")
 		wantErr(t, tc.id, err, tc.msg, "")
