@@ -49,7 +49,7 @@ buildGoApplication {
   checkPhase = ''
     runHook preCheck
     export HOME=$TMPDIR NIX_STATE_DIR=$TMPDIR/nix
-    go test -skip '^(TestVerify(CLI|Auth)|TestDeploy[A-Z])' \
+    go test -skip '^(TestVerify(CLI|Auth|ThroughTheFlake)|TestDeploy[A-Z])' \
       ./cmd/... ./generate/... ./deploy/... ./internal/target/... ./internal/check/...
     runHook postCheck
   '';

@@ -73,13 +73,12 @@ func newDeployEnv(t *testing.T) *deployEnv {
 	t.Setenv("STANDIN_ARGV", e.argvFile)
 	e.password = filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(e.password, []byte("correct horse battery"), 0o600)
-	e.disk = e.attachDisk(20 << 30)
+	e.disk = attachDisk(t, h, 20<<30)
 	return e
 }
 
 // attachDisk makes a sparse loop device and its node inside the target.
-func (e *deployEnv) attachDisk(size int64) string {
-	t := e.t
+func attachDisk(t *testing.T, h *testhost.Host, size int64) string {
 	img := filepath.Join(t.TempDir(), "disk.img")
 	f, err := os.Create(img)
 	if err != nil {
@@ -98,7 +97,7 @@ func (e *deployEnv) attachDisk(size int64) string {
 		t.Fatal(err)
 	}
 	node := fmt.Sprintf("/dev/kstest%d", unix.Minor(uint64(st.Rdev)))
-	if _, err := e.h.Run(t, "mknod", node, "b", fmt.Sprint(unix.Major(uint64(st.Rdev))), fmt.Sprint(unix.Minor(uint64(st.Rdev)))); err != nil {
+	if _, err := h.Run(t, "mknod", node, "b", fmt.Sprint(unix.Major(uint64(st.Rdev))), fmt.Sprint(unix.Minor(uint64(st.Rdev)))); err != nil {
 		t.Fatal(err)
 	}
 	return node
@@ -215,7 +214,7 @@ func TestDeployInstallsPinsAndVerifies(t *testing.T) {
 
 func TestDeployRefusals(t *testing.T) {
 	e := newDeployEnv(t)
-	small := e.attachDisk(2 << 30)
+	small := attachDisk(t, e.h, 2<<30)
 	newline := filepath.Join(t.TempDir(), "pw-newline")
 	os.WriteFile(newline, []byte("correct horse battery\n"), 0o600)
 	bootBefore := e.h.BootIdentity(t)
@@ -332,5 +331,40 @@ func TestDeployInterruptStopsNixosAnywhere(t *testing.T) {
 	}
 	if out, _ := exec.Command("pgrep", "-f", "sleep 300").Output(); len(out) > 0 {
 		t.Errorf("the stand-in's child still runs: %s", out)
+	}
+}
+
+// TestDeployAll installs every host of the flake, two at a time, after one
+// confirmation for all of them.
+func TestDeployAll(t *testing.T) {
+	signer, key := testhost.ClientKey(t)
+	bin := t.TempDir()
+	os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(standIn), 0o755)
+	flakeDir, answers := fakeFlake(t)
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	t.Setenv("STANDIN_ARGV", filepath.Join(t.TempDir(), "argv"))
+	for _, name := range []string{"alpha", "beta"} {
+		h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-" + name, AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+		disk := attachDisk(t, h, 20<<30)
+		k := map[string]any{"vm": true, "deploy": map[string]any{
+			"targetHost": h.Addr, "targetUser": "root", "sshPort": h.Port, "buildOn": "auto", "disks": []string{disk},
+			"partitionSizes": map[string][]string{disk: {"1G", "100%"}}, "diskSecret": false,
+		}, "verify": map[string]any{"expectations": map[string]any{"hostname": h.Name}}}
+		data, _ := json.Marshal(k)
+		os.WriteFile(filepath.Join(answers, name+".json"), data, 0o644)
+	}
+	code, stdout, stderr := keystone(t, "deploy", "--all", "--parallel", "2", "--yes", "--flake", flakeDir, "-i", key, "--wait", "60s")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"Plan for alpha:", "Plan for beta:", "[alpha] ### Installing NixOS ###", "[beta] beta is up with its new system"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	for _, name := range []string{"alpha", "beta"} {
+		if _, err := os.Stat(filepath.Join(flakeDir, "vms", name, "ssh_host_ed25519_key.pub")); err != nil {
+			t.Errorf("%s: no pinned key: %v", name, err)
+		}
 	}
 }
