@@ -6,66 +6,118 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var mdnsGroup = &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: 5353}
 
-const mdnsTimeout = 3 * time.Second
+const (
+	mdnsTimeout = 5 * time.Second
+	mdnsRetry   = time.Second
+)
 
 // errNotOnLink is the SKIP reason: multicast does not cross routers.
 var errNotOnLink = errors.New("not on the same link as the verifier")
 
-// resolveMDNS asks the local network, by one multicast query from an
-// ephemeral port (RFC 6762 section 5.1), for name's IPv4 address. It sends
-// from the interface whose network holds near, the host's address.
+// resolveMDNS asks the local network for name's IPv4 address with one
+// multicast query, sent from the interface whose network holds near, the
+// host's address. It asks from port 5353, so the answer comes back by
+// multicast to port 5353, which a verifier running avahi (and on NixOS its
+// firewall) lets in. When 5353 cannot be shared, it asks from an ephemeral
+// port (RFC 6762 section 6.7), and the answer comes back by unicast.
 func resolveMDNS(ctx context.Context, name string, near net.IP) ([]net.IP, error) {
 	ifaceAddr, err := onLink(near)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ifaceAddr})
+	// A multicast query from port 5353 has ID 0 (RFC 6762 section 18.1);
+	// a one-shot query from another port carries one to match the answer.
+	var id uint16
+	conn, err := mdnsSocket(ifaceAddr, mdnsGroup.Port)
 	if err != nil {
-		return nil, err
+		if conn, err = mdnsSocket(ifaceAddr, 0); err != nil {
+			return nil, err
+		}
+		id = uint16(time.Now().UnixNano())
 	}
 	defer conn.Close()
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var serr error
-	raw.Control(func(fd uintptr) {
-		var ip [4]byte
-		copy(ip[:], ifaceAddr.To4())
-		serr = syscall.SetsockoptInet4Addr(int(fd), syscall.IPPROTO_IP, syscall.IP_MULTICAST_IF, ip)
-		if serr == nil {
-			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_MULTICAST_TTL, 255)
-		}
-	})
-	if serr != nil {
-		return nil, serr
-	}
-	id := uint16(time.Now().UnixNano())
-	if _, err := conn.WriteToUDP(mdnsQuery(id, name), mdnsGroup); err != nil {
-		return nil, err
-	}
 	deadline := time.Now().Add(mdnsTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	conn.SetReadDeadline(deadline)
+	// Ask again every second: a host that just booted answers only once
+	// avahi has probed and announced its name.
 	buf := make([]byte, 9000)
-	for {
-		n, _, err := conn.ReadFromUDP(buf)
-		if err != nil {
-			return nil, fmt.Errorf("no mDNS answer for %s within %s", name, mdnsTimeout)
+	for time.Now().Before(deadline) {
+		if _, err := conn.WriteToUDP(mdnsQuery(id, name), mdnsGroup); err != nil {
+			return nil, err
 		}
-		if ips := mdnsAnswers(buf[:n], name); len(ips) > 0 {
-			return ips, nil
+		conn.SetReadDeadline(minTime(deadline, time.Now().Add(mdnsRetry)))
+		for {
+			n, _, err := conn.ReadFromUDP(buf)
+			if err != nil {
+				break
+			}
+			if ips := mdnsAnswers(buf[:n], name); len(ips) > 0 {
+				return ips, nil
+			}
 		}
 	}
+	return nil, fmt.Errorf("no mDNS answer for %s within %s (a firewall here must let UDP 5353 in)", name, mdnsTimeout)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// mdnsSocket is a UDP socket on port (0 for any) that sends multicast out
+// of the interface with address ifaceAddr and, on 5353, receives the
+// group's traffic there too, beside any avahi on the same port.
+func mdnsSocket(ifaceAddr net.IP, port int) (*net.UDPConn, error) {
+	var ip [4]byte
+	copy(ip[:], ifaceAddr.To4())
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			set := func(level, opt, v int) {
+				if serr == nil {
+					serr = syscall.SetsockoptInt(int(fd), level, opt, v)
+				}
+			}
+			set(syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+			set(syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			set(syscall.IPPROTO_IP, syscall.IP_MULTICAST_TTL, 255)
+			set(syscall.IPPROTO_IP, syscall.IP_MULTICAST_LOOP, 0)
+			if serr == nil {
+				serr = syscall.SetsockoptInet4Addr(int(fd), syscall.IPPROTO_IP, syscall.IP_MULTICAST_IF, ip)
+			}
+			if serr == nil && port != 0 {
+				mreq := &syscall.IPMreq{Multiaddr: [4]byte{224, 0, 0, 251}, Interface: ip}
+				serr = syscall.SetsockoptIPMreq(int(fd), syscall.IPPROTO_IP, syscall.IP_ADD_MEMBERSHIP, mreq)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	addr := ifaceAddr.String()
+	if port != 0 {
+		addr = "0.0.0.0" // multicast to the group arrives addressed to the group
+	}
+	pc, err := lc.ListenPacket(context.Background(), "udp4", net.JoinHostPort(addr, strconv.Itoa(port)))
+	if err != nil {
+		return nil, err
+	}
+	return pc.(*net.UDPConn), nil
 }
 
 // onLink returns the verifier's address on the network that holds ip.
