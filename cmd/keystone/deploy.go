@@ -209,27 +209,38 @@ func runDeploy(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, o
 		}()
 	}
 	wg.Wait()
-	return worst(codes)
-}
-
-// worst returns the error with the highest exit code.
-func worst(errs []error) error {
-	var w error
-	best := -1
-	for _, err := range errs {
-		if err == nil {
-			continue
-		}
-		code := exitError
-		var ec exitCoder
-		if errors.As(err, &ec) {
-			code = ec.ExitCode()
-		}
-		if code > best {
-			w, best = err, code
+	if len(plans) == 1 {
+		return codes[0]
+	}
+	// Several hosts: say what happened to each, exit with the worst.
+	for _, err := range codes {
+		if err != nil {
+			report(stderr, err)
 		}
 	}
-	return w
+	if code := worstCode(codes); code != 0 {
+		return codeError{errReported, code}
+	}
+	return nil
+}
+
+func exitCodeOf(err error) int {
+	var ec exitCoder
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	return exitError
+}
+
+// worstCode is the highest exit code among errs; 0 when none failed.
+func worstCode(errs []error) int {
+	code := 0
+	for _, err := range errs {
+		if err != nil {
+			code = max(code, exitCodeOf(err))
+		}
+	}
+	return code
 }
 
 func preflight(ctx context.Context, name string, o deployOptions) (*hostPlan, error) {
