@@ -83,8 +83,11 @@ var bootCheck = Check{
 		if outs[0].Err != nil {
 			return Fail, "systemctl is-system-running: " + outs[0].Err.Error()
 		}
-		state := strings.TrimSpace(outs[0].Stdout)
+		state, known := ParseSystemState(outs[0].Stdout)
 		failedUnits := ParseFailedUnits(outs[1].Stdout)
+		if !known {
+			return Fail, "systemctl is-system-running: " + evidence(state, firstLine(outs[0].Stderr))
+		}
 		switch state {
 		case "running":
 			return Pass, "running"
@@ -92,8 +95,6 @@ var bootCheck = Check{
 			return Fail, "degraded: failed units " + strings.Join(failedUnits, ", ")
 		case "starting", "initializing":
 			return Warn, state + " (still booting; --wait waits for it)"
-		case "":
-			return Fail, "systemctl is-system-running printed nothing: " + firstLine(outs[0].Stderr)
 		}
 		return Fail, evidence(state, strings.Join(failedUnits, ", "))
 	},

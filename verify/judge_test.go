@@ -35,6 +35,7 @@ func TestJudges(t *testing.T) {
 		{"installed", installerCheck, nil, []Output{out(fixture(t, "os-release", "nixos-25.11.txt"))}, Pass, "NixOS"},
 		{"hostname", hostnameCheck, nil, []Output{out("web1\n")}, Fail, `hostname is "web1", want "test-server"`},
 		{"degraded", bootCheck, nil, []Output{{Stdout: "degraded\n", Exit: 1}, out(fixture(t, "systemctl-failed", "two.txt"))}, Fail, "degraded: failed units"},
+		{"no systemd", bootCheck, nil, []Output{{Stderr: "System has not been booted with systemd as init system (PID 1).", Exit: 1}, out("")}, Fail, "not been booted with systemd"},
 		{"starting", bootCheck, nil, []Output{{Stdout: "starting\n", Exit: 1}, out("")}, Warn, "still booting"},
 		{"services down", servicesCheck, nil, []Output{out(fixture(t, "systemctl-show", "broken.txt"))}, Fail, "sshd.service failed (failed)"},
 		{"services up", servicesCheck, func(e *Expectations) {
