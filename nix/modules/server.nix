@@ -34,16 +34,16 @@ in
       };
     };
 
-    services.resolved = {
-      enable = lib.mkDefault true;
-      # avahi answers mDNS; two responders on one host fight over the name
-      # (avahi renames itself host-2.local, host-3.local, …). 25.11 moved
-      # resolved's options under settings (rl-2511).
-      settings.Resolve = {
-        MulticastDNS = lib.mkDefault false;
-        LLMNR = lib.mkDefault false;
-      };
-    };
+    services.resolved.enable = lib.mkDefault true;
+    # avahi answers mDNS; two responders on one host fight over the name
+    # (avahi renames itself host-2.local, host-3.local, …). A drop-in,
+    # because 25.11 configures resolved through extraConfig and 26.05
+    # through settings (nixpkgs PR 416720, issue 525388).
+    environment.etc."systemd/resolved.conf.d/keystone-mdns.conf".text = ''
+      [Resolve]
+      MulticastDNS=no
+      LLMNR=no
+    '';
 
     networking.firewall.enable = lib.mkDefault true;
 
