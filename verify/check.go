@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/keystone-nix/keystone/internal/remote"
+	"github.com/keystone-nix/keystone/internal/text"
 )
 
 // Status is a check's verdict, ordered from best to worst: the worst one
@@ -79,19 +80,11 @@ func failed(what string, o Output) (string, bool) {
 	case o.Err != nil:
 		return fmt.Sprintf("%s: %v", what, o.Err), false
 	case o.Exit != 0 && strings.TrimSpace(o.Stdout) == "":
-		msg := firstLine(o.Stderr)
+		msg := text.FirstLine(o.Stderr)
 		if msg == "" {
 			msg = fmt.Sprintf("exit status %d", o.Exit)
 		}
 		return fmt.Sprintf("%s: %s", what, msg), false
 	}
 	return "", true
-}
-
-func firstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
-	}
-	return s
 }

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/keystone-nix/keystone/internal/text"
 )
 
 // All is every check, in report order.
@@ -86,7 +88,7 @@ var bootCheck = Check{
 		state, known := ParseSystemState(outs[0].Stdout)
 		failedUnits := ParseFailedUnits(outs[1].Stdout)
 		if !known {
-			return Fail, "systemctl is-system-running: " + evidence(state, firstLine(outs[0].Stderr))
+			return Fail, "systemctl is-system-running: " + evidence(state, text.FirstLine(outs[0].Stderr))
 		}
 		switch state {
 		case "running":
@@ -278,7 +280,7 @@ var exposureCheck = Check{
 				missing = append(missing, strconv.Itoa(p))
 			}
 		}
-		scanned := firstLine(o.Stderr)
+		scanned := text.FirstLine(o.Stderr)
 		switch {
 		case len(unexpected) > 0:
 			return Fail, fmt.Sprintf("open TCP ports %s, only %s expected (%s)", strings.Join(unexpected, ","), joinInts(want), scanned)
@@ -359,7 +361,7 @@ var mdnsCheck = Check{
 		var bad []string
 		addr, ok := ParseAvahiResolve(onHost.Stdout)
 		if onHost.Err != nil || !ok {
-			bad = append(bad, "on the host, avahi does not resolve "+name+": "+evidence(firstLine(onHost.Stderr), errString(onHost.Err)))
+			bad = append(bad, "on the host, avahi does not resolve "+name+": "+evidence(text.FirstLine(onHost.Stderr), errString(onHost.Err)))
 		}
 		switch {
 		case errors.Is(probe.Err, errNotOnLink):

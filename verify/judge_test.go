@@ -128,9 +128,3 @@ func TestParsePorts(t *testing.T) {
 		}
 	}
 }
-
-func TestEvidenceIsPrintable(t *testing.T) {
-	if got := printable("web1\x1b[2J\nevil\u009b"); got != "web1?[2J?evil?" {
-		t.Errorf("printable = %q", got)
-	}
-}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keystone-nix/keystone/internal/remote"
 	"github.com/keystone-nix/keystone/internal/sshx"
+	"github.com/keystone-nix/keystone/internal/text"
 )
 
 // Options says how to reach and check one host.
@@ -156,7 +157,7 @@ func (r runner) check(ctx context.Context, c Check, e *Expectations, h Host) Res
 		outs = append(outs, c.Probe(ctx, e, h))
 	}
 	status, ev := c.Judge(e, outs)
-	return Result{c.Name, status, printable(ev)}
+	return Result{c.Name, status, text.OneLine(ev)}
 }
 
 // waitForBoot waits while systemd says the host is still starting.
@@ -190,15 +191,4 @@ func portOf(addr string) int {
 	}
 	n, _ := strconv.Atoi(p)
 	return n
-}
-
-// printable keeps evidence on one line and free of terminal escapes: it
-// quotes what the host said, and the host may say anything.
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return '?'
-		}
-		return r
-	}, s)
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/keystone-nix/keystone/internal/text"
 )
 
 // The cipher every dataset under an encryption root must use.
@@ -116,7 +118,7 @@ var luksCheck = Check{
 			st, err := ParseCryptsetupStatus(d, o.Stdout)
 			switch {
 			case err != nil:
-				bad = append(bad, "cryptsetup status "+d+": "+evidence(err.Error(), firstLine(o.Stderr)))
+				bad = append(bad, "cryptsetup status "+d+": "+evidence(err.Error(), text.FirstLine(o.Stderr)))
 			case !st.Active:
 				bad = append(bad, d+" is not open")
 			default:

@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/keystone-nix/keystone/internal/hint"
+	"github.com/keystone-nix/keystone/internal/text"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -97,23 +98,12 @@ func report(stderr io.Writer, err error) int {
 		code = exitUsage
 	}
 	if msg := err.Error(); msg != "" {
-		fmt.Fprintf(stderr, "keystone: error: %s\n", oneLine(msg))
+		fmt.Fprintf(stderr, "keystone: error: %s\n", text.OneLine(msg))
 	}
 	if h := hint.Of(err); h != "" {
-		fmt.Fprintf(stderr, "keystone: hint: %s\n", oneLine(h))
+		fmt.Fprintf(stderr, "keystone: hint: %s\n", text.OneLine(h))
 	}
 	return code
-}
-
-// oneLine keeps a message from spreading over lines or moving the cursor when
-// it quotes something the user typed.
-func oneLine(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
 }
 
 // intersperse moves a subcommand's flags in front of its arguments, so that

@@ -11,6 +11,7 @@ import (
 	"github.com/keystone-nix/keystone/internal/check"
 	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/nixeval"
+	"github.com/keystone-nix/keystone/internal/text"
 )
 
 func checkCommand() *cli.Command {
@@ -67,7 +68,7 @@ func runCheck(c *cli.Context, o checkOptions) error {
 	findings = append(findings, secrets...)
 	w := c.App.Writer
 	for _, f := range findings {
-		fmt.Fprintf(w, "FAIL  %s\n", oneLine(f.String()))
+		fmt.Fprintf(w, "FAIL  %s\n", text.OneLine(f.String()))
 	}
 	if len(findings) > 0 {
 		return fmt.Errorf("%d problems in %d hosts and %s", len(findings), len(fleet), o.Source)

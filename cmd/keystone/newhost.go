@@ -15,6 +15,7 @@ import (
 
 	"github.com/keystone-nix/keystone/generate"
 	"github.com/keystone-nix/keystone/internal/hint"
+	"github.com/keystone-nix/keystone/internal/text"
 	"github.com/keystone-nix/keystone/templates"
 )
 
@@ -182,18 +183,10 @@ func checkParses(files []generate.File) error {
 				return nil // Nix is there but cannot run; the flake check still parses the file
 			}
 			return hint.Errorf("fix the template it came from", "rendered %s is not valid Nix: %s",
-				f.Name, firstLine(out.String()))
+				f.Name, text.FirstLine(out.String()))
 		}
 	}
 	return nil
-}
-
-func firstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
-	}
-	return s
 }
 
 // gitAdd marks new files with git add --intent-to-add: a flake only sees
@@ -211,7 +204,7 @@ func gitAdd(stdout, stderr io.Writer, hostDir string, files []generate.File) {
 		args = append(args, f.Name)
 	}
 	if out, err := exec.Command(git, args...).CombinedOutput(); err != nil {
-		fmt.Fprintf(stderr, "keystone: warning: git add --intent-to-add failed, so the flake will not see %s: %s\n", hostDir, firstLine(string(out)))
+		fmt.Fprintf(stderr, "keystone: warning: git add --intent-to-add failed, so the flake will not see %s: %s\n", hostDir, text.FirstLine(string(out)))
 		return
 	}
 	fmt.Fprintf(stdout, "ran git add --intent-to-add on them: flakes only see files git knows\n")

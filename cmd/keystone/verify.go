@@ -17,6 +17,7 @@ import (
 	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/sshx"
 	"github.com/keystone-nix/keystone/internal/target"
+	"github.com/keystone-nix/keystone/internal/text"
 	"github.com/keystone-nix/keystone/verify"
 )
 
@@ -126,9 +127,9 @@ func runVerify(ctx context.Context, stdout, stderr io.Writer, o verifyOptions) e
 	}
 	for _, r := range reports {
 		if r.Err != nil {
-			fmt.Fprintf(stderr, "keystone: error: %s: %s\n", r.Host, oneLine(r.Err.Error()))
+			fmt.Fprintf(stderr, "keystone: error: %s: %s\n", r.Host, text.OneLine(r.Err.Error()))
 			if h := hint.Of(r.Err); h != "" {
-				fmt.Fprintf(stderr, "keystone: hint: %s\n", oneLine(h))
+				fmt.Fprintf(stderr, "keystone: hint: %s\n", text.OneLine(h))
 			}
 		}
 	}

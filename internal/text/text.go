@@ -1,0 +1,26 @@
+// Package text tidies strings that came from users or hosts before they
+// reach a terminal.
+package text
+
+import "strings"
+
+// OneLine keeps s on one line and free of terminal escapes: control
+// characters (C0, DEL and C1, which holds the one-byte CSI) become '?'.
+// Errors quote what the user typed and evidence quotes what the host said.
+func OneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// FirstLine is s's first non-blank line, trimmed.
+func FirstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return strings.TrimSpace(s)
+}
