@@ -155,13 +155,7 @@ func iptablesRuleOpens(rule []string, open *Ports) error {
 			if err != nil {
 				return err
 			}
-			if neg {
-				rs = complementRanges(rs)
-			}
-			if hasPort {
-				rs = intersectRanges(ports, rs)
-			}
-			ports, hasPort = rs, true
+			ports, hasPort = narrow(ports, hasPort, rs, neg), true
 		}
 		if val != "" {
 			i++

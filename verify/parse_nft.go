@@ -210,13 +210,7 @@ func nftRuleOpens(expr []map[string]json.RawMessage, sets map[string][]json.RawM
 			if err != nil {
 				return err
 			}
-			if neg {
-				rs = complementRanges(rs)
-			}
-			if hasPort {
-				rs = intersectRanges(ports, rs)
-			}
-			ports, hasPort = rs, true
+			ports, hasPort = narrow(ports, hasPort, rs, neg), true
 		case nftIsMeta(left, "l4proto") || nftIsPayload(left, "ip", "protocol") || nftIsPayload(left, "ip6", "nexthdr"):
 			s, err := nftProtoValues(m.Right)
 			if err != nil {

@@ -122,3 +122,16 @@ func parsePort(s string) (int, error) {
 	}
 	return n, nil
 }
+
+// narrow applies one port match of a rule to what the rule's earlier port
+// matches allowed: rs, or all ports but rs when negated, within ports when
+// has says there was an earlier match.
+func narrow(ports []PortRange, has bool, rs []PortRange, neg bool) []PortRange {
+	if neg {
+		rs = complementRanges(rs)
+	}
+	if has {
+		rs = intersectRanges(ports, rs)
+	}
+	return rs
+}
