@@ -110,7 +110,7 @@ Examples:
 				o.Names, o.Extra = args[:1], args[1:]
 			}
 			if o.Parallel < 1 {
-				return usageError{hint.Errorf("--parallel takes 1 or more", "--parallel %d", o.Parallel)}
+				return usageError{hint.Errorf("--parallel 4 installs four hosts at a time", "--parallel must be 1 or more, got %d", o.Parallel)}
 			}
 			return runDeploy(c.Context, os.Stdin, c.App.Writer, c.App.ErrWriter, o)
 		},
