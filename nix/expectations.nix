@@ -40,16 +40,16 @@ let
   resolved = config.services.resolved.enable;
 
   zpools = config.disko.devices.zpool or { };
+  encrypted = o: (o.encryption or "off") != "off";
+  # The pool's own dataset (rootFsOptions) and any dataset (options) can
+  # be an encryption root.
   encryptionRoots = concatMap (
     pool:
-    map (ds: "${pool}/${ds}") (
-      filter (
-        ds:
-        let
-          o = zpools.${pool}.datasets.${ds}.options or { };
-        in
-        (o.encryption or "off") != "off"
-      ) (attrNames (zpools.${pool}.datasets or { }))
+    (if encrypted (zpools.${pool}.rootFsOptions or { }) then [ pool ] else [ ])
+    ++ map (ds: "${pool}/${ds}") (
+      filter (ds: encrypted (zpools.${pool}.datasets.${ds}.options or { })) (
+        attrNames (zpools.${pool}.datasets or { })
+      )
     )
   ) (attrNames zpools);
   zfsMounts = filter (fs: fs.fsType == "zfs") (attrValues config.fileSystems);

@@ -200,6 +200,13 @@ func TestExpectations(t *testing.T) {
 		{"no-publish", map[string]any{"services.avahi.publish.addresses": false}},
 		{"firewall-off", map[string]any{"networking.firewall.enable": false, "services.resolved.enable": false}},
 		{"no-sshd", map[string]any{"services.openssh.enable": false}},
+		{"zfs-pool-encrypted", map[string]any{
+			"disko.devices.zpool.tank": map[string]any{
+				"rootFsOptions": map[string]any{"encryption": "on", "keyformat": "passphrase"},
+				"datasets":      map[string]any{"data": map[string]any{"options": map[string]any{}}},
+			},
+			"disko.devices.zpool.scratch": map[string]any{"rootFsOptions": map[string]any{"encryption": "off"}},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := fakeConfig()
