@@ -5,7 +5,9 @@
   # One nixosConfigurations entry per folder of `dir` that holds a
   # configuration.nix, built from `modules` plus that file. Folders starting
   # with "." (new-host's half-written ones) are skipped. The system comes
-  # from the host's nixpkgs.hostPlatform, so nixosSystem gets none.
+  # from the host's nixpkgs.hostPlatform, so nixosSystem gets none. A
+  # facter.json next to it (`keystone deploy --hardware-config` writes one)
+  # becomes hardware.facter.reportPath.
   mkHosts =
     {
       nixosSystem,
@@ -21,13 +23,19 @@
         && builtins.substring 0 1 name != "."
         && builtins.pathExists (dir + "/${name}/configuration.nix");
       hosts = builtins.filter isHost (builtins.attrNames entries);
+      facter =
+        name:
+        let
+          report = dir + "/${name}/facter.json";
+        in
+        if builtins.pathExists report then [ (import ./facter.nix report) ] else [ ];
     in
     builtins.listToAttrs (
       map (name: {
         inherit name;
         value = nixosSystem {
           inherit specialArgs;
-          modules = modules ++ [ (dir + "/${name}/configuration.nix") ];
+          modules = modules ++ [ (dir + "/${name}/configuration.nix") ] ++ facter name;
         };
       }) hosts
     );

@@ -73,6 +73,7 @@ func TestMkHosts(t *testing.T) {
 		"web1/configuration.nix",
 		"db1/configuration.nix",
 		"db1/disk-config.nix",
+		"db1/facter.json",
 		"empty/README",                    // no configuration.nix: not a host
 		".web2.new-123/configuration.nix", // new-host's half-written folder
 	} {
@@ -85,7 +86,14 @@ func TestMkHosts(t *testing.T) {
 	os.WriteFile(filepath.Join(vms, "configuration.nix"), []byte("{ }"), 0o644) // a file, not a folder
 
 	expr := fmt.Sprintf(`(import %s/nix/lib.nix).mkHosts {
-		nixosSystem = args: { modules = map toString args.modules; special = args.specialArgs; };
+		nixosSystem = args: {
+			# a function module is shown by what it defines with and without hardware.facter
+			modules = map (m: if builtins.isFunction m
+				then toString (m { options.hardware.facter = { }; }).config.hardware.facter.reportPath
+					+ " | " + builtins.head (m { options.hardware = { }; }).config.warnings
+				else toString m) args.modules;
+			special = args.specialArgs;
+		};
 		dir = %s;
 		modules = [ "disko" "keystone" ];
 		specialArgs = { x = 1; };
@@ -98,8 +106,12 @@ func TestMkHosts(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("mkHosts made %d hosts, want web1 and db1: %v", len(got), got)
 	}
-	for _, name := range []string{"web1", "db1"} {
-		want := []string{"disko", "keystone", filepath.Join(vms, name, "configuration.nix")}
+	facter := filepath.Join(vms, "db1", "facter.json")
+	for name, extra := range map[string][]string{
+		"web1": nil,
+		"db1": {facter + " | " + facter + " is not used: this nixpkgs has no hardware.facter (nixos-25.11 has)"},
+	} {
+		want := append([]string{"disko", "keystone", filepath.Join(vms, name, "configuration.nix")}, extra...)
 		if !reflect.DeepEqual(got[name].Modules, want) || got[name].Special["x"] != 1 {
 			t.Errorf("%s: modules %q special %v, want %q", name, got[name].Modules, got[name].Special, want)
 		}

@@ -366,7 +366,7 @@ func printPlan(w io.Writer, p *hostPlan, o deployOptions) {
 	fmt.Fprintf(w, "  layout     %s\n", layout)
 	fmt.Fprintf(w, "  build on   %s\n", cmp.Or(p.install.BuildOn, "auto"))
 	if p.install.HardwareConfig != "" {
-		fmt.Fprintf(w, "  hardware   nixos-facter writes %s; use it with hardware.facter.reportPath = ./facter.json\n", p.install.HardwareConfig)
+		fmt.Fprintf(w, "  hardware   nixos-facter writes %s before the build; mkHosts makes it hardware.facter.reportPath\n", p.install.HardwareConfig)
 	}
 	fmt.Fprintf(w, "  then       pin the new host key in %s, wait up to %s for the new boot, ", p.pinned, o.Wait)
 	if o.NoVerify {
