@@ -432,6 +432,10 @@ func install(ctx context.Context, program string, p *hostPlan, o deployOptions, 
 	pinned := sshx.Options{Addr: p.target.Addr(), User: p.target.User, Identities: identities(o.Identity),
 		HostKeys: sshx.HostKeys{Pinned: key.Public, PinnedFrom: p.pinned}}
 	fmt.Fprintf(w, "%swaiting up to %s for %s to boot its new system\n", prefix, o.Wait, p.name)
+	if p.cfg.Deploy.DiskSecret {
+		// Both encrypted layouts ask on the console at boot; nothing else can answer.
+		fmt.Fprintf(w, "%s%s asks for its disk password on its console at boot: type it there\n", prefix, p.name)
+	}
 	if err := deploy.WaitForNewBoot(ctx, pinned, p.hostname, p.facts.BootID, o.Wait); err != nil {
 		return codeError{hint.Wrap(fmt.Errorf("%s: %w", p.name, err),
 			"look at its console: it may be waiting for the disk password; then run keystone verify "+p.name+" --wait 10m"), exitNoReturn}

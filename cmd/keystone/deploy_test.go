@@ -160,7 +160,7 @@ func TestDeployInstallsPinsAndVerifies(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	for _, want := range []string{"Plan for web1:", "WIPE       " + e.disk, "20.0 GiB", "encrypted, password from " + e.password,
-		"### Installing NixOS ###", "is up with its new system", "PASS"} {
+		"### Installing NixOS ###", "asks for its disk password on its console", "is up with its new system", "PASS"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("stdout lacks %q", want)
 		}
