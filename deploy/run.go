@@ -37,6 +37,17 @@ func (p *Progress) Phase() string {
 	return p.phase
 }
 
+// MayHaveNewKey says whether the run got as far as the install, where
+// the extra files (the new host key) are copied to the target.
+func (p *Progress) MayHaveNewKey() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state >= installPhase
+}
+
+// installPhase indexes "Installing NixOS" in phaseStates.
+const installPhase = 3
+
 // State says what the target may be in if the run stopped now.
 func (p *Progress) State() string {
 	p.mu.Lock()

@@ -35,7 +35,7 @@ func TestRunInstallStreamsAndRecords(t *testing.T) {
 	if err := RunInstall(context.Background(), program, testInstall, &out, "[web1] ", &p); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "[web1] formatting\n") || p.Phase() != "Rebooting" {
+	if !strings.Contains(out.String(), "[web1] formatting\n") || p.Phase() != "Rebooting" || !p.MayHaveNewKey() {
 		t.Errorf("output %q, phase %q", out.String(), p.Phase())
 	}
 	argv, _ := os.ReadFile(argvFile)
@@ -49,8 +49,11 @@ func TestRunInstallFailureSaysTheState(t *testing.T) {
 	var p Progress
 	err := RunInstall(context.Background(), program, testInstall, &strings.Builder{}, "", &p)
 	if !errors.Is(err, ErrInstall) || !strings.Contains(err.Error(), `during "Formatting hard drive with disko"`) ||
-		!strings.Contains(err.Error(), "their data is gone") {
-		t.Errorf("error %v", err)
+		!strings.Contains(err.Error(), "their data is gone") || p.MayHaveNewKey() {
+		t.Errorf("error %v, may have the new key %v", err, p.MayHaveNewKey())
+	}
+	if phaseStates[installPhase].marker != "Installing NixOS" {
+		t.Errorf("installPhase names %q", phaseStates[installPhase].marker)
 	}
 }
 

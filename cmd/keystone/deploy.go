@@ -416,18 +416,24 @@ func install(ctx context.Context, program string, p *hostPlan, o deployOptions, 
 	}
 	defer key.Remove()
 	p.install.ExtraFiles = key.ExtraFiles
-	if err := pinKey(p.pinned, key.AuthorizedLine("root@"+p.name)); err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "%spinned the new host key %s in %s\n", prefix, ssh.FingerprintSHA256(key.Public), p.pinned)
+	fmt.Fprintf(w, "%sthe new system's host key is %s\n", prefix, ssh.FingerprintSHA256(key.Public))
 
 	runCtx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	var progress deploy.Progress
-	if err := deploy.RunInstall(runCtx, program, p.install, w, prefix, &progress); err != nil {
+	err = deploy.RunInstall(runCtx, program, p.install, w, prefix, &progress)
+	key.Remove() // installed or not, the private key has no other use
+	// The pin follows the host: replaced only once the new key may be there,
+	// so a run that stopped early leaves verify trusting the old one.
+	if err == nil || progress.MayHaveNewKey() {
+		if perr := pinKey(p.pinned, key.AuthorizedLine("root@"+p.name)); perr != nil {
+			return errors.Join(err, perr)
+		}
+		fmt.Fprintf(w, "%spinned the new host key in %s\n", prefix, p.pinned)
+	}
+	if err != nil {
 		return codeError{fmt.Errorf("%s: %w", p.name, err), exitInstall}
 	}
-	key.Remove() // installed: the only copy of the private key now lives on the host
 
 	pinned := sshx.Options{Addr: p.target.Addr(), User: p.target.User, Identities: identities(o.Identity),
 		HostKeys: sshx.HostKeys{Pinned: key.Public, PinnedFrom: p.pinned}}

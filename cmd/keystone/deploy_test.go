@@ -40,6 +40,7 @@ echo "### Uploading install SSH keys ###"
 echo "### Formatting hard drive with disko ###"
 case "${STANDIN_MODE:-}" in
   hang) echo "### Installing NixOS ###"; sleep 300 ;;
+  fail) echo "disko: no such device" >&2; exit 1 ;;
   noreboot) echo "### Done! ###"; exit 0 ;;
 esac
 echo "### Installing NixOS ###"
@@ -310,6 +311,25 @@ func TestDeployHostThatNeverComesBack(t *testing.T) {
 	noSecrets(t, e, stdout, stderr)
 }
 
+// A run that fails before the install keeps the old pin: the host still
+// has its old key, and verify must keep trusting it.
+func TestDeployFailureKeepsThePin(t *testing.T) {
+	e := newDeployEnv(t)
+	t.Setenv("STANDIN_MODE", "fail")
+	old, _ := testhost.ClientKey(t) // any key the host does not have
+	pin := ssh.MarshalAuthorizedKey(old.PublicKey())
+	os.MkdirAll(filepath.Dir(e.pinned()), 0o755)
+	os.WriteFile(e.pinned(), pin, 0o644)
+	code, stdout, stderr := e.deploy(e.config(nil), "--yes")
+	if code != 4 || !strings.Contains(stderr, `nixos-anywhere failed during "Formatting hard drive with disko"`) {
+		t.Errorf("exit %d, stderr %q\n%s", code, stderr, stdout)
+	}
+	if got, _ := os.ReadFile(e.pinned()); string(got) != string(pin) {
+		t.Errorf("the pin changed to %q", got)
+	}
+	noSecrets(t, e, stdout, stderr)
+}
+
 func TestDeployInterruptStopsNixosAnywhere(t *testing.T) {
 	e := newDeployEnv(t)
 	t.Setenv("STANDIN_MODE", "hang")
@@ -331,6 +351,10 @@ func TestDeployInterruptStopsNixosAnywhere(t *testing.T) {
 	}
 	if out, _ := exec.Command("pgrep", "-f", "sleep 300").Output(); len(out) > 0 {
 		t.Errorf("the stand-in's child still runs: %s", out)
+	}
+	// Stopped during the install: the host may have the new key by now.
+	if _, err := os.Stat(e.pinned()); err != nil {
+		t.Errorf("no pin after an interrupted install: %v", err)
 	}
 }
 
