@@ -109,7 +109,7 @@ func TestMkHosts(t *testing.T) {
 	facter := filepath.Join(vms, "db1", "facter.json")
 	for name, extra := range map[string][]string{
 		"web1": nil,
-		"db1": {facter + " | " + facter + " is not used: this nixpkgs has no hardware.facter (nixos-25.11 has)"},
+		"db1":  {facter + " | " + facter + " is not used: this nixpkgs has no hardware.facter (nixos-25.11 has)"},
 	} {
 		want := append([]string{"disko", "keystone", filepath.Join(vms, name, "configuration.nix")}, extra...)
 		if !reflect.DeepEqual(got[name].Modules, want) || got[name].Special["x"] != 1 {

@@ -108,7 +108,7 @@ var servicesCheck = Check{
 		return len(e.Services) > 0, "no services expected"
 	},
 	Commands: func(e *Expectations) []string {
-		return []string{"systemctl show -p Id,Names,LoadState,ActiveState,SubState " + strings.Join(quoteAll(e.Services), " ")}
+		return []string{"systemctl show -p Id,Names,LoadState,ActiveState,SubState -- " + strings.Join(quoteAll(e.Services), " ")}
 	},
 	Judge: func(e *Expectations, outs []Output) (Status, string) {
 		if msg, ok := failed("systemctl show", outs[0]); !ok {
@@ -331,7 +331,7 @@ var mdnsCheck = Check{
 		// Asking a stopped avahi would start it through D-Bus activation:
 		// verify changes nothing, so it looks first.
 		return []string{"systemctl is-active --quiet avahi-daemon.service || { echo 'avahi-daemon is not running' >&2; exit 3; }; " +
-			"avahi-resolve -4 -n " + shellQuote(e.Hostname+".local")}
+			"avahi-resolve -4 -n -- " + shellQuote(e.Hostname+".local")}
 	},
 	Probe: func(ctx context.Context, e *Expectations, h Host) Output {
 		ip := net.ParseIP(h.Addr)

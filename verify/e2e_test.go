@@ -212,6 +212,24 @@ func TestWrongKeyExits2(t *testing.T) {
 	}
 }
 
+// A user who logs in but cannot become root is one clear login error
+// (exit 2), not every check failing for the same reason.
+func TestNonRootWithoutSudoExits2(t *testing.T) {
+	signer, key := testhost.ClientKey(t)
+	h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-nonroot", AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	if _, err := h.Run(t, "sh", "-c", "useradd -m -s /bin/sh ops && mkdir -m 700 ~ops/.ssh && echo '"+line+"' > ~ops/.ssh/authorized_keys && chown -R ops: ~ops/.ssh"); err != nil {
+		t.Fatal(err)
+	}
+	o := options(h, key)
+	o.SSH.User = "ops"
+	r := verify.Run(context.Background(), debianExpect(h.Name), o)
+	logReport(t, r)
+	if r.ExitCode() != verify.ExitCannotReach || !strings.Contains(r.Error, "cannot run commands as root with sudo -n: sh: 1: sudo: not found") {
+		t.Errorf("exit %d, error %q", r.ExitCode(), r.Error)
+	}
+}
+
 func TestSSHDHostPasses(t *testing.T) {
 	signer, key := testhost.ClientKey(t)
 	h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})

@@ -5,6 +5,10 @@ package verify
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"unicode"
 )
 
 // Expectations is the contract with nix/expectations.nix, the JSON that
@@ -49,18 +53,93 @@ type MDNS struct {
 	Publish bool `json:"publish"`
 }
 
+// What a NixOS config can hold, so that what is not (a leading '-', a
+// control character) never reaches a remote command line or the terminal.
+var (
+	hostnameRE = regexp.MustCompile(`^[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?$`) // networking.hostName's type
+	unitRE     = regexp.MustCompile(`^[[:alnum:]:_.\\@][[:alnum:]:_.\\@-]*$`)
+	zfsNameRE  = regexp.MustCompile(`^[[:alpha:]][[:alnum:]_.: -]*(/[[:alnum:]_.: -]+)*$`)
+	dmNameRE   = regexp.MustCompile(`^[[:alnum:]_.+][[:alnum:]_.+#-]*$`)
+	rootLogin  = []string{"yes", "no", "prohibit-password", "without-password", "forced-commands-only"}
+)
+
 // ParseExpectations reads the JSON contract. Unknown keys are allowed (keys
-// may be added), a missing hostname is not.
+// may be added); a value no NixOS config could produce is an error.
 func ParseExpectations(data []byte) (*Expectations, error) {
 	var e Expectations
 	if err := json.Unmarshal(data, &e); err != nil {
 		return nil, fmt.Errorf("reading expectations: %w", err)
 	}
-	if e.Hostname == "" {
-		return nil, fmt.Errorf("expectations have no hostname")
-	}
-	if f := e.Firewall; f != nil && f.Enable && f.Backend != "iptables" && f.Backend != "nftables" {
-		return nil, fmt.Errorf("expectations: firewall backend %q is neither iptables nor nftables", f.Backend)
+	if err := e.check(); err != nil {
+		return nil, fmt.Errorf("expectations: %w", err)
 	}
 	return &e, nil
+}
+
+func (e *Expectations) check() error {
+	if e.Hostname == "" {
+		return fmt.Errorf("no hostname")
+	}
+	if !hostnameRE.MatchString(e.Hostname) {
+		return fmt.Errorf("hostname %q is not a host name", e.Hostname)
+	}
+	if err := matchAll("service", e.Services, unitRE); err != nil {
+		return err
+	}
+	if f := e.Firewall; f != nil {
+		if f.Enable && f.Backend != "iptables" && f.Backend != "nftables" {
+			return fmt.Errorf("firewall backend %q is neither iptables nor nftables", f.Backend)
+		}
+		if err := checkPorts("firewall tcp", f.TCP); err != nil {
+			return err
+		}
+		if err := checkPorts("firewall udp", f.UDP); err != nil {
+			return err
+		}
+	}
+	if s := e.SSHD; s != nil {
+		if err := checkPorts("sshd", s.Ports); err != nil {
+			return err
+		}
+		if !slices.Contains(rootLogin, s.PermitRootLogin) {
+			return fmt.Errorf("sshd permitRootLogin %q is not one of %s", s.PermitRootLogin, strings.Join(rootLogin, ", "))
+		}
+	}
+	if z := e.ZFS; z != nil {
+		if err := matchAll("zfs pool", z.Pools, zfsNameRE); err != nil {
+			return err
+		}
+		if err := matchAll("zfs encryption root", z.EncryptionRoots, zfsNameRE); err != nil {
+			return err
+		}
+	}
+	if l := e.LUKS; l != nil {
+		if err := matchAll("luks device", l.Devices, dmNameRE); err != nil {
+			return err
+		}
+	}
+	for _, m := range e.Mounts {
+		if !strings.HasPrefix(m, "/") || strings.ContainsFunc(m, unicode.IsControl) {
+			return fmt.Errorf("mount point %q is not an absolute path", m)
+		}
+	}
+	return nil
+}
+
+func matchAll(what string, names []string, re *regexp.Regexp) error {
+	for _, n := range names {
+		if !re.MatchString(n) {
+			return fmt.Errorf("%s %q is not a valid name", what, n)
+		}
+	}
+	return nil
+}
+
+func checkPorts(what string, ports []int) error {
+	for _, p := range ports {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("%s port %d is not from 1 to 65535", what, p)
+		}
+	}
+	return nil
 }

@@ -9,12 +9,14 @@ import (
 	"time"
 
 	"github.com/olekukonko/tablewriter"
+
+	"github.com/keystone-nix/keystone/internal/text"
 )
 
 // Summary is the one line under a host's table.
 func (r Report) Summary() string {
 	if !r.Connected {
-		return "cannot connect: " + r.Error
+		return "cannot connect: " + text.OneLine(r.Error)
 	}
 	counts := map[Status]int{}
 	for _, res := range r.Results {
@@ -28,7 +30,7 @@ func (r Report) Summary() string {
 	}
 	line := fmt.Sprintf("%d checks: %s in %s", len(r.Results), strings.Join(parts, ", "), r.Duration.Round(10*time.Millisecond))
 	if r.Error != "" {
-		line += "; " + r.Error
+		line += "; " + text.OneLine(r.Error)
 	}
 	return line
 }
@@ -39,7 +41,7 @@ func WriteTable(w io.Writer, reports []Report) error {
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
-		fmt.Fprintf(w, "%s (%s)\n", r.Host, r.Target)
+		fmt.Fprintf(w, "%s (%s)\n", text.OneLine(r.Host), text.OneLine(r.Target))
 		if len(r.Results) > 0 {
 			t := tablewriter.NewWriter(w)
 			t.Header("Check", "Status", "Evidence")

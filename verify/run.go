@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/remote"
 	"github.com/keystone-nix/keystone/internal/sshx"
 	"github.com/keystone-nix/keystone/internal/text"
@@ -86,6 +88,15 @@ func Run(ctx context.Context, e *Expectations, o Options) Report {
 		rep.Target, ssh.FingerprintSHA256(client.HostKey))})
 
 	r := runner{remote.New(client.Client, o.SSH.User != "root", o.Timeout)}
+	if o.SSH.User != "root" {
+		// Every check reads as root; without it each would FAIL for the
+		// same reason, which is a login problem, not twelve host problems.
+		if err := r.canBeRoot(ctx); err != nil {
+			rep.Err, rep.Error = err, err.Error()
+			rep.Duration = time.Since(start)
+			return rep
+		}
+	}
 	if o.Wait > 0 {
 		r.waitForBoot(ctx, deadline)
 	}
@@ -136,6 +147,18 @@ func dialWait(ctx context.Context, o sshx.Options, deadline time.Time) (*sshx.Cl
 
 type runner struct {
 	*remote.Runner
+}
+
+func (r runner) canBeRoot(ctx context.Context) error {
+	o := r.Run(ctx, "id -u")
+	switch {
+	case o.Err != nil:
+		return fmt.Errorf("sudo -n id -u: %w", o.Err)
+	case o.Exit != 0 || strings.TrimSpace(o.Stdout) != "0":
+		return hint.Errorf("give the user passwordless sudo, or verify as root@",
+			"cannot run commands as root with sudo -n: %s", cmp.Or(text.FirstLine(o.Stderr), fmt.Sprintf("exit status %d", o.Exit)))
+	}
+	return nil
 }
 
 func (r runner) check(ctx context.Context, c Check, e *Expectations, h Host) Result {

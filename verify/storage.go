@@ -20,11 +20,11 @@ var zfsCheck = Check{
 	Commands: func(e *Expectations) []string {
 		cmds := []string{
 			// JSON from ZFS 2.3 on; the text form before.
-			"zpool status -j --json-int --json-flat-vdevs " + strings.Join(quoteAll(e.ZFS.Pools), " ") +
-				" 2>/dev/null || zpool status " + strings.Join(quoteAll(e.ZFS.Pools), " "),
+			"zpool status -j --json-int --json-flat-vdevs -- " + strings.Join(quoteAll(e.ZFS.Pools), " ") +
+				" 2>/dev/null || zpool status -- " + strings.Join(quoteAll(e.ZFS.Pools), " "),
 		}
 		if len(e.ZFS.EncryptionRoots) > 0 {
-			cmds = append(cmds, "zfs get -H -p -r -o name,property,value encryption,keystatus,encryptionroot "+
+			cmds = append(cmds, "zfs get -H -p -r -o name,property,value encryption,keystatus,encryptionroot -- "+
 				strings.Join(quoteAll(e.ZFS.EncryptionRoots), " "))
 		}
 		return cmds
@@ -103,7 +103,7 @@ var luksCheck = Check{
 	Commands: func(e *Expectations) []string {
 		cmds := []string{"findmnt -J -o TARGET,SOURCE,FSTYPE /"}
 		for _, d := range e.LUKS.Devices {
-			cmds = append(cmds, "cryptsetup status "+shellQuote(d))
+			cmds = append(cmds, "cryptsetup status -- "+shellQuote(d))
 		}
 		return cmds
 	},

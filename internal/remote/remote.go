@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -55,7 +56,9 @@ func (r *Runner) Run(ctx context.Context, cmd string) Output {
 	defer s.Close()
 	var stdout, stderr strings.Builder
 	s.Stdout, s.Stderr = &stdout, &stderr
-	line := fmt.Sprintf("timeout -k 2 %d sh -c %s", int(r.timeout.Seconds()), Quote(cmd))
+	// Whole seconds, at least 1: `timeout 0` would mean no limit at all.
+	secs := max(1, int(math.Ceil(r.timeout.Seconds())))
+	line := fmt.Sprintf("timeout -k 2 %d sh -c %s", secs, Quote(cmd))
 	if r.sudo {
 		line = "sudo -n " + line
 	}

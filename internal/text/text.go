@@ -16,11 +16,21 @@ func OneLine(s string) string {
 	}, s)
 }
 
-// FirstLine is s's first non-blank line, trimmed.
+// FirstLine is s's first non-blank line, trimmed, passing over lines
+// that say nothing about the command: what sshd and the shell print
+// before it runs.
 func FirstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
+	for line := range strings.Lines(s) {
+		line = strings.TrimSpace(line)
+		if line != "" && !isNoise(line) {
+			return line
+		}
 	}
-	return strings.TrimSpace(s)
+	return ""
+}
+
+func isNoise(line string) bool {
+	return strings.HasPrefix(line, "Could not chdir to home directory ") || // sshd, for a user without a home
+		strings.Contains(line, "warning: setlocale: ") || // bash, for a locale the host lacks
+		strings.HasPrefix(line, "perl: warning: ")
 }
