@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -14,23 +15,62 @@ import (
 	"github.com/keystone-nix/keystone/internal/hint"
 )
 
-// CheckPasswordFile accepts a disk password file that is readable and not
-// empty and has no trailing newline. It never reads the password into a
-// message.
-func CheckPasswordFile(path string) error {
-	data, err := os.ReadFile(path)
+// PasswordFile is a checked disk password in a file nixos-anywhere can
+// read: the user's own file, or a private copy of a pipe's contents.
+type PasswordFile struct {
+	Path          string // what nixos-anywhere reads
+	OthersCanRead bool   // the user's file is readable by group or others
+	dir           string // the private copy's folder, if any
+}
+
+// OpenPasswordFile accepts a disk password file that is readable, not
+// empty, and free of newlines. A pipe (`<(pass web1)`, /dev/stdin) can be
+// read only once, so what it gave is kept in a private temporary file.
+// No message ever holds the password.
+func OpenPasswordFile(path string) (*PasswordFile, error) {
+	fi, err := os.Stat(path)
+	if err == nil && fi.IsDir() {
+		err = fmt.Errorf("%s: is a folder", path)
+	}
+	var data []byte
+	if err == nil {
+		data, err = os.ReadFile(path)
+	}
 	switch {
 	case err != nil:
-		return hint.Wrap(fmt.Errorf("--disk-password-file: %w", unwrapPath(err)), "give a readable file holding only the password")
+		return nil, hint.Wrap(fmt.Errorf("--disk-password-file: %w", unwrapPath(err)), "give a readable file holding only the password")
 	case len(data) == 0:
-		return hint.Errorf("write the password with `printf %s 'PASSWORD' > FILE`", "--disk-password-file %s is empty", path)
+		return nil, hint.Errorf("write the password with `printf %s 'PASSWORD' > FILE`", "--disk-password-file %s is empty", path)
 	case data[len(data)-1] == '\n' || data[len(data)-1] == '\r':
 		// The install would use the newline as part of the key, and typing
 		// the password at the boot prompt never matches it.
-		return hint.Errorf("write it without one: printf %s \"$(cat FILE)\" > FILE.new",
+		return nil, hint.Errorf("write it without one: printf %s \"$(cat FILE)\" > FILE.new",
 			"--disk-password-file %s ends with a newline, which would become part of the disk key and never match the password typed at boot", path)
+	case bytes.ContainsAny(data, "\r\n"):
+		return nil, hint.Errorf("use a password on one line",
+			"--disk-password-file %s holds more than one line, which the boot prompt cannot take", path)
 	}
-	return nil
+	if fi.Mode().IsRegular() {
+		return &PasswordFile{Path: path, OthersCanRead: fi.Mode().Perm()&0o044 != 0}, nil
+	}
+	dir, err := os.MkdirTemp("", "keystone-secret-")
+	if err != nil {
+		return nil, err
+	}
+	pf := &PasswordFile{Path: filepath.Join(dir, "disk.key"), dir: dir}
+	if err := os.WriteFile(pf.Path, data, 0o600); err != nil {
+		pf.Remove()
+		return nil, err
+	}
+	return pf, nil
+}
+
+// Remove deletes the private copy, if there is one.
+func (p *PasswordFile) Remove() error {
+	if p == nil || p.dir == "" {
+		return nil
+	}
+	return os.RemoveAll(p.dir)
 }
 
 func unwrapPath(err error) error {

@@ -3,6 +3,7 @@ package deploy
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -11,31 +12,58 @@ import (
 	"github.com/keystone-nix/keystone/internal/hint"
 )
 
-func TestCheckPasswordFile(t *testing.T) {
+func TestOpenPasswordFile(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, data string) string {
+	write := func(name, data string, mode os.FileMode) string {
 		p := filepath.Join(dir, name)
-		os.WriteFile(p, []byte(data), 0o600)
+		os.WriteFile(p, []byte(data), mode)
 		return p
 	}
 	for _, tc := range []struct {
 		path, msg string
+		others    bool
 	}{
-		{write("ok", "correct horse"), ""},
-		{write("empty", ""), "is empty"},
-		{write("newline", "correct horse\n"), "ends with a newline, which would become part of the disk key"},
-		{write("crlf", "correct horse\r\n"), "ends with a newline"},
-		{filepath.Join(dir, "missing"), "no such file"},
+		{write("ok", "correct horse", 0o600), "", false},
+		{write("readable", "correct horse", 0o644), "", true},
+		{write("empty", "", 0o600), "is empty", false},
+		{write("newline", "correct horse\n", 0o600), "ends with a newline, which would become part of the disk key", false},
+		{write("crlf", "correct horse\r\n", 0o600), "ends with a newline", false},
+		{write("lines", "correct\nhorse", 0o600), "holds more than one line", false},
+		{filepath.Join(dir, "missing"), "no such file", false},
+		{dir, "is a folder", false},
 	} {
-		err := CheckPasswordFile(tc.path)
+		pf, err := OpenPasswordFile(tc.path)
 		switch {
-		case tc.msg == "" && err != nil:
-			t.Errorf("%s: %v", tc.path, err)
+		case tc.msg == "" && (err != nil || pf.Path != tc.path || pf.OthersCanRead != tc.others):
+			t.Errorf("%s: %+v, %v", tc.path, pf, err)
 		case tc.msg != "" && (err == nil || !strings.Contains(err.Error(), tc.msg) || hint.Of(err) == ""):
 			t.Errorf("%s: %v, want %q and a hint", tc.path, err, tc.msg)
 		case err != nil && strings.Contains(err.Error()+hint.Of(err), "correct horse"):
 			t.Errorf("%s: the error shows the password: %v", tc.path, err)
 		}
+	}
+}
+
+// A pipe gives its contents once; nixos-anywhere gets a private copy.
+func TestOpenPasswordFileFromAPipe(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { w.WriteString("correct horse"); w.Close() }()
+	defer r.Close()
+	pf, err := OpenPasswordFile("/dev/fd/" + strconv.Itoa(int(r.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(pf.Path)
+	st, _ := os.Stat(pf.Path)
+	if string(data) != "correct horse" || st.Mode().Perm() != 0o600 {
+		t.Errorf("copy holds %q, mode %v", data, st.Mode())
+	}
+	pf.Remove()
+	if _, err := os.Stat(pf.Path); err == nil {
+		t.Error("the copy is still there after Remove")
 	}
 }
 

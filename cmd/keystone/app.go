@@ -122,6 +122,10 @@ func intersperse(app *cli.App, args []string) []string {
 	for i := 0; i < len(rest); i++ {
 		a := rest[i]
 		switch {
+		case a == "--" && passesThrough[cmd.Name]:
+			// Kept: what follows goes to another program, not to us.
+			positional = append(positional, rest[i:]...)
+			i = len(rest)
 		case a == "--":
 			positional = append(positional, rest[i+1:]...)
 			i = len(rest)
@@ -141,6 +145,10 @@ func intersperse(app *cli.App, args []string) []string {
 	}
 	return append(out, positional...)
 }
+
+// passesThrough: commands whose arguments after "--" are another
+// program's (deploy's go to nixos-anywhere).
+var passesThrough = map[string]bool{"deploy": true}
 
 func takesValue(cmd *cli.Command, name string) bool {
 	for _, f := range cmd.Flags {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	"github.com/keystone-nix/keystone/internal/remote"
 	"github.com/keystone-nix/keystone/internal/sshx"
 	"github.com/keystone-nix/keystone/internal/target"
+	"github.com/keystone-nix/keystone/internal/text"
 	"github.com/keystone-nix/keystone/verify"
 )
 
@@ -92,7 +94,10 @@ Examples:
 			&cli.StringFlag{Name: "config", Hidden: true, Usage: "read config.keystone from JSON `FILE` instead of nix eval (tests)"},
 		},
 		Action: func(c *cli.Context) error {
-			args := c.Args().Slice()
+			names, extra := c.Args().Slice(), []string(nil)
+			if i := slices.Index(names, "--"); i >= 0 {
+				names, extra = names[:i], names[i+1:]
+			}
 			o := deployOptions{
 				Flake: c.String("flake"), Target: c.String("target"), Identity: c.String("identity"),
 				Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Reinstall: c.Bool("reinstall"),
@@ -101,13 +106,23 @@ Examples:
 				Wait: c.Duration("wait"), Timeout: c.Duration("timeout"), All: c.Bool("all"),
 				Parallel: c.Int("parallel"), Config: c.String("config"),
 			}
+			o.Names, o.Extra = names, extra
 			switch {
-			case o.All:
-				o.Extra = args
-			case len(args) == 0:
+			case o.All && len(names) > 0:
+				return usageError{hint.Errorf("keystone deploy --all [-- NIXOS-ANYWHERE-ARGS...]", "give a host name or --all, not both")}
+			case !o.All && len(names) == 0:
 				return usageError{hint.Errorf("keystone deploy NAME [-- NIXOS-ANYWHERE-ARGS...]", "deploy needs a host name, or --all")}
+			case len(names) > 1:
+				return usageError{hint.Errorf("deploy one host by name, or every host with --all; nixos-anywhere's own flags go after --",
+					"deploy takes one host name, got %d: %s", len(names), strings.Join(names, " "))}
+			}
+			switch o.BuildOn {
+			case "", "auto", "local", "remote":
 			default:
-				o.Names, o.Extra = args[:1], args[1:]
+				return usageError{hint.Errorf("--build-on takes auto, local or remote", "--build-on %q is not supported", o.BuildOn)}
+			}
+			if o.Timeout <= 0 || o.Wait <= 0 {
+				return usageError{hint.Errorf("e.g. --timeout 60m --wait 10m", "--timeout and --wait must be more than 0")}
 			}
 			if o.Parallel < 1 {
 				return usageError{hint.Errorf("--parallel 4 installs four hosts at a time", "--parallel must be 1 or more, got %d", o.Parallel)}
@@ -128,6 +143,8 @@ type deployOptions struct {
 	Parallel                 int
 	Config                   string
 	Extra                    []string
+
+	secret string // the password file nixos-anywhere reads: PasswordFile, or a private copy of a pipe's
 }
 
 // hostPlan is one host, checked and ready to install.
@@ -150,8 +167,17 @@ func runDeploy(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, o
 			"nixos-anywhere is not on PATH"))
 	}
 	if o.PasswordFile != "" {
-		if err := deploy.CheckPasswordFile(o.PasswordFile); err != nil {
+		pf, err := deploy.OpenPasswordFile(o.PasswordFile)
+		if err != nil {
 			return refused(err)
+		}
+		defer pf.Remove()
+		if pf.OthersCanRead {
+			fmt.Fprintf(stderr, "keystone: warning: --disk-password-file %s can be read by other users; chmod 600 it\n", o.PasswordFile)
+		}
+		o.secret = pf.Path
+		if o.DryRun {
+			o.secret = o.PasswordFile // what the printed command can be run with
 		}
 	}
 	names := o.Names
@@ -257,18 +283,24 @@ func preflight(ctx context.Context, name string, o deployOptions) (*hostPlan, er
 	case o.Target != "":
 		t, err := target.Parse(o.Target)
 		if err != nil {
-			return nil, err
+			return nil, usageError{err}
 		}
 		p.target = *t
-	case cfg.Deploy.TargetHost != nil:
-		p.target = target.Target{User: cfg.Deploy.TargetUser, Host: *cfg.Deploy.TargetHost, Port: cfg.Deploy.SSHPort}
 	default:
-		return nil, refused(hint.Errorf("set keystone.deploy.targetHost in vms/"+name+"/configuration.nix, or pass --target [USER@]HOST[:PORT]",
-			"%s has no target: keystone.deploy.targetHost is not set", name))
+		t, err := configTarget(name, cfg)
+		if err != nil {
+			return nil, refused(err)
+		}
+		p.target = *t
 	}
-	if cfg.Deploy.DiskSecret && o.PasswordFile == "" {
+	switch {
+	case cfg.Deploy.DiskSecret && o.PasswordFile == "":
 		return nil, refused(hint.Errorf("pass --disk-password-file FILE with the password the boot will ask for",
 			"%s's disk layout is encrypted and reads its password at install time", name))
+	case !cfg.Deploy.DiskSecret && o.PasswordFile != "":
+		// Someone who believes the disk will be encrypted must learn it will not.
+		return nil, refused(hint.Errorf("drop --disk-password-file, or render the host with --layout zfs-encrypted or luks",
+			"%s's disk layout reads no password: its disks would not be encrypted with it", name))
 	}
 	if len(cfg.Deploy.Disks) == 0 {
 		return nil, refused(hint.Errorf("import a disko layout (new-host renders disk-config.nix)", "%s has no disko disks", name))
@@ -316,7 +348,7 @@ func preflight(ctx context.Context, name string, o deployOptions) (*hostPlan, er
 	}
 	p.install = deploy.Install{
 		Flake: o.Flake, Name: name, Target: p.target, Identity: o.Identity, BuildOn: buildOn,
-		DiskSecret: o.PasswordFile, Extra: o.Extra,
+		DiskSecret: o.secret, Extra: o.Extra,
 	}
 	if o.HardwareConfig {
 		p.install.HardwareConfig = filepath.Join(filepath.Dir(p.pinned), "facter.json")
@@ -349,19 +381,23 @@ func identities(i string) []string {
 
 func printPlan(w io.Writer, p *hostPlan, o deployOptions) {
 	f := p.facts
-	system := cmp.Or(f.OS["PRETTY_NAME"], f.OS["ID"])
+	// Whatever answers at the target wrote these: no escape sequence of
+	// its may redraw the lines the user confirms.
+	q := text.OneLine
+	system := q(cmp.Or(f.OS["PRETTY_NAME"], f.OS["ID"]))
 	if f.Installer() {
 		system += " (installer)"
 	}
 	fmt.Fprintf(w, "Plan for %s:\n", p.name)
-	fmt.Fprintf(w, "  target     %s: %s, %s, %s RAM\n", p.target.String(), system, f.Arch, gib(f.MemTotal))
+	fmt.Fprintf(w, "  target     %s: %s, %s, %s RAM\n", p.target.String(), system, q(f.Arch), gib(f.MemTotal))
 	fmt.Fprintf(w, "  host key   %s (check it on the console if in doubt)\n", ssh.FingerprintSHA256(p.hostKey))
 	for _, d := range f.Disks {
-		fmt.Fprintf(w, "  WIPE       %s -> %s, %s, %s, serial %s\n", d.Path, d.Resolved, gib(d.Size), cmp.Or(d.Model, "unknown model"), cmp.Or(d.Serial, "none"))
+		fmt.Fprintf(w, "  WIPE       %s -> %s, %s, %s, serial %s\n", q(d.Path), q(d.Resolved), gib(d.Size),
+			q(cmp.Or(d.Model, "unknown model")), q(cmp.Or(d.Serial, "none")))
 	}
 	layout := "unencrypted"
 	if p.cfg.Deploy.DiskSecret {
-		layout = "encrypted, password from " + o.PasswordFile
+		layout = "encrypted, password from " + q(o.PasswordFile)
 	}
 	fmt.Fprintf(w, "  layout     %s\n", layout)
 	fmt.Fprintf(w, "  build on   %s\n", cmp.Or(p.install.BuildOn, "auto"))

@@ -240,6 +240,12 @@ func TestDeployRefusals(t *testing.T) {
 		{"no terminal without --yes", nil, nil, "no terminal to confirm on"},
 		{"no target", func(k map[string]any) { k["deploy"].(map[string]any)["targetHost"] = nil }, []string{"--yes"},
 			"keystone.deploy.targetHost is not set"},
+		{"empty target", func(k map[string]any) { k["deploy"].(map[string]any)["targetHost"] = "" }, []string{"--yes"},
+			"keystone.deploy.targetHost is not set"},
+		{"target with a port", func(k map[string]any) { k["deploy"].(map[string]any)["targetHost"] = e.h.Address() }, []string{"--yes"},
+			"is not a DNS name or IP address (the port is sshPort's)"},
+		{"password for a layout without one", func(k map[string]any) { k["deploy"].(map[string]any)["diskSecret"] = false }, []string{"--yes"},
+			"its disks would not be encrypted with it"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := e.deploy(e.config(tc.cfg), tc.extra...)
@@ -254,6 +260,25 @@ func TestDeployRefusals(t *testing.T) {
 			}
 			noSecrets(t, e, stdout, stderr)
 		})
+	}
+
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"web1", "web2"}, "deploy takes one host name, got 2"},
+		{[]string{"--all", "web1"}, "give a host name or --all, not both"},
+		{[]string{"web1", "--build-on", "bogus"}, `--build-on "bogus" is not supported`},
+		{[]string{"web1", "--timeout", "0"}, "--timeout and --wait must be more than 0"},
+		{[]string{"web1", "--wait", "-1s"}, "--timeout and --wait must be more than 0"},
+		{[]string{"web1", "--target", "root@"}, "the host is missing"},
+	} {
+		args := append([]string{"deploy", "--config", e.config(nil), "--flake", e.flake, "-i", e.key,
+			"--disk-password-file", e.password, "--yes"}, tc.args...)
+		code, _, stderr := keystone(t, args...)
+		if code != 64 || !strings.Contains(stderr, tc.msg) || e.standInCalled() {
+			t.Errorf("%v: exit %d, stderr %q; want 64 and %q", tc.args, code, stderr, tc.msg)
+		}
 	}
 
 	t.Run("wrong typed hostname", func(t *testing.T) {

@@ -93,7 +93,7 @@ func TestVerifyThroughTheFlake(t *testing.T) {
 
 	// A host the flake does not have.
 	code, _, stderr = keystone(t, append([]string{"verify", "mail"}, only...)...)
-	if code != 1 || !strings.Contains(stderr, "does not provide attribute 'nixosConfigurations.mail'") {
+	if code != 3 || !strings.Contains(stderr, "does not provide attribute 'nixosConfigurations.mail'") {
 		t.Errorf("verify mail: exit %d, stderr %q", code, stderr)
 	}
 
@@ -102,5 +102,11 @@ func TestVerifyThroughTheFlake(t *testing.T) {
 	code, _, stderr = keystone(t, append([]string{"verify", "web"}, only...)...)
 	if code != 2 || !strings.Contains(stderr, "pins "+ssh.FingerprintSHA256(db.HostKey)) {
 		t.Errorf("changed pin: exit %d, stderr %q", code, stderr)
+	}
+	// The pin wins over a known_hosts that would take the key.
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	code, _, stderr = keystone(t, append([]string{"verify", "web", "--known-hosts", kh, "--accept-new"}, only...)...)
+	if code != 2 || !strings.Contains(stderr, "pins "+ssh.FingerprintSHA256(db.HostKey)) {
+		t.Errorf("changed pin, --known-hosts: exit %d, stderr %q", code, stderr)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -48,7 +49,7 @@ Examples:
 			&cli.StringFlag{Name: "target", Usage: "reach the host at `[USER@]HOST[:PORT]` instead of keystone.deploy.*"},
 			&cli.StringFlag{Name: "expect", Usage: "read the expectations from JSON `FILE` instead of the flake"},
 			&cli.StringSliceFlag{Name: "identity", Aliases: []string{"i"}, Usage: "private key `FILE` to log in with (repeatable; ssh-agent is used too)"},
-			&cli.StringFlag{Name: "known-hosts", Usage: "known_hosts `FILE` for hosts without a pinned key (default ~/.ssh/known_hosts)"},
+			&cli.StringFlag{Name: "known-hosts", Usage: "known_hosts `FILE` for hosts without a pinned key vms/NAME/ssh_host_ed25519_key.pub (default ~/.ssh/known_hosts)"},
 			&cli.BoolFlag{Name: "accept-new", Usage: "record an unknown host key in known_hosts (never a changed one)"},
 			&cli.BoolFlag{Name: "insecure-ignore-host-key", Usage: "trust any host key (prints a warning)"},
 			&cli.DurationFlag{Name: "wait", Usage: "keep trying to connect, and wait while the host boots, for up to `DURATION`"},
@@ -98,13 +99,24 @@ func runVerify(ctx context.Context, stdout, stderr io.Writer, o verifyOptions) e
 	if err != nil {
 		return err
 	}
+	if o.Timeout <= 0 {
+		return usageError{hint.Errorf("e.g. --timeout 30s", "--timeout %s: it must be more than 0", o.Timeout)}
+	}
+	if o.Wait < 0 {
+		return usageError{hint.Errorf("e.g. --wait 5m, or leave it out to try once", "--wait %s: it cannot be negative", o.Wait)}
+	}
 	ports, err := verify.ParsePorts(o.Ports)
 	if err != nil {
 		return usageError{hint.Errorf("e.g. --ports 1-1024,8080", "--ports: %v", err)}
 	}
 	jobs, err := verifyJobs(ctx, o)
 	if err != nil {
-		return err
+		var ue usageError
+		if errors.As(err, &ue) {
+			return err
+		}
+		// Nothing was checked: not a FAIL (1), nor a host out of reach (2).
+		return codeError{err, exitNothingChecked}
 	}
 	if o.Insecure {
 		fmt.Fprintln(stderr, "keystone: warning: --insecure-ignore-host-key: any machine answering at the target address passes the ssh check")
@@ -174,7 +186,10 @@ func selectChecks(only, skip string) ([]verify.Check, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []verify.Check
+	if skipSet["ssh"] {
+		return nil, usageError{hint.Errorf("--only ssh runs the ssh check alone", "--skip: the ssh check cannot be skipped: every other check runs over its connection")}
+	}
+	out := []verify.Check{} // not nil: --only ssh runs no other check
 	for _, c := range verify.All() {
 		if (len(onlySet) == 0 || onlySet[c.Name]) && !skipSet[c.Name] {
 			out = append(out, c)
@@ -190,7 +205,7 @@ func verifyJobs(ctx context.Context, o verifyOptions) ([]verifyJob, error) {
 	if o.Target != "" {
 		t, err := target.Parse(o.Target)
 		if err != nil {
-			return nil, err
+			return nil, usageError{err}
 		}
 		override = t
 	}
@@ -246,11 +261,9 @@ func verifyJobs(ctx context.Context, o verifyOptions) ([]verifyJob, error) {
 				}
 			}
 			if t == nil {
-				if k.Deploy.TargetHost == nil {
-					return nil, hint.Errorf("set keystone.deploy.targetHost in vms/"+name+"/configuration.nix, or pass --target",
-						"%s has no target", name)
+				if t, err = configTarget(name, k); err != nil {
+					return nil, err
 				}
-				t = &target.Target{User: k.Deploy.TargetUser, Host: *k.Deploy.TargetHost, Port: k.Deploy.SSHPort}
 			}
 		}
 		keys, err := hostKeys(o, name)
@@ -269,7 +282,9 @@ func hostKeys(o verifyOptions, name string) (sshx.HostKeys, error) {
 	if o.Insecure {
 		return sshx.HostKeys{Insecure: true}, nil
 	}
-	if p := flake.PinnedKey(o.Flake, name); p != "" && o.KnownHosts == "" {
+	// The pin deploy wrote wins over any known_hosts: it is the key the
+	// install put there.
+	if p := flake.PinnedKey(o.Flake, name); p != "" {
 		key, err := sshx.ReadPinned(p)
 		if err != nil {
 			return sshx.HostKeys{}, err
@@ -285,4 +300,21 @@ func hostKeys(o verifyOptions, name string) (sshx.HostKeys, error) {
 		kh = filepath.Join(home, ".ssh", "known_hosts")
 	}
 	return sshx.HostKeys{KnownHosts: kh, AcceptNew: o.AcceptNew}, nil
+}
+
+// exitNothingChecked: the expectations or the target could not be worked
+// out (a bad --expect file, a flake that does not evaluate).
+const exitNothingChecked = 3
+
+// configTarget is where keystone.deploy says the host is.
+func configTarget(name string, k *flake.Keystone) (*target.Target, error) {
+	fix := "set keystone.deploy.targetHost in vms/" + name + "/configuration.nix, or pass --target [USER@]HOST[:PORT]"
+	if k.Deploy.TargetHost == nil || *k.Deploy.TargetHost == "" {
+		return nil, hint.Errorf(fix, "%s has no target: keystone.deploy.targetHost is not set", name)
+	}
+	t, err := target.FromConfig(*k.Deploy.TargetHost, k.Deploy.TargetUser, k.Deploy.SSHPort)
+	if err != nil {
+		return nil, hint.Wrap(fmt.Errorf("%s: %w", name, err), "fix keystone.deploy in vms/"+name+"/configuration.nix, or pass --target [USER@]HOST[:PORT]")
+	}
+	return t, nil
 }

@@ -36,6 +36,15 @@ func writeExpect(t *testing.T, hostname string) string {
 	return p
 }
 
+func writeFile(t *testing.T, data string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func TestVerifyCLI(t *testing.T) {
 	signer, key := testhost.ClientKey(t)
 	h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
@@ -92,6 +101,13 @@ func TestVerifyCLI(t *testing.T) {
 		t.Errorf("wrong hostname: exit %d\n%s", code, stdout)
 	}
 
+	// --only ssh: the connection, and nothing else.
+	code, stdout, _ = keystone(t, "verify", "--expect", expect, "--target", "root@"+h.Address(), "-i", key,
+		"--known-hosts", knownHosts, "--only", "ssh")
+	if code != 0 || !strings.Contains(stdout, "1 checks: 1 PASS") {
+		t.Errorf("--only ssh: exit %d\n%s", code, stdout)
+	}
+
 	// A changed key is exit 2, showing both fingerprints, even with --accept-new.
 	old := h.HostKey
 	_, newKey := testhost.GenerateKey(t)
@@ -119,11 +135,16 @@ func TestVerifyCLIRefusals(t *testing.T) {
 	}{
 		{[]string{"verify"}, 64, "no host to verify"},
 		{[]string{"verify", "--expect", expect}, 64, "--expect without a host name needs --target"},
-		{[]string{"verify", "--expect", expect, "--target", "root@"}, 1, "the host is missing"},
+		{[]string{"verify", "--expect", expect, "--target", "root@"}, 64, "the host is missing"},
+		{[]string{"verify", "--expect", expect, "--target", "h", "--timeout", "0"}, 64, "--timeout 0s: it must be more than 0"},
+		{[]string{"verify", "--expect", expect, "--target", "h", "--wait", "-1s"}, 64, "--wait -1s: it cannot be negative"},
+		{[]string{"verify", "--expect", expect, "--target", "h", "--skip", "ssh"}, 64, "the ssh check cannot be skipped"},
+		{[]string{"verify", "--expect", writeFile(t, `{"hostname": "web1\u001b[2J"}`), "--target", "h"}, 3, `hostname "web1\x1b[2J" is not a host name`},
+		{[]string{"verify", "--expect", writeFile(t, `{"hostname": "web1", "services": ["--help"]}`), "--target", "h"}, 3, `service "--help" is not a valid name`},
 		{[]string{"verify", "--expect", expect, "--target", "h", "--format", "xml"}, 64, `--format "xml" is not supported`},
 		{[]string{"verify", "--expect", expect, "--target", "h", "--only", "hostnme"}, 64, `--only: no check named "hostnme"`},
 		{[]string{"verify", "--expect", expect, "--target", "h", "--ports", "0-10"}, 64, "--ports"},
-		{[]string{"verify", "--expect", "/nonexistent.json", "--target", "h"}, 1, "no such file"},
+		{[]string{"verify", "--expect", "/nonexistent.json", "--target", "h"}, 3, "no such file"},
 		{[]string{"verify", "a", "b", "--target", "h"}, 64, "--target applies to one host"},
 	} {
 		code, _, stderr := keystone(t, tc.args...)

@@ -3,6 +3,7 @@
 package target
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"regexp"
@@ -53,6 +54,23 @@ func Parse(s string) (*Target, error) {
 	}
 	t.Host = host
 	return t, nil
+}
+
+// FromConfig checks what keystone.deploy.{targetHost,targetUser,sshPort}
+// say, which no --target parser has seen.
+func FromConfig(host, u string, port int) (*Target, error) {
+	switch {
+	case !user.MatchString(u):
+		return nil, fmt.Errorf("keystone.deploy.targetUser %q is not a user name", u)
+	case port < 1 || port > 65535:
+		return nil, fmt.Errorf("keystone.deploy.sshPort %d is not a port from 1 to 65535", port)
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		if strings.Contains(host, ":") || checkHost(host) != nil {
+			return nil, fmt.Errorf("keystone.deploy.targetHost %q is not a DNS name or IP address (the port is sshPort's)", host)
+		}
+	}
+	return &Target{User: u, Host: host, Port: port}, nil
 }
 
 type parseError string

@@ -65,3 +65,32 @@ func TestParse(t *testing.T) {
 		}
 	}
 }
+
+func TestFromConfig(t *testing.T) {
+	for _, tc := range []struct {
+		host, user string
+		port       int
+		msg        string // "" when accepted
+	}{
+		{"192.0.2.10", "root", 22, ""},
+		{"2001:db8::1", "root", 2222, ""},
+		{"fe80::1%eth0", "root", 22, ""},
+		{"web1.example.com", "admin", 22, ""},
+		{"", "root", 22, `targetHost "" is not`},
+		{"127.0.0.1:2222", "root", 22, `targetHost "127.0.0.1:2222" is not`},
+		{"[::1]", "root", 22, `targetHost "[::1]" is not`},
+		{"-oProxyCommand=x", "root", 22, "is not a DNS name"},
+		{"web1", "", 22, `targetUser "" is not`},
+		{"web1", "a b", 22, `targetUser "a b" is not`},
+		{"web1", "root", 0, "sshPort 0 is not"},
+		{"web1", "root", 65536, "sshPort 65536 is not"},
+	} {
+		got, err := FromConfig(tc.host, tc.user, tc.port)
+		switch {
+		case tc.msg == "" && (err != nil || got.Host != tc.host || got.User != tc.user || got.Port != tc.port):
+			t.Errorf("FromConfig(%q, %q, %d) = %+v, %v", tc.host, tc.user, tc.port, got, err)
+		case tc.msg != "" && (err == nil || !strings.Contains(err.Error(), tc.msg)):
+			t.Errorf("FromConfig(%q, %q, %d): error %v, want %q", tc.host, tc.user, tc.port, err, tc.msg)
+		}
+	}
+}
