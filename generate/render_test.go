@@ -125,16 +125,16 @@ func evalHost(t *testing.T, h *Host) evaluated {
 		}
 	}
 	// Fully evaluate both files first: no undefined names, no type errors.
-	whole := fmt.Sprintf(`[ (import %[1]s/configuration.nix { modulesPath = "/m"; }) (import %[1]s/disk-config.nix) ]`, dir)
+	whole := fmt.Sprintf(`[ (import %[1]s/configuration.nix { modulesPath = "/m"; }) (%[2]s) ]`, dir, diskModule(dir+"/disk-config.nix"))
 	if _, err := nixtest.Run(t, "--eval", "--strict", "--expr", whole); err != nil {
 		t.Fatalf("rendered files do not evaluate: %v\n%s\n%s", err, files[0].Data, files[1].Data)
 	}
-	expr := fmt.Sprintf(`let c = import %[1]s/configuration.nix { modulesPath = "/m"; }; d = import %[1]s/disk-config.nix; in {
+	expr := fmt.Sprintf(`let c = import %[1]s/configuration.nix { modulesPath = "/m"; }; d = %[2]s; in {
 		name = c.networking.hostName; hostId = c.networking.hostId; system = c.nixpkgs.hostPlatform;
 		keys = c.users.users.root.openssh.authorizedKeys.keys;
 		target = c.keystone.deploy or null;
 		disk = d.disko.devices.disk.main.device;
-	}`, dir)
+	}`, dir, diskModule(dir+"/disk-config.nix"))
 	out, err := nixtest.Run(t, "--eval", "--strict", "--json", "--expr", expr)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, files[0].Data)
@@ -199,4 +199,11 @@ func FuzzRender(f *testing.F) {
 		}
 		checkEvaluated(t, h, evalHost(t, h))
 	})
+}
+
+// diskModule is a Nix expression for the attributes of a rendered layout,
+// which is a module function when it needs lib (mkDefault is the identity
+// here).
+func diskModule(path string) string {
+	return fmt.Sprintf(`(let m = import %s; in if builtins.isFunction m then m { lib.mkDefault = v: v; } else m)`, path)
 }

@@ -403,7 +403,12 @@ func TestFlakeOutputs(t *testing.T) {
 	if !strings.Contains(got.Lint, "keystone check --fleet") || !strings.Contains(got.Lint, `"hostId":"e627eb83"`) {
 		t.Errorf("lint check: %s", got.Lint)
 	}
-	if got.Disko["installTest"] != true || got.Disko["extra"] != float64(1) {
+	// The override names the dataset whose hook the template writes.
+	layout, _ := os.ReadFile(filepath.Join(root, "vms/test-server/disk-config.nix"))
+	if !strings.Contains(string(layout), "crypt = {") || !strings.Contains(string(layout), `zfs set keylocation="prompt" rpool/crypt`) {
+		t.Errorf("vms/test-server/disk-config.nix has no rpool/crypt postCreateHook for test-server-disko to clear")
+	}
+	if got.Disko["installTest"] != true || got.Disko["extra"] != float64(1) || !reflect.DeepEqual(got.Disko["hook"], map[string]any{"forced": ""}) {
 		t.Errorf("test-server-disko: %v", got.Disko)
 	}
 	if got.Version != "abc1234" || !reflect.DeepEqual(got.Lib, []string{"fleetInfo", "hostModules", "mkHosts"}) {
@@ -433,7 +438,9 @@ func TestDeployFacts(t *testing.T) {
 			Secret bool                `json:"secret"`
 		}
 		evalJSON(t, fmt.Sprintf(`let
-			o = (import %s/nix/modules/deploy.nix { config = { disko = (import %s).disko; }; lib = %s; }).options.keystone.deploy;
+			m = import %[2]s;
+			layout = if builtins.isFunction m then m { lib.mkDefault = v: v; } else m;
+			o = (import %[1]s/nix/modules/deploy.nix { config = { inherit (layout) disko; }; lib = %[3]s; }).options.keystone.deploy;
 		in { disks = o.disks.default; sizes = o.partitionSizes.default; secret = o.diskSecret.default; }`, repoRoot(t), disk, fakeLib), &got)
 		if len(got.Disks) != 1 || got.Secret != tc.secret {
 			t.Errorf("%s: disks %v, diskSecret %v; want one disk, %v", tc.golden, got.Disks, got.Secret, tc.secret)

@@ -36,7 +36,9 @@
         nixpkgs.lib.mapAttrs' (
           name: host:
           nixpkgs.lib.nameValuePair "eval-${name}" (
-            nixpkgs.legacyPackages.${system}.writeText "eval-${name}" host.config.system.build.toplevel.drvPath
+            nixpkgs.legacyPackages.${system}.writeText "eval-${name}" (
+              builtins.unsafeDiscardStringContext host.config.system.build.toplevel.drvPath
+            )
           )
         ) (nixpkgs.lib.filterAttrs (_: h: h.pkgs.stdenv.hostPlatform.system == system) hosts)
       );

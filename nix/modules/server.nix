@@ -15,8 +15,8 @@ in
 
   config = lib.mkIf cfg.enable {
     services.openssh = {
-      enable = true;
-      openFirewall = true;
+      enable = lib.mkDefault true;
+      openFirewall = lib.mkDefault true;
       settings = {
         PermitRootLogin = lib.mkDefault "prohibit-password";
         PasswordAuthentication = lib.mkDefault false;
@@ -57,7 +57,9 @@ in
 
     boot.kernel.sysctl = {
       "kernel.dmesg_restrict" = lib.mkDefault 1;
-      "kernel.kptr_restrict" = lib.mkDefault 2;
+      # nixpkgs' sysctl.nix has mkDefault 1, and two definitions at one
+      # priority conflict; 900 beats it and still yields to a host's own.
+      "kernel.kptr_restrict" = lib.mkOverride 900 2;
       "net.ipv4.tcp_syncookies" = lib.mkDefault 1;
       "net.ipv4.conf.all.accept_redirects" = lib.mkDefault 0;
       "net.ipv4.conf.default.accept_redirects" = lib.mkDefault 0;

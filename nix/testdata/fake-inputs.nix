@@ -14,6 +14,7 @@ let
     mapAttrs' = f: set: builtins.listToAttrs (map (name: f name set.${name}) (builtins.attrNames set));
     nameValuePair = name: value: { inherit name value; };
     optionalAttrs = cond: set: if cond then set else { };
+    mkForce = v: { forced = v; };
   };
 
   pkgsFor = system: {
@@ -63,6 +64,8 @@ let
       config.system.build.installTest = {
         installTest = true;
         extra = builtins.length extra.modules;
+        # what the one extra module does to the layout
+        hook = (builtins.head extra.modules).disko.devices.zpool.rpool.datasets.crypt.postCreateHook;
       };
     };
   };

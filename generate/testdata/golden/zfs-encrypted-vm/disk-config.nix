@@ -5,6 +5,7 @@
 # reads the passphrase from /tmp/secret.key (keystone deploy
 # --disk-password-file), then switches the key location to "prompt": the
 # boot asks for it on the console.
+{ lib, ... }:
 {
   disko.devices = {
     disk.main = {
@@ -86,8 +87,9 @@
     efiInstallAsRemovable = true;
   };
   # Virtio disks without a serial have no /dev/disk/by-id link; every GPT
-  # partition has a by-partuuid one.
-  boot.zfs.devNodes = "/dev/disk/by-partuuid";
+  # partition has a by-partuuid one. A default, so disko's install test
+  # (and nixos-anywhere --vm-test) can set its own.
+  boot.zfs.devNodes = lib.mkDefault "/dev/disk/by-partuuid";
   # Ask for the passphrase of rpool/crypt in the initrd.
   boot.zfs.requestEncryptionCredentials = true;
   services.zfs.autoScrub.enable = true;
