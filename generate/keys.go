@@ -9,11 +9,15 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/keystone-nix/keystone/internal/hint"
+	"github.com/keystone-nix/keystone/internal/text"
 )
 
 // Key is one authorized_keys line for root.
@@ -23,11 +27,24 @@ type Key struct {
 }
 
 const (
-	minRSABits  = 2048
-	maxKeyFile  = 1 << 20
-	newKeyHint  = "make one with `ssh-keygen -t ed25519` and pass the .pub file"
-	privateMark = "PRIVATE KEY"
+	minRSABits = 2048
+	maxKeyFile = 1 << 20
+	newKeyHint = "make one with `ssh-keygen -t ed25519` and pass the .pub file"
 )
+
+// privateMarks are what private key files hold and public ones never do:
+// PEM armour, PuTTY's headers, and the base64 of "openssh-key-v1" that
+// starts an OpenSSH key pasted without its armour.
+var privateMarks = regexp.MustCompile(`-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----|PuTTY-User-Key-File-|Private-Lines:|b3BlbnNzaC1rZXktdjE`)
+
+// keyOptions are the authorized_keys options OpenSSH knows (sshd(8)). sshd
+// refuses a whole line with any other, so root could not log in.
+var keyOptions = []string{
+	"agent-forwarding", "cert-authority", "command", "environment", "expiry-time", "from",
+	"no-agent-forwarding", "no-port-forwarding", "no-pty", "no-touch-required", "no-user-rc",
+	"no-x11-forwarding", "permitlisten", "permitopen", "port-forwarding", "principals", "pty",
+	"restrict", "tunnel", "user-rc", "verify-required", "x11-forwarding",
+}
 
 // LoadKeys reads every --key value: a path to a .pub file, an
 // authorized_keys file, or a literal key line. Exact duplicates are dropped
@@ -46,10 +63,10 @@ func LoadKeys(specs []string) (keys []Key, notes []string, err error) {
 		for _, l := range lines {
 			k, err := ParseKey(l.text)
 			if err != nil {
-				return nil, nil, fmt.Errorf("--key %s%s: %w", spec, l.where, err)
+				return nil, nil, fmt.Errorf("--key %s%s: %w", shown(spec), l.where, err)
 			}
 			if seen[k.Line] {
-				notes = append(notes, fmt.Sprintf("dropped a duplicate of key %s (--key %s%s)", k.Fingerprint, spec, l.where))
+				notes = append(notes, fmt.Sprintf("dropped a duplicate of key %s (--key %s%s)", k.Fingerprint, shown(spec), l.where))
 				continue
 			}
 			seen[k.Line] = true
@@ -66,28 +83,28 @@ type keyLine struct {
 
 // keyLines returns the candidate key lines of one --key value.
 func keyLines(spec string) ([]keyLine, error) {
-	if strings.Contains(spec, privateMark) {
+	if privateMarks.MatchString(spec) {
 		return nil, hint.Errorf("pass the public half (the .pub file or `ssh-keygen -y -f KEY`)",
 			"--key was given a private key; it was not used or stored")
 	}
-	if looksLiteral(spec) {
-		return []keyLine{{text: spec}}, nil
-	}
-	name := spec
-	if rest, ok := strings.CutPrefix(spec, "~/"); ok {
-		if home, err := os.UserHomeDir(); err == nil {
-			name = filepath.Join(home, rest)
+	name := expandHome(spec)
+	if looksLiteral(name) {
+		if strings.Contains(spec, "\n") {
+			return nil, hint.Errorf("put several keys in a file, one per line, or pass --key once for each",
+				"--key %s holds more than one line", shown(spec))
 		}
+		return []keyLine{{text: spec}}, nil
 	}
 	data, err := readSmall(name)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, hint.Errorf("pass a .pub file, an authorized_keys file, or a quoted key line such as \"ssh-ed25519 AAAA… me@laptop\"",
-			"--key %s: no such file", spec)
+			"--key %s: no such file", shown(spec))
 	case err != nil:
-		return nil, fmt.Errorf("--key %s: %w", spec, err)
+		return nil, hint.Wrap(fmt.Errorf("--key %s: %w", shown(spec), err), "pass a .pub file or an authorized_keys file")
 	}
-	if bytes.Contains(data, []byte(privateMark)) {
+	data = bytes.TrimPrefix(data, []byte("\uFEFF")) // a byte order mark from an editor
+	if privateMarks.Match(data) {
 		h := "pass the public half: " + spec + ".pub"
 		if _, err := os.Stat(name + ".pub"); err != nil {
 			h = "pass the public half; `ssh-keygen -y -f " + spec + "` prints it"
@@ -108,13 +125,42 @@ func keyLines(spec string) ([]keyLine, error) {
 	return lines, nil
 }
 
-// looksLiteral tells a key line from a file name: key lines have a space
-// between type and base64, file names rarely do and are tried as files first.
+// looksLiteral tells a key line from a file name: a value that is not a
+// file and has a key type among its words ("ssh-ed25519 AAAA…").
 func looksLiteral(spec string) bool {
 	if _, err := os.Stat(spec); err == nil {
 		return false
 	}
-	return strings.ContainsAny(strings.TrimSpace(spec), " \t")
+	for _, f := range strings.Fields(spec) {
+		if strings.HasPrefix(f, "ssh-") || strings.HasPrefix(f, "ecdsa-") || strings.HasPrefix(f, "sk-") {
+			return true
+		}
+	}
+	return false
+}
+
+func expandHome(spec string) string {
+	if rest, ok := strings.CutPrefix(spec, "~/"); ok {
+		if home, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(home, rest)
+		}
+	}
+	return spec
+}
+
+// shown is how a message names a --key value: a file by its name, a
+// literal line by its key type only, since whatever was pasted may be
+// secret and is long anyway.
+func shown(spec string) string {
+	if !looksLiteral(expandHome(spec)) && len(spec) <= 256 && CheckText(spec) == nil {
+		return spec
+	}
+	for _, f := range strings.Fields(spec) {
+		if strings.HasPrefix(f, "ssh-") || strings.HasPrefix(f, "ecdsa-") || strings.HasPrefix(f, "sk-") {
+			return strconv.Quote(f + " …")
+		}
+	}
+	return "(the value given)"
 }
 
 func readSmall(name string) ([]byte, error) {
@@ -147,6 +193,13 @@ func ParseKey(line string) (Key, error) {
 	}
 	if len(bytes.TrimSpace(rest)) > 0 {
 		return Key{}, errors.New("more than one key on a line")
+	}
+	for _, o := range options {
+		name, _, _ := strings.Cut(o, "=")
+		if !slices.Contains(keyOptions, strings.ToLower(name)) {
+			return Key{}, hint.Errorf("a line of authorized_keys starts with its options or its key type; is this a known_hosts line?",
+				"%q is not an authorized_keys option, and sshd would refuse the line", text.OneLine(name))
+		}
 	}
 	if _, ok := pk.(*ssh.Certificate); ok {
 		return Key{}, hint.Wrap(errors.New("is a certificate, not a key"), "pass the plain public key; certificates go in TrustedUserCAKeys")

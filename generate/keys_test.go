@@ -85,6 +85,13 @@ func TestLoadKeys(t *testing.T) {
 	privNoPub := putFile(t, dir, "lonely", string(k.private))
 	empty := putFile(t, dir, "empty.pub", "# nothing\n\n")
 	garbage := putFile(t, dir, "garbage.pub", k.ed25519+"\nhello world\n")
+	knownHosts := putFile(t, dir, "known_hosts", "github.com "+k.ed25519+"\n")
+	bom := putFile(t, dir, "bom.pub", "\uFEFF"+k.ed25519+"\n")
+	spaced := putFile(t, dir, "My Keys.pub", k.ed25519+"\n")
+	body := strings.Join(strings.Split(strings.TrimSpace(string(k.private)), "\n")[1:], "\n") // no armour
+	body = body[:strings.LastIndex(body, "\n")]
+	putty := "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: me\nPublic-Lines: 2\nAAAA\nBBBB\nPrivate-Lines: 1\nSECRETSECRET\nPrivate-MAC: 00\n"
+	puttyFile := putFile(t, dir, "id.ppk", putty)
 
 	for _, tc := range []struct {
 		name      string
@@ -110,13 +117,24 @@ func TestLoadKeys(t *testing.T) {
 		{"rsa 1024", []string{k.rsa1024}, 0, "RSA key of 1024 bits is refused; the minimum is 2048", "ed25519"},
 		{"certificate", []string{k.cert}, 0, "is a certificate", "TrustedUserCAKeys"},
 		{"a second key in the comment stays a comment", []string{k.ed25519 + " " + k.ecdsa}, 1, "", ""},
+		{"known_hosts line", []string{knownHosts}, 0, `"github.com" is not an authorized_keys option`, "known_hosts line?"},
+		{"unknown option", []string{"bogus-option " + k.ed25519}, 0, `"bogus-option" is not an authorized_keys option`, ""},
+		{"options in any case", []string{`NO-PTY,From="10.0.0.1" ` + k.ed25519}, 1, "", ""},
+		{"byte order mark", []string{bom}, 1, "", ""},
+		{"path with a space", []string{spaced}, 1, "", ""},
+		{"missing path with a space", []string{filepath.Join(dir, "My Keyz.pub")}, 0, "My Keyz.pub: no such file", ""},
+		{"several lines pasted", []string{k.ed25519 + "\n" + k.ecdsa}, 0, `--key "ssh-ed25519 …" holds more than one line`, "put several keys in a file"},
+		{"unarmoured private key", []string{body}, 0, "was given a private key", "public half"},
+		{"putty private key", []string{putty}, 0, "was given a private key", "public half"},
+		{"putty private key file", []string{puttyFile}, 0, "is a private key", "public half"},
 	} {
 		got, _, err := LoadKeys(tc.specs)
 		wantErr(t, tc.name, err, tc.msg, tc.hint)
 		if err == nil && len(got) != tc.want && tc.want != 0 {
 			t.Errorf("%s: %d keys, want %d", tc.name, len(got), tc.want)
 		}
-		if err != nil && strings.Contains(err.Error()+hint.Of(err), "PRIVATE KEY") {
+		if err != nil && (strings.Contains(err.Error()+hint.Of(err), "PRIVATE KEY") || strings.Contains(err.Error()+hint.Of(err), "SECRET") ||
+			strings.Contains(err.Error()+hint.Of(err), body[:40])) {
 			t.Errorf("%s: error shows key material: %v", tc.name, err)
 		}
 	}
@@ -151,4 +169,14 @@ func TestLoadKeysRefusesControlCharacters(t *testing.T) {
 	wantErr(t, "NUL in comment", err, "control character", "")
 	_, _, err = LoadKeys([]string{k.ed25519 + " a\rb"})
 	wantErr(t, "CR in comment", err, "control character", "")
+}
+
+func TestLoadKeysExpandsHome(t *testing.T) {
+	k := testKeys(t)
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	putFile(t, home, "My Keys.pub", k.ed25519+"\n")
+	if got, _, err := LoadKeys([]string{"~/My Keys.pub"}); err != nil || len(got) != 1 {
+		t.Errorf("~/My Keys.pub: %v, %v", got, err)
+	}
 }

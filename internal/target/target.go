@@ -65,10 +65,8 @@ func FromConfig(host, u string, port int) (*Target, error) {
 	case port < 1 || port > 65535:
 		return nil, fmt.Errorf("keystone.deploy.sshPort %d is not a port from 1 to 65535", port)
 	}
-	if _, err := netip.ParseAddr(host); err != nil {
-		if strings.Contains(host, ":") || checkHost(host) != nil {
-			return nil, fmt.Errorf("keystone.deploy.targetHost %q is not a DNS name or IP address (the port is sshPort's)", host)
-		}
+	if _, err := netip.ParseAddr(host); err != nil && strings.Contains(host, ":") || checkHost(host) != nil {
+		return nil, fmt.Errorf("keystone.deploy.targetHost %q is not a DNS name or IP address (the port is sshPort's)", host)
 	}
 	return &Target{User: u, Host: host, Port: port}, nil
 }
@@ -111,15 +109,30 @@ func splitHostPort(s string) (host, port string, err error) {
 	return "", "", parseError("an IPv6 address with a port goes in brackets")
 }
 
+// zone is an interface name, as in fe80::1%eth0.
+var zone = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+
 func checkHost(h string) error {
 	switch {
 	case h == "":
 		return parseError("the host is missing")
 	case strings.Contains(h, ":"):
-		return nil // an IPv6 address, checked by splitHostPort
+		// An IPv6 address, parsed by splitHostPort; netip takes any zone.
+		a, _ := netip.ParseAddr(h)
+		if z := a.Zone(); z != "" && (!zone.MatchString(z) || !(a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast())) {
+			return parseError("only a link-local address takes a zone, and a zone is an interface name such as %eth0")
+		}
+		if a.IsUnspecified() {
+			return parseError("host " + strconv.Quote(h) + " is the unspecified address")
+		}
+		return nil
 	case dotted.MatchString(h):
-		if a, err := netip.ParseAddr(h); err != nil || !a.Is4() {
+		a, err := netip.ParseAddr(h)
+		if err != nil || !a.Is4() {
 			return parseError("host " + strconv.Quote(h) + " is not an IPv4 address")
+		}
+		if a.IsUnspecified() {
+			return parseError("host " + strconv.Quote(h) + " is the unspecified address")
 		}
 		return nil
 	case len(h) > 253 || !dnsName.MatchString(h):
