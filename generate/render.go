@@ -2,7 +2,6 @@ package generate
 
 import (
 	"bytes"
-	"fmt"
 	"io/fs"
 	"text/template"
 
@@ -91,12 +90,13 @@ func execute(fsys fs.FS, name string, v view) ([]byte, error) {
 		}
 	}
 	t, err := template.New(name).Option("missingkey=error").Funcs(sprig.HermeticTxtFuncMap()).ParseFS(fsys, name, partials)
+	// text/template's errors already name the template and line.
 	if err != nil {
-		return nil, fmt.Errorf("template %s: %w", name, err)
+		return nil, hint.Wrap(err, "fix the template")
 	}
 	var b bytes.Buffer
 	if err := t.Execute(&b, v); err != nil {
-		return nil, fmt.Errorf("template %s: %w", name, err)
+		return nil, hint.Wrap(err, "fix the template; it can use .Name .HostID .System .Disk .Keys .Target (.Host .User .Port) .Layout .VM .BIOS .Swap")
 	}
 	return b.Bytes(), nil
 }

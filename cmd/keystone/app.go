@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -28,24 +29,37 @@ const (
 
 // Main runs keystone with args (os.Args form) and returns the exit code.
 func Main(args []string) int {
-	// Ctrl-C cancels the context: deploy stops nixos-anywhere and says what
-	// state the target may be in.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx := context.Background()
+	if len(args) > 1 && talksToHosts[args[1]] {
+		// Ctrl-C cancels the context: deploy stops nixos-anywhere and says
+		// what state the target may be in. The other commands just stop.
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+	}
 	return run(ctx, args, os.Stdout, os.Stderr)
 }
 
+var talksToHosts = map[string]bool{"deploy": true, "verify": true}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
-	if len(args) > 1 && !strings.HasPrefix(args[1], "-") && args[1] != "help" && app.Command(args[1]) == nil {
+	if len(args) > 1 && args[1] == "help" {
+		// `keystone help [COMMAND]`, which the hidden help command gets wrong.
+		args = append(append([]string{args[0]}, args[2:]...), "--help")
+	}
+	if len(args) > 1 && !strings.HasPrefix(args[1], "-") && app.Command(args[1]) == nil {
 		var names []string
 		for _, c := range app.Commands {
 			names = append(names, c.Name)
 		}
 		return report(stderr, usageError{hint.Errorf("commands are: "+strings.Join(names, ", "), "unknown command %q", args[1])})
 	}
-	err := app.RunContext(ctx, intersperse(app, args))
-	return report(stderr, err)
+	args, err := intersperse(app, args)
+	if err != nil {
+		return report(stderr, err)
+	}
+	return report(stderr, app.RunContext(ctx, args))
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
@@ -109,13 +123,13 @@ func report(stderr io.Writer, err error) int {
 // intersperse moves a subcommand's flags in front of its arguments, so that
 // `new-host web1 --disk …` works: urfave/cli v2 stops parsing flags at the
 // first argument.
-func intersperse(app *cli.App, args []string) []string {
+func intersperse(app *cli.App, args []string) ([]string, error) {
 	if len(args) < 2 {
-		return args
+		return args, nil
 	}
 	cmd := app.Command(args[1])
 	if cmd == nil {
-		return args
+		return args, nil
 	}
 	var flags, positional []string
 	rest := args[2:]
@@ -131,7 +145,10 @@ func intersperse(app *cli.App, args []string) []string {
 			i = len(rest)
 		case len(a) > 1 && a[0] == '-':
 			flags = append(flags, a)
-			if !strings.Contains(a, "=") && takesValue(cmd, strings.TrimLeft(a, "-")) && i+1 < len(rest) {
+			if !strings.Contains(a, "=") && takesValue(cmd, strings.TrimLeft(a, "-")) {
+				if i+1 == len(rest) {
+					return nil, usageError{hint.Errorf("see keystone "+cmd.Name+" --help", "flag needs an argument: %s", a)}
+				}
 				i++
 				flags = append(flags, rest[i])
 			}
@@ -140,10 +157,13 @@ func intersperse(app *cli.App, args []string) []string {
 		}
 	}
 	out := append([]string{args[0], args[1]}, flags...)
+	if slices.Contains(flags, "-h") || slices.Contains(flags, "--help") {
+		return out, nil // urfave would take the arguments for help topics
+	}
 	if len(positional) > 0 {
 		out = append(out, "--")
 	}
-	return append(out, positional...)
+	return append(out, positional...), nil
 }
 
 // passesThrough: commands whose arguments after "--" are another

@@ -2,13 +2,14 @@ package main
 
 import (
 	"bytes"
-	"errors"
+	"cmp"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -44,12 +45,12 @@ Examples:
 			&cli.StringFlag{Name: "disk", Usage: "whole disk `DEVICE` to install on: /dev/disk/by-id/… (kernel names like /dev/vda only with --vm)"},
 			&cli.StringSliceFlag{Name: "key", Usage: "root's SSH public `KEY`: a .pub file, an authorized_keys file, or a key line (repeatable)"},
 			&cli.StringFlag{Name: "target", Usage: "the `[USER@]HOST[:PORT]` that deploy and verify connect to"},
-			&cli.StringFlag{Name: "layout", Value: generate.Layouts[0], Usage: "disk layout: " + strings.Join(generate.Layouts, ", ")},
-			&cli.StringFlag{Name: "system", Value: generate.Systems[0], Usage: "platform: " + strings.Join(generate.Systems, ", ")},
+			&cli.StringFlag{Name: "layout", Value: generate.Layouts[0], Usage: "disk `LAYOUT`: " + strings.Join(generate.Layouts, ", ")},
+			&cli.StringFlag{Name: "system", Value: generate.Systems[0], Usage: "platform `SYSTEM`: " + strings.Join(generate.Systems, ", ")},
 			&cli.BoolFlag{Name: "vm", Usage: "a virtual machine: QEMU guest drivers, kernel disk names allowed, --disk defaults to " + generate.DefaultVMDisk},
 			&cli.StringFlag{Name: "host-id", Usage: "networking.hostId, 8 `HEX` digits (default: derived from NAME)"},
 			&cli.StringFlag{Name: "swap", Value: "0", Usage: "swap partition `SIZE` such as 8G or 512M; 0 for none"},
-			&cli.StringFlag{Name: "dir", Value: "vms", Usage: "folder that holds one folder per host"},
+			&cli.StringFlag{Name: "dir", Value: "vms", Usage: "`DIR` that holds one folder per host"},
 			&cli.StringFlag{Name: "templates", Usage: "render from the templates in `DIR` instead of the built-in ones"},
 			&cli.BoolFlag{Name: "force", Usage: "replace configuration.nix and disk-config.nix of an existing host"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print what would be written and write nothing"},
@@ -104,10 +105,13 @@ func newHost(stdout, stderr io.Writer, o newHostOptions) error {
 			return err
 		}
 	}
-	if err := checkParses(files); err != nil {
+	if err := checkParses(stderr, files); err != nil {
 		return err
 	}
 	hostDir := filepath.Join(o.Dir, h.Name)
+	if _, err := generate.Check(o.Dir, h.Name, o.Force); err != nil {
+		return err // also for --dry-run: it says what the real run would do
+	}
 	if o.DryRun {
 		for _, f := range files {
 			fmt.Fprintf(stdout, "==> %s <==\n%s\n", filepath.Join(hostDir, f.Name), f.Data)
@@ -165,9 +169,14 @@ func flakePath(dir, name string) string {
 	return filepath.ToSlash(p)
 }
 
+// parseLocation is where nix-instantiate found a syntax error.
+var parseLocation = regexp.MustCompile(`at «stdin»:(\d+:\d+)`)
+
 // checkParses runs rendered files through nix-instantiate --parse when Nix
-// is installed, so that a broken --templates folder writes nothing.
-func checkParses(files []generate.File) error {
+// is installed, so that a broken --templates folder writes nothing. A Nix
+// that cannot run at all is no reason to refuse: the flake check parses
+// the files again.
+func checkParses(stderr io.Writer, files []generate.File) error {
 	nix, err := exec.LookPath("nix-instantiate")
 	if err != nil {
 		return nil
@@ -178,12 +187,14 @@ func checkParses(files []generate.File) error {
 		var out bytes.Buffer
 		cmd.Stderr = &out
 		if err := cmd.Run(); err != nil {
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) {
-				return nil // Nix is there but cannot run; the flake check still parses the file
+			m := parseLocation.FindStringSubmatch(out.String())
+			if m == nil {
+				fmt.Fprintf(stderr, "keystone: warning: nix-instantiate could not check the rendered files: %s\n",
+					text.OneLine(cmp.Or(text.FirstLine(out.String()), err.Error())))
+				return nil
 			}
-			return hint.Errorf("fix the template it came from", "rendered %s is not valid Nix: %s",
-				f.Name, text.FirstLine(out.String()))
+			return hint.Errorf("fix the template it came from", "rendered %s is not valid Nix at line %s: %s",
+				f.Name, m[1], text.OneLine(text.FirstLine(out.String())))
 		}
 	}
 	return nil
