@@ -120,7 +120,7 @@ func WriteJUnit(w io.Writer, reports []Report) error {
 	for _, r := range reports {
 		s := junitSuite{Name: "keystone verify " + r.Host, Time: fmt.Sprintf("%.3f", r.Duration.Seconds())}
 		if !r.Connected {
-			s.Cases = append(s.Cases, junitCase{Name: "ssh", ClassName: r.Host, Error: &junitMessage{r.Error}})
+			s.Cases = append(s.Cases, junitCase{Name: "ssh", ClassName: r.Host, Error: &junitMessage{r.Error}, SystemOut: "ERROR: " + r.Error})
 			s.Errors++
 		}
 		for _, res := range r.Results {
@@ -136,7 +136,7 @@ func WriteJUnit(w io.Writer, reports []Report) error {
 			s.Cases = append(s.Cases, c)
 		}
 		if r.Connected && r.Error != "" {
-			s.Cases = append(s.Cases, junitCase{Name: "connection", ClassName: r.Host, Error: &junitMessage{r.Error}})
+			s.Cases = append(s.Cases, junitCase{Name: "connection", ClassName: r.Host, Error: &junitMessage{r.Error}, SystemOut: "ERROR: " + r.Error})
 			s.Errors++
 		}
 		s.Tests = len(s.Cases)

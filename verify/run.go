@@ -36,7 +36,7 @@ type Report struct {
 	Host      string        `json:"host"`
 	Target    string        `json:"target"`
 	Connected bool          `json:"connected"`
-	Error     string        `json:"error,omitempty"` // why it could not connect, or lost the connection
+	Error     string        `json:"error"` // why it could not connect, or lost the connection; "" when neither
 	Results   []Result      `json:"results"`
 	Duration  time.Duration `json:"-"`
 	Err       error         `json:"-"`
@@ -130,7 +130,11 @@ func Run(ctx context.Context, e *Expectations, o Options) Report {
 // just installed is still rebooting, or still the installer.
 func dialWait(ctx context.Context, o sshx.Options, deadline time.Time) (*sshx.Client, error) {
 	for {
-		c, err := sshx.Dial(ctx, o)
+		attempt := o
+		if left := time.Until(deadline); left > 0 && (o.Timeout == 0 || left < o.Timeout) {
+			attempt.Timeout = max(left, time.Second) // --wait bounds a silent host too
+		}
+		c, err := sshx.Dial(ctx, attempt)
 		if err == nil {
 			return c, nil
 		}

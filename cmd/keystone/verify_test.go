@@ -48,7 +48,7 @@ func writeFile(t *testing.T, data string) string {
 func TestVerifyCLI(t *testing.T) {
 	signer, key := testhost.ClientKey(t)
 	h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
-	knownHosts := filepath.Join(t.TempDir(), "known_hosts")
+	knownHosts := filepath.Join(t.TempDir(), "ssh", "known_hosts") // accept-new makes the folder
 	expect := writeExpect(t, h.Name)
 	base := []string{"verify", "--expect", expect, "--target", "root@" + h.Address(), "-i", key,
 		"--known-hosts", knownHosts, "--only", "installer,hostname,firewall,exposure", "--ports", "20-23,8080"}
@@ -57,6 +57,9 @@ func TestVerifyCLI(t *testing.T) {
 	code, _, stderr := keystone(t, base...)
 	if code != 2 || !strings.Contains(stderr, "is not in "+knownHosts) || !strings.Contains(stderr, "hint: pass --accept-new") {
 		t.Errorf("unknown key: exit %d, stderr %q; want 2 and a hint", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Dir(knownHosts)); err == nil {
+		t.Error("a refused key made the known_hosts folder")
 	}
 
 	// --accept-new records it; then every check passes.

@@ -55,10 +55,12 @@ func (h HostKeys) config(addr string) (ssh.HostKeyCallback, []string, error) {
 	case h.KnownHosts == "":
 		return nil, nil, errors.New("no host key to check against: give a pinned key or a known_hosts file")
 	}
-	if err := ensureFile(h.KnownHosts); err != nil {
-		return nil, nil, err
+	// A missing file knows no host; it is made only to record one.
+	var files []string
+	if _, err := os.Stat(h.KnownHosts); err == nil {
+		files = append(files, h.KnownHosts)
 	}
-	cb, err := knownhosts.New(h.KnownHosts)
+	cb, err := knownhosts.New(files...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading %s: %w", h.KnownHosts, err)
 	}
@@ -114,6 +116,9 @@ func (h HostKeys) knownHosts(cb ssh.HostKeyCallback) ssh.HostKeyCallback {
 				"pass --accept-new to record it, after checking the fingerprint on the host's console")
 		}
 		line := knownhosts.Line([]string{knownhosts.Normalize(hostname)}, key)
+		if err := os.MkdirAll(filepath.Dir(h.KnownHosts), 0o700); err != nil {
+			return err
+		}
 		f, err := os.OpenFile(h.KnownHosts, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600)
 		if err != nil {
 			return err
@@ -122,20 +127,6 @@ func (h HostKeys) knownHosts(cb ssh.HostKeyCallback) ssh.HostKeyCallback {
 		_, err = fmt.Fprintln(f, line)
 		return err
 	}
-}
-
-func ensureFile(path string) error {
-	if _, err := os.Stat(path); err == nil {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	return f.Close()
 }
 
 func algorithmsFor(keyType string) []string {

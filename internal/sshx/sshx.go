@@ -43,7 +43,11 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	auth, notes, closeAgent := authMethods(o.Identities)
 	defer closeAgent()
 	if len(auth) == 0 {
-		return nil, hint.Wrap(fmt.Errorf("%w: no usable SSH key (%s)", ErrAuth, strings.Join(notes, "; ")),
+		why := "no ssh-agent, and no ~/.ssh/id_ed25519, id_ecdsa or id_rsa"
+		if len(notes) > 0 {
+			why = strings.Join(notes, "; ")
+		}
+		return nil, hint.Wrap(fmt.Errorf("%w: no usable SSH key (%s)", ErrAuth, why),
 			"start ssh-agent and ssh-add your key, or pass -i with an unencrypted key")
 	}
 	cb, algos, err := o.HostKeys.config(o.Addr)
@@ -135,6 +139,8 @@ func authMethods(identities []string) (methods []ssh.AuthMethod, notes []string,
 		switch {
 		case errors.As(err, &missing):
 			notes = append(notes, path+" is passphrase-protected; add it to ssh-agent with ssh-add")
+		case err != nil && strings.HasSuffix(path, ".pub"):
+			notes = append(notes, fmt.Sprintf("%s is a public key; -i takes the private one, %s", path, strings.TrimSuffix(path, ".pub")))
 		case err != nil:
 			notes = append(notes, fmt.Sprintf("%s: not a private key: %v", path, err))
 		default:
