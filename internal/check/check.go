@@ -89,22 +89,14 @@ func Fleet(fleet map[string]Host) []Finding {
 			}
 		}
 		if h.TargetHost != nil {
-			t := fmt.Sprintf("%s@%s:%d", h.TargetUser, bracket(*h.TargetHost), h.SSHPort)
-			if _, err := target.Parse(t); err != nil {
-				add("keystone.deploy: %v", err)
+			if _, err := target.FromConfig(*h.TargetHost, h.TargetUser, h.SSHPort); err != nil {
+				add("%v", err)
 			}
 		}
 	}
 	out = append(out, shared("networking.hostName", hostNames)...)
 	out = append(out, shared("networking.hostId", hostIDs)...)
 	return out
-}
-
-func bracket(h string) string {
-	if strings.Contains(h, ":") {
-		return "[" + h + "]"
-	}
-	return h
 }
 
 func shared(what string, by map[string][]string) []Finding {
@@ -132,7 +124,10 @@ var (
 	ageSecret  = regexp.MustCompile(`AGE-SECRET-KEY-1[0-9A-Z]{58}`)
 )
 
-const maxScan = 4 << 20
+const (
+	maxScan = 4 << 20
+	overlap = 64 << 10 // longer than a PEM RSA 16384 key
+)
 
 // Secrets walks dir for private key material: PEM private keys that parse
 // (or are encrypted, which is still a key) and age secret keys. Truncated
@@ -152,26 +147,47 @@ func Secrets(dir string) ([]Finding, error) {
 		if !d.Type().IsRegular() {
 			return nil
 		}
-		if info, err := d.Info(); err != nil || info.Size() > maxScan {
-			return err
-		}
-		data, err := os.ReadFile(p)
+		rel, _ := filepath.Rel(dir, p)
+		pemKey, ageKey, err := scanFile(p)
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(dir, p)
-		for _, block := range pemPrivate.FindAll(data, -1) {
-			if isKey(block) {
-				out = append(out, Finding{rel, "holds a private key; keep only public keys in the repository"})
-				break
-			}
+		if pemKey {
+			out = append(out, Finding{rel, "holds a private key; keep only public keys in the repository"})
 		}
-		if ageSecret.Match(data) {
+		if ageKey {
 			out = append(out, Finding{rel, "holds an age secret key; keep only public keys in the repository"})
 		}
 		return nil
 	})
 	return out, err
+}
+
+// scanFile looks for key material in windows of maxScan bytes that
+// overlap by more than any key is long, so a big file is read whole
+// without being held whole.
+func scanFile(path string) (pemKey, ageKey bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, false, err
+	}
+	defer f.Close()
+	buf := make([]byte, 0, maxScan)
+	for {
+		n, err := io.ReadFull(f, buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		for _, block := range pemPrivate.FindAll(buf, -1) {
+			pemKey = pemKey || isKey(block)
+		}
+		ageKey = ageKey || ageSecret.Match(buf)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return pemKey, ageKey, nil
+		}
+		if err != nil {
+			return pemKey, ageKey, err
+		}
+		buf = append(buf[:0], buf[len(buf)-overlap:]...)
+	}
 }
 
 func isKey(block []byte) bool {

@@ -45,10 +45,10 @@ func TestFleetBad(t *testing.T) {
 		`db1: networking.hostId "XYZ" is not 8 lower-case hex digits`,
 		`db1: authorized key 1: not an SSH public key`,
 		`db1: disk: --disk /dev/vda1 is a partition`,
-		`db1: keystone.deploy: --target "Root@db1.example:22": "Root" is not a user name`,
+		`db1: keystone.deploy.targetUser "Root" is not a user name`,
 		`web1: root has no SSH key: nobody can log in after the install`,
 		`web1: disk: --disk /dev/sda is a kernel name that can change between boots, so the wrong disk could be wiped`,
-		`web1: keystone.deploy: --target "root@bad host:22": host "bad host" is not a DNS name or IP address`,
+		`web1: keystone.deploy.targetHost "bad host" is not a DNS name or IP address (the port is sshPort's)`,
 		`Web2, web1: networking.hostName "web1" is used by more than one host`,
 		`Web2, web1: networking.hostId "1a2b3c4d" is used by more than one host`,
 	}
@@ -75,6 +75,10 @@ func TestSecrets(t *testing.T) {
 		"fixtures/fake.txtar":               "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n",
 		"vms/web1/ssh_host_ed25519_key.pub": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN6d9Bt6FtzY8O0GiDWS2ZDMEY5LHg6xnZaRBPYgdFzK",
 		".git/objects/x":                    string(pem.EncodeToMemory(block)),
+		// across the first window's end, and at the end of a big file
+		"big/straddle": strings.Repeat("x", maxScan-100) + string(pem.EncodeToMemory(block)),
+		"big/tail":     strings.Repeat("x\n", maxScan) + string(pem.EncodeToMemory(block)),
+		"big/clean":    strings.Repeat("x\n", maxScan),
 	}
 	for name, data := range files {
 		p := filepath.Join(dir, name)
@@ -89,7 +93,7 @@ func TestSecrets(t *testing.T) {
 	for _, f := range got {
 		where = append(where, f.Where)
 	}
-	want := []string{"age.txt", "secrets/encrypted", "vms/web1/ssh_host_ed25519_key"}
+	want := []string{"age.txt", "big/straddle", "big/tail", "secrets/encrypted", "vms/web1/ssh_host_ed25519_key"}
 	if !reflect.DeepEqual(where, want) {
 		t.Errorf("secrets found in %q, want %q", where, want)
 	}
