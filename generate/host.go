@@ -99,7 +99,7 @@ func CheckName(name string) error {
 	switch {
 	case name == "":
 		return hint.Errorf("keystone new-host NAME --disk DEVICE --key KEY", "a host name is required")
-	case len(name) > 63:
+	case len(name) > 63 && label.MatchString(name[:63]):
 		return hint.Errorf(h, "host name is %d characters long; the limit is 63", len(name))
 	case name != strings.ToLower(name) && label.MatchString(strings.ToLower(name)):
 		return hint.Errorf("use "+strings.ToLower(name), "host name %q has upper-case letters", name)

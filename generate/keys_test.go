@@ -169,6 +169,8 @@ func TestLoadKeysRefusesControlCharacters(t *testing.T) {
 	wantErr(t, "NUL in comment", err, "control character", "")
 	_, _, err = LoadKeys([]string{k.ed25519 + " a\rb"})
 	wantErr(t, "CR in comment", err, "control character", "")
+	_, _, err = LoadKeys([]string{k.ed25519 + " admin\u202Egpj.exe"})
+	wantErr(t, "right-to-left override in comment", err, "bidirectional control character", "")
 }
 
 func TestLoadKeysExpandsHome(t *testing.T) {

@@ -61,6 +61,10 @@ func CheckText(s string) error {
 	if strings.ContainsFunc(s, func(r rune) bool { return r != '\t' && unicode.IsControl(r) }) {
 		return errors.New("contains a control character")
 	}
+	if strings.ContainsFunc(s, func(r rune) bool { return unicode.Is(unicode.Bidi_Control, r) }) {
+		// U+202E and friends make text read differently from what it is.
+		return errors.New("contains a bidirectional control character")
+	}
 	return nil
 }
 

@@ -215,7 +215,10 @@ func gitAdd(stdout, stderr io.Writer, hostDir string, files []generate.File) {
 		args = append(args, f.Name)
 	}
 	if out, err := exec.Command(git, args...).CombinedOutput(); err != nil {
-		fmt.Fprintf(stderr, "keystone: warning: git add --intent-to-add failed, so the flake will not see %s: %s\n", hostDir, text.FirstLine(string(out)))
+		fmt.Fprintf(stderr, "keystone: warning: git add --intent-to-add failed, so the flake will not see %s: %s\n", hostDir, text.OneLine(text.FirstLine(string(out))))
+		if strings.Contains(string(out), "ignored") {
+			fmt.Fprintf(stderr, "keystone: hint: %s is in a .gitignore: take it out there, or run git add --intent-to-add --force %s\n", hostDir, hostDir)
+		}
 		return
 	}
 	fmt.Fprintf(stdout, "ran git add --intent-to-add on them: flakes only see files git knows\n")

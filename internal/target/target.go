@@ -31,6 +31,9 @@ var (
 // Parse reads s; the user defaults to root and the port to 22.
 func Parse(s string) (*Target, error) {
 	t := &Target{User: "root", Port: 22}
+	if strings.Contains(s, "://") {
+		return nil, hint.Errorf(form, "--target %q is a URL", s)
+	}
 	hostport := s
 	if u, rest, ok := strings.Cut(s, "@"); ok {
 		if !user.MatchString(u) {
@@ -106,7 +109,7 @@ func splitHostPort(s string) (host, port string, err error) {
 	if a, err := netip.ParseAddr(s); err == nil && a.Is6() {
 		return s, "", nil
 	}
-	return "", "", parseError("an IPv6 address with a port goes in brackets")
+	return "", "", parseError("one port at most, and an IPv6 address with a port goes in brackets")
 }
 
 // zone is an interface name, as in fe80::1%eth0.

@@ -27,6 +27,8 @@ func TestParse(t *testing.T) {
 		{in: "fe80::1%a b", msg: "a zone is an interface name"},
 		{in: "2001:db8::1%eth0", msg: "only a link-local address takes a zone"},
 		{in: "0.0.0.0", msg: "is the unspecified address"},
+		{in: "ssh://root@web1", msg: "is a URL", hint: "[USER@]HOST[:PORT]"},
+		{in: "web1:22:22", msg: "one port at most"},
 		{in: "[::]:22", msg: "is the unspecified address"},
 		{in: "_ci@h", user: "_ci", host: "h", port: 22},
 		{in: "", msg: "the host is missing"},

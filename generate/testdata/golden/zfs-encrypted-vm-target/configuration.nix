@@ -15,7 +15,8 @@
   # ZFS will not import a pool last used by another hostId.
   networking.hostId = "9e9fd68e";
   nixpkgs.hostPlatform = "x86_64-linux";
-  # A VM: its virtio disk has a kernel name only (/dev/vda).
+  # A VM: kernel disk names such as /dev/vda are allowed (a virtio disk
+  # without a serial has no /dev/disk/by-id link).
   keystone.vm = true;
 
   # The Keystone server profile: key-only SSH, mDNS, a firewall with only
