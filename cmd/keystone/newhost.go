@@ -155,16 +155,25 @@ func templateFS(dir string) (fs.FS, error) {
 	return os.DirFS(dir), nil
 }
 
-// flakePath is the host's configuration.nix as seen from the flake root,
-// taken to be the current folder.
+// flakePath is the host's configuration.nix as seen from the flake root:
+// the nearest folder above it that holds a flake.nix, else the current one.
 func flakePath(dir, name string) string {
-	p := filepath.Join(dir, name, generate.ConfigFile)
-	if filepath.IsAbs(p) {
-		if wd, err := os.Getwd(); err == nil {
-			if rel, err := filepath.Rel(wd, p); err == nil {
-				p = rel
-			}
+	p, err := filepath.Abs(filepath.Join(dir, name, generate.ConfigFile))
+	if err != nil {
+		return filepath.ToSlash(filepath.Join(dir, name, generate.ConfigFile))
+	}
+	root, _ := os.Getwd()
+	for d := filepath.Dir(p); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "flake.nix")); err == nil {
+			root = d
+			break
 		}
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if rel, err := filepath.Rel(root, p); err == nil {
+		p = rel
 	}
 	return filepath.ToSlash(p)
 }
