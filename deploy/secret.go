@@ -120,6 +120,13 @@ func (k *HostKey) write(comment string) error {
 	if err := os.MkdirAll(sshDir, 0o755); err != nil {
 		return err
 	}
+	// nixos-anywhere tars this tree onto the new root, folders' modes
+	// included: under a umask of 077 they would be 0700, and so would /.
+	for _, d := range []string{k.ExtraFiles, filepath.Dir(sshDir), sshDir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			return err
+		}
+	}
 	if err := os.WriteFile(filepath.Join(sshDir, "ssh_host_ed25519_key"), pem.EncodeToMemory(block), 0o600); err != nil {
 		return err
 	}

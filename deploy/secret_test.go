@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
@@ -68,9 +69,15 @@ func TestOpenPasswordFileFromAPipe(t *testing.T) {
 }
 
 func TestNewHostKey(t *testing.T) {
+	defer syscall.Umask(syscall.Umask(0o077)) // a careful user's umask
 	k, err := NewHostKey("root@web1")
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, d := range []string{"", "etc", "etc/ssh"} {
+		if st, err := os.Stat(filepath.Join(k.ExtraFiles, d)); err != nil || st.Mode().Perm() != 0o755 {
+			t.Errorf("extra-files folder %q: %v, mode %v; want 0755, it becomes the new system's", d, err, st.Mode())
+		}
 	}
 	priv := filepath.Join(k.ExtraFiles, "etc/ssh/ssh_host_ed25519_key")
 	st, err := os.Stat(priv)
