@@ -114,15 +114,16 @@
           ) hostsHere
           // pkgs.lib.optionalAttrs (hostsHere ? test-server) {
             # disko formats, mounts, unmounts, mounts again, installs and
-            # boots test-server's layout in a VM. Its test keeps the ZFS key
-            # in /tmp/secret.key, which its booted initrd writes; the switch
-            # to "prompt" would make every remount ask on a console nobody
-            # types on, so the test leaves it out.
+            # boots test-server's layout in a VM. The switch to "prompt"
+            # would make every remount and the boot ask on a console nobody
+            # types on, so here the ZFS key stays in /tmp/secret.key, which
+            # the booted initrd writes (as in disko's zfs-encrypted-root test).
             test-server-disko =
               (hostsHere.test-server.extendModules {
                 modules = [
                   {
                     disko.devices.zpool.rpool.datasets.crypt.postCreateHook = pkgs.lib.mkForce "";
+                    boot.initrd.preDeviceCommands = "echo -n 'secretsecret' > /tmp/secret.key";
                   }
                 ];
               }).config.system.build.installTest;

@@ -454,3 +454,27 @@ func TestDeployFacts(t *testing.T) {
 		}
 	}
 }
+
+// TestServerSysctls: every sysctl of the server profile sits above
+// mkDefault (1000), where nixpkgs and profiles/hardened.nix put theirs: two
+// definitions at one priority would not evaluate.
+func TestServerSysctls(t *testing.T) {
+	fakeLib := `{
+		mkIf = c: v: v; mkDefault = v: { priority = 1000; value = v; }; mkOverride = p: v: { priority = p; value = v; };
+		mkEnableOption = x: x; mapAttrs = builtins.mapAttrs;
+	}`
+	var got map[string]struct {
+		Priority int `json:"priority"`
+	}
+	evalJSON(t, fmt.Sprintf(`(import %s/nix/modules/server.nix {
+		config.keystone.server.enable = true; lib = %s; pkgs = { vim = 1; git = 1; htop = 1; tmux = 1; lsof = 1; };
+	}).config.boot.kernel.sysctl`, repoRoot(t), fakeLib), &got)
+	if len(got) == 0 {
+		t.Fatal("the server profile sets no sysctl")
+	}
+	for key, v := range got {
+		if v.Priority == 0 || v.Priority >= 1000 {
+			t.Errorf("%s has priority %d, want under 1000 (mkDefault)", key, v.Priority)
+		}
+	}
+}

@@ -55,17 +55,18 @@ in
       lsof
     ];
 
-    boot.kernel.sysctl = {
-      "kernel.dmesg_restrict" = lib.mkDefault 1;
-      # nixpkgs' sysctl.nix has mkDefault 1, and two definitions at one
-      # priority conflict; 900 beats it and still yields to a host's own.
-      "kernel.kptr_restrict" = lib.mkOverride 900 2;
-      "net.ipv4.tcp_syncookies" = lib.mkDefault 1;
-      "net.ipv4.conf.all.accept_redirects" = lib.mkDefault 0;
-      "net.ipv4.conf.default.accept_redirects" = lib.mkDefault 0;
-      "net.ipv6.conf.all.accept_redirects" = lib.mkDefault 0;
-      "net.ipv6.conf.default.accept_redirects" = lib.mkDefault 0;
-      "net.ipv4.conf.all.send_redirects" = lib.mkDefault 0;
+    # A sysctl takes one definition per priority: nixpkgs' sysctl.nix
+    # (kptr_restrict) and profiles/hardened.nix set some of these with
+    # mkDefault, so ours sit just above that and below a host's own.
+    boot.kernel.sysctl = lib.mapAttrs (_: lib.mkOverride 900) {
+      "kernel.dmesg_restrict" = 1;
+      "kernel.kptr_restrict" = 2;
+      "net.ipv4.tcp_syncookies" = 1;
+      "net.ipv4.conf.all.accept_redirects" = 0;
+      "net.ipv4.conf.default.accept_redirects" = 0;
+      "net.ipv6.conf.all.accept_redirects" = 0;
+      "net.ipv6.conf.default.accept_redirects" = 0;
+      "net.ipv4.conf.all.send_redirects" = 0;
     };
 
     nix.settings.experimental-features = [

@@ -86,7 +86,7 @@
   boot.loader.efi.canTouchEfiVariables = true;
   # Virtio disks without a serial have no /dev/disk/by-id link; every GPT
   # partition has a by-partuuid one. A default, so disko's install test
-  # (and nixos-anywhere --vm-test) can set its own.
+  # can set its own.
   boot.zfs.devNodes = lib.mkDefault "/dev/disk/by-partuuid";
   # Ask for the passphrase of rpool/crypt in the initrd.
   boot.zfs.requestEncryptionCredentials = true;
