@@ -210,7 +210,14 @@ func runDeploy(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, o
 	}
 	if o.DryRun {
 		for _, p := range plans {
-			fmt.Fprintf(stdout, "\nnixos-anywhere %s\n", strings.Join(shellWords(p.install.Argv()), " "))
+			words := shellWords(p.install.Argv())
+			for i, w := range words {
+				if w == extraFilesPlaceholder {
+					words[i] = `"$EXTRA_FILES"`
+				}
+			}
+			fmt.Fprintf(stdout, "\n# EXTRA_FILES: a folder holding etc/ssh/ssh_host_ed25519_key, which deploy makes new for the install\nnixos-anywhere %s\n",
+				strings.Join(words, " "))
 		}
 		fmt.Fprintln(stdout, "dry run: nothing was changed")
 		return nil
@@ -353,7 +360,7 @@ func preflight(ctx context.Context, name string, o deployOptions) (*hostPlan, er
 	if o.HardwareConfig {
 		p.install.HardwareConfig = filepath.Join(filepath.Dir(p.pinned), "facter.json")
 	}
-	p.install.ExtraFiles = "(a new host key, made at install time)"
+	p.install.ExtraFiles = extraFilesPlaceholder
 	return p, nil
 }
 
@@ -514,6 +521,10 @@ func pinKey(path string, line []byte) error {
 }
 
 // shellWords quotes argv for display only.
+// extraFilesPlaceholder stands for the host key folder until the install
+// makes it.
+const extraFilesPlaceholder = "EXTRA_FILES"
+
 func shellWords(argv []string) []string {
 	out := make([]string, len(argv))
 	for i, a := range argv {

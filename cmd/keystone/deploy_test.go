@@ -289,7 +289,9 @@ func TestDeployRefusals(t *testing.T) {
 	})
 	t.Run("dry run", func(t *testing.T) {
 		code, stdout, _ := e.deploy(e.config(nil), "--dry-run")
-		if code != 0 || !strings.Contains(stdout, "nixos-anywhere --flake") || !strings.Contains(stdout, "dry run: nothing was changed") || e.standInCalled() {
+		if code != 0 || !strings.Contains(stdout, "nixos-anywhere --flake") || !strings.Contains(stdout, `--extra-files "$EXTRA_FILES"`) ||
+			!strings.Contains(stdout, "--disk-encryption-keys /tmp/secret.key "+e.password) ||
+			!strings.Contains(stdout, "dry run: nothing was changed") || e.standInCalled() {
 			t.Errorf("exit %d\n%s", code, stdout)
 		}
 	})
