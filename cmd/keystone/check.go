@@ -27,7 +27,7 @@ Examples:
    keystone check --fleet fleet.json --source .  # without Nix: the JSON the flake's lint check writes`,
 		OnUsageError: commandUsageError,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "flake", Value: ".", Usage: "flake whose nixosConfigurations to check"},
+			&cli.StringFlag{Name: "flake", Value: ".", Usage: "`FLAKE` whose nixosConfigurations to check"},
 			&cli.StringFlag{Name: "fleet", Usage: "read the hosts from JSON `FILE` (- for stdin) instead of evaluating the flake"},
 			&cli.StringFlag{Name: "source", Value: ".", Usage: "folder to scan for private keys"},
 		},

@@ -67,7 +67,8 @@ nixos-anywhere, pins the key in vms/NAME/ssh_host_ed25519_key.pub, waits for
 the new system to boot, and verifies it.
 
 Exit status: 0 verified, 1 verify failed, 2 cannot connect, 3 pre-flight
-refused, 4 nixos-anywhere failed, 5 the host did not come back in time.
+refused (nothing changed), 4 nixos-anywhere failed, 5 the host did not come
+back in time, 64 bad usage.
 
 Examples:
    keystone deploy web1
@@ -77,7 +78,7 @@ Examples:
    keystone deploy web1 -- --print-build-logs`,
 		OnUsageError: commandUsageError,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "flake", Value: ".", Usage: "flake holding nixosConfigurations.NAME"},
+			&cli.StringFlag{Name: "flake", Value: ".", Usage: "`FLAKE` holding nixosConfigurations.NAME"},
 			&cli.StringFlag{Name: "target", Usage: "install at `[USER@]HOST[:PORT]` instead of keystone.deploy.*"},
 			&cli.StringFlag{Name: "identity", Aliases: []string{"i"}, Usage: "private key `FILE` to log in with (ssh-agent is used too)"},
 			&cli.BoolFlag{Name: "yes", Usage: "do not ask for the host name before wiping"},

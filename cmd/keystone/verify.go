@@ -35,7 +35,8 @@ nixosConfigurations.NAME.config.keystone; without Nix, from --expect and
 by deploy) or --known-hosts.
 
 Exit status: 0 all pass (WARN and SKIP allowed), 1 a check failed, 2 cannot
-connect, authenticate or trust the host key.
+connect, authenticate, trust the host key or become root, 3 nothing was
+checked (the flake or the expectations could not be read), 64 bad usage.
 
 Examples:
    keystone verify test-server
@@ -45,7 +46,7 @@ Examples:
 		OnUsageError: commandUsageError,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "all", Usage: "verify every host in the flake"},
-			&cli.StringFlag{Name: "flake", Value: ".", Usage: "flake holding nixosConfigurations.NAME"},
+			&cli.StringFlag{Name: "flake", Value: ".", Usage: "`FLAKE` holding nixosConfigurations.NAME"},
 			&cli.StringFlag{Name: "target", Usage: "reach the host at `[USER@]HOST[:PORT]` instead of keystone.deploy.*"},
 			&cli.StringFlag{Name: "expect", Usage: "read the expectations from JSON `FILE` instead of the flake"},
 			&cli.StringSliceFlag{Name: "identity", Aliases: []string{"i"}, Usage: "private key `FILE` to log in with (repeatable; ssh-agent is used too)"},
