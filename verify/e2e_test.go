@@ -2,6 +2,8 @@ package verify_test
 
 import (
 	"context"
+	"net"
+	"sync/atomic"
 	"strings"
 	"testing"
 	"time"
@@ -273,5 +275,35 @@ func TestKilledSSHDEndsInBoundedTime(t *testing.T) {
 	}
 	if r.ExitCode() != verify.ExitCannotReach || !strings.Contains(r.Error, "connection") || !strings.Contains(r.Error, "lost") {
 		t.Errorf("exit %d, error %q; want 2 and the connection lost", r.ExitCode(), r.Error)
+	}
+}
+
+// A host that accepts TCP and never speaks SSH (sshd not ready yet) is
+// tried again and again while --wait lasts, each attempt bounded.
+func TestWaitRetriesASilentHost(t *testing.T) {
+	defer func(d time.Duration) { verify.SetConnectTimeout(d) }(verify.SetConnectTimeout(time.Second))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var accepts atomic.Int32
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepts.Add(1)
+			defer c.Close() // silent until the test ends
+		}
+	}()
+	_, key := testhost.ClientKey(t)
+	o := verify.Options{Name: "silent", SSH: sshx.Options{Addr: l.Addr().String(), User: "root", Identities: []string{key},
+		HostKeys: sshx.HostKeys{Insecure: true}}, Wait: 5 * time.Second}
+	start := time.Now()
+	r := verify.Run(context.Background(), sshdExpect("silent"), o)
+	if r.ExitCode() != verify.ExitCannotReach || accepts.Load() < 2 || time.Since(start) > 10*time.Second {
+		t.Errorf("exit %d after %s and %d connections; want 2, within the wait, after several tries", r.ExitCode(), time.Since(start), accepts.Load())
 	}
 }

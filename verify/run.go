@@ -126,13 +126,19 @@ func Run(ctx context.Context, e *Expectations, o Options) Report {
 	return rep
 }
 
+// connectTimeout is one attempt's limit when Options leaves it zero; a
+// variable for tests.
+var connectTimeout = sshx.DefaultTimeout
+
 // dialWait dials until it works or the deadline passes: a host that was
 // just installed is still rebooting, or still the installer.
 func dialWait(ctx context.Context, o sshx.Options, deadline time.Time) (*sshx.Client, error) {
 	for {
+		// Each attempt gets its usual time, or what is left of --wait if
+		// less: a silent host cannot hold one attempt past the deadline.
 		attempt := o
-		if left := time.Until(deadline); left > 0 && (o.Timeout == 0 || left < o.Timeout) {
-			attempt.Timeout = max(left, time.Second) // --wait bounds a silent host too
+		if left := time.Until(deadline); left > 0 {
+			attempt.Timeout = max(min(left, cmp.Or(o.Timeout, connectTimeout)), time.Second)
 		}
 		c, err := sshx.Dial(ctx, attempt)
 		if err == nil {

@@ -4,6 +4,7 @@
 package sshx
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,10 @@ type Options struct {
 	HostKeys   HostKeys
 	Timeout    time.Duration // for the TCP connect and the handshake
 }
+
+// DefaultTimeout bounds the TCP connect and the handshake when Options
+// leaves Timeout zero.
+const DefaultTimeout = 10 * time.Second
 
 // ErrAuth is the class of authentication failures.
 var ErrAuth = errors.New("authentication failed")
@@ -54,10 +59,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	timeout := o.Timeout
-	if timeout == 0 {
-		timeout = 10 * time.Second
-	}
+	timeout := cmp.Or(o.Timeout, DefaultTimeout)
 	var hostKey ssh.PublicKey
 	cfg := &ssh.ClientConfig{
 		User: o.User,
