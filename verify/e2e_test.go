@@ -3,8 +3,8 @@ package verify_test
 import (
 	"context"
 	"net"
-	"sync/atomic"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
