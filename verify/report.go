@@ -15,6 +15,9 @@ import (
 
 // Summary is the one line under a host's table.
 func (r Report) Summary() string {
+	if r.notChecked {
+		return text.OneLine(r.Error)
+	}
 	if !r.Connected {
 		return "cannot connect: " + text.OneLine(r.Error)
 	}
@@ -41,7 +44,11 @@ func WriteTable(w io.Writer, reports []Report) error {
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
-		fmt.Fprintf(w, "%s (%s)\n", text.OneLine(r.Host), text.OneLine(r.Target))
+		if r.Target != "" {
+			fmt.Fprintf(w, "%s (%s)\n", text.OneLine(r.Host), text.OneLine(r.Target))
+		} else {
+			fmt.Fprintln(w, text.OneLine(r.Host))
+		}
 		if len(r.Results) > 0 {
 			t := tablewriter.NewWriter(w)
 			t.Header("Check", "Status", "Evidence")
@@ -120,7 +127,11 @@ func WriteJUnit(w io.Writer, reports []Report) error {
 	for _, r := range reports {
 		s := junitSuite{Name: "keystone verify " + r.Host, Time: fmt.Sprintf("%.3f", r.Duration.Seconds())}
 		if !r.Connected {
-			s.Cases = append(s.Cases, junitCase{Name: "ssh", ClassName: r.Host, Error: &junitMessage{r.Error}, SystemOut: "ERROR: " + r.Error})
+			name := "ssh"
+			if r.notChecked {
+				name = "config"
+			}
+			s.Cases = append(s.Cases, junitCase{Name: name, ClassName: r.Host, Error: &junitMessage{r.Error}, SystemOut: "ERROR: " + r.Error})
 			s.Errors++
 		}
 		for _, res := range r.Results {

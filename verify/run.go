@@ -40,20 +40,33 @@ type Report struct {
 	Results   []Result      `json:"results"`
 	Duration  time.Duration `json:"-"`
 	Err       error         `json:"-"`
+
+	notChecked bool // its config could not be read: exit 3
+}
+
+// NotChecked is the report of a host whose expectations or target could
+// not be worked out, so nothing was checked.
+func NotChecked(host string, err error) Report {
+	return Report{Host: host, Error: "not checked: " + err.Error(), Err: err, notChecked: true}
 }
 
 // Exit codes: 0 all pass (WARN and SKIP allowed), 1 a check failed,
-// 2 cannot connect, authenticate or trust the host key.
+// 2 cannot connect, authenticate, trust the host key or become root,
+// 3 nothing was checked.
 const (
 	ExitPass          = 0
 	ExitFail          = 1
 	ExitCannotReach   = 2
+	ExitNotChecked    = 3
 	pollInterval      = 2 * time.Second
 	defaultCmdTimeout = 30 * time.Second
 )
 
 // ExitCode is the report's exit status.
 func (r Report) ExitCode() int {
+	if r.notChecked {
+		return ExitNotChecked
+	}
 	if !r.Connected || r.Error != "" {
 		return ExitCannotReach
 	}

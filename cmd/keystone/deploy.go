@@ -183,11 +183,11 @@ func runDeploy(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, o
 	}
 	names := o.Names
 	if o.All {
-		if names, err = flake.Names(ctx, o.Flake); err != nil {
-			return err
-		}
 		if o.Target != "" {
 			return usageError{hint.Errorf("set keystone.deploy.targetHost per host", "--target applies to one host, not --all")}
+		}
+		if names, err = flake.Names(ctx, o.Flake); err != nil {
+			return refused(err)
 		}
 	}
 
@@ -203,7 +203,7 @@ func runDeploy(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, o
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := reportEach(stderr, errs); err != nil {
 		return err
 	}
 	for _, p := range plans {
@@ -243,25 +243,38 @@ func runDeploy(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, o
 		}()
 	}
 	wg.Wait()
-	if len(plans) == 1 {
-		return codes[0]
-	}
-	// Several hosts: say what happened to each, exit with the worst.
-	for _, err := range codes {
+	return reportEach(stderr, codes)
+}
+
+// reportEach returns the one error there is, or reports each of several
+// (one host each) and returns the worst exit code.
+func reportEach(stderr io.Writer, errs []error) error {
+	var failed []error
+	for _, err := range errs {
 		if err != nil {
-			report(stderr, err)
+			failed = append(failed, err)
 		}
 	}
-	if code := worstCode(codes); code != 0 {
-		return codeError{errReported, code}
+	switch len(failed) {
+	case 0:
+		return nil
+	case 1:
+		return failed[0]
 	}
-	return nil
+	for _, err := range failed {
+		report(stderr, err)
+	}
+	return codeError{errReported, worstCode(failed)}
 }
 
 func exitCodeOf(err error) int {
 	var ec exitCoder
-	if errors.As(err, &ec) {
+	var ue usageError
+	switch {
+	case errors.As(err, &ec):
 		return ec.ExitCode()
+	case errors.As(err, &ue):
+		return exitUsage
 	}
 	return exitError
 }
@@ -280,11 +293,11 @@ func worstCode(errs []error) int {
 func preflight(ctx context.Context, name string, o deployOptions) (*hostPlan, error) {
 	cfg, err := readKeystone(ctx, o, name)
 	if err != nil {
-		return nil, err
+		return nil, refused(err)
 	}
 	p := &hostPlan{name: name, cfg: cfg}
 	if p.expect, err = verify.ParseExpectations(cfg.Verify.Expectations); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, refused(fmt.Errorf("%s: %w", name, err))
 	}
 	p.hostname = p.expect.Hostname
 	switch {

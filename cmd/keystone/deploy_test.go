@@ -419,3 +419,35 @@ func TestDeployAll(t *testing.T) {
 		}
 	}
 }
+
+// A fleet's pre-flight reports each host's problem on its own line and
+// exits with the worst; nothing is installed anywhere.
+func TestDeployAllPreflightErrors(t *testing.T) {
+	_, key := testhost.ClientKey(t)
+	bin := t.TempDir()
+	os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(standIn), 0o755)
+	flakeDir, answers := fakeFlake(t)
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	argv := filepath.Join(t.TempDir(), "argv")
+	t.Setenv("STANDIN_ARGV", argv)
+	gone := testhost.SSHD(t, testhost.SSHDOptions{})
+	gone.StopSSHD(t)
+	addHost(t, flakeDir, answers, "gone", gone.Name, gone) // cannot connect: 2
+	addHost(t, flakeDir, answers, "lost", "lost", gone)
+	lost, _ := os.ReadFile(filepath.Join(answers, "lost.json"))
+	os.WriteFile(filepath.Join(answers, "lost.json"), []byte(strings.Replace(string(lost), `"targetHost":"`+gone.Addr+`"`, `"targetHost":null`, 1)), 0o644) // refused: 3
+
+	code, stdout, stderr := keystone(t, "deploy", "--all", "--yes", "--flake", flakeDir, "-i", key)
+	if code != 3 || !strings.Contains(stderr, "keystone: error: gone: cannot reach") ||
+		!strings.Contains(stderr, "keystone: error: lost has no target") || strings.Contains(stderr, "?") {
+		t.Errorf("exit %d, stderr %q\n%s", code, stderr, stdout)
+	}
+	if _, err := os.Stat(argv); err == nil {
+		t.Error("nixos-anywhere was called")
+	}
+
+	code, _, stderr = keystone(t, "deploy", "nope", "--yes", "--flake", flakeDir, "-i", key)
+	if code != 3 || !strings.Contains(stderr, "does not provide attribute 'nixosConfigurations.nope'") {
+		t.Errorf("deploy nope: exit %d, stderr %q", code, stderr)
+	}
+}

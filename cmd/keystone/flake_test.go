@@ -96,6 +96,21 @@ func TestVerifyThroughTheFlake(t *testing.T) {
 	if code != 3 || !strings.Contains(stderr, "does not provide attribute 'nixosConfigurations.mail'") {
 		t.Errorf("verify mail: exit %d, stderr %q", code, stderr)
 	}
+	// ... among others: they are still verified, and it is a host not checked.
+	code, stdout, stderr = keystone(t, append([]string{"verify", "web", "mail", "--format", "json"}, only...)...)
+	var doc struct {
+		ExitCode int `json:"exitCode"`
+		Hosts    []struct {
+			Host     string `json:"host"`
+			ExitCode int    `json:"exitCode"`
+			Error    string `json:"error"`
+		}
+	}
+	if err := json.Unmarshal([]byte(stdout), &doc); err != nil || code != 3 || doc.ExitCode != 3 || len(doc.Hosts) != 2 ||
+		doc.Hosts[0].ExitCode != 0 || doc.Hosts[1].ExitCode != 3 || !strings.HasPrefix(doc.Hosts[1].Error, "not checked: ") ||
+		!strings.Contains(stderr, "keystone: error: mail: ") {
+		t.Errorf("verify web mail: exit %d, %v\n%s%s", code, err, stdout, stderr)
+	}
 
 	// A pin that no longer matches: exit 2.
 	os.WriteFile(filepath.Join(flakeDir, "vms/web/ssh_host_ed25519_key.pub"), ssh.MarshalAuthorizedKey(db.HostKey), 0o644)

@@ -84,11 +84,12 @@ type verifyOptions struct {
 	Format, Only, Skip, Ports string
 }
 
-// verifyJob is one host to verify, fully resolved.
+// verifyJob is one host to verify, fully resolved, or why it cannot be.
 type verifyJob struct {
 	name   string
 	expect *verify.Expectations
 	opts   verify.Options
+	err    error
 }
 
 func runVerify(ctx context.Context, stdout, stderr io.Writer, o verifyOptions) error {
@@ -117,7 +118,7 @@ func runVerify(ctx context.Context, stdout, stderr io.Writer, o verifyOptions) e
 			return err
 		}
 		// Nothing was checked: not a FAIL (1), nor a host out of reach (2).
-		return codeError{err, exitNothingChecked}
+		return codeError{err, verify.ExitNotChecked}
 	}
 	if o.Insecure {
 		fmt.Fprintln(stderr, "keystone: warning: --insecure-ignore-host-key: any machine answering at the target address passes the ssh check")
@@ -128,6 +129,10 @@ func runVerify(ctx context.Context, stdout, stderr io.Writer, o verifyOptions) e
 		j.opts.Checks = checks
 		j.opts.Wait, j.opts.Timeout = o.Wait, o.Timeout
 		j.opts.ScanPorts = ports
+		if j.err != nil {
+			reports[i] = verify.NotChecked(j.name, j.err)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -249,34 +254,46 @@ func verifyJobs(ctx context.Context, o verifyOptions) ([]verifyJob, error) {
 
 	var jobs []verifyJob
 	for _, name := range names {
-		j := verifyJob{name: name, expect: fileExpect}
-		t := override
-		if fileExpect == nil || t == nil {
-			k, err := flake.Host(ctx, o.Flake, name)
-			if err != nil {
+		j, err := resolveJob(ctx, o, name, fileExpect, override)
+		if err != nil {
+			if len(names) == 1 {
 				return nil, err
 			}
-			if j.expect == nil {
-				if j.expect, err = verify.ParseExpectations(k.Verify.Expectations); err != nil {
-					return nil, fmt.Errorf("%s: %w", name, err)
-				}
-			}
-			if t == nil {
-				if t, err = configTarget(name, k); err != nil {
-					return nil, err
-				}
-			}
+			// One host's broken config must not hide the fleet's state.
+			j = verifyJob{name: name, err: err}
 		}
-		keys, err := hostKeys(o, name)
-		if err != nil {
-			return nil, err
-		}
-		j.opts = verify.Options{Name: name, SSH: sshx.Options{
-			Addr: t.Addr(), User: t.User, Identities: o.Identities, HostKeys: keys,
-		}}
 		jobs = append(jobs, j)
 	}
 	return jobs, nil
+}
+
+// resolveJob works out one host's expectations, address and host key.
+func resolveJob(ctx context.Context, o verifyOptions, name string, expect *verify.Expectations, t *target.Target) (verifyJob, error) {
+	j := verifyJob{name: name, expect: expect}
+	if expect == nil || t == nil {
+		k, err := flake.Host(ctx, o.Flake, name)
+		if err != nil {
+			return j, err
+		}
+		if j.expect == nil {
+			if j.expect, err = verify.ParseExpectations(k.Verify.Expectations); err != nil {
+				return j, fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		if t == nil {
+			if t, err = configTarget(name, k); err != nil {
+				return j, err
+			}
+		}
+	}
+	keys, err := hostKeys(o, name)
+	if err != nil {
+		return j, err
+	}
+	j.opts = verify.Options{Name: name, SSH: sshx.Options{
+		Addr: t.Addr(), User: t.User, Identities: o.Identities, HostKeys: keys,
+	}}
+	return j, nil
 }
 
 func hostKeys(o verifyOptions, name string) (sshx.HostKeys, error) {
@@ -302,10 +319,6 @@ func hostKeys(o verifyOptions, name string) (sshx.HostKeys, error) {
 	}
 	return sshx.HostKeys{KnownHosts: kh, AcceptNew: o.AcceptNew}, nil
 }
-
-// exitNothingChecked: the expectations or the target could not be worked
-// out (a bad --expect file, a flake that does not evaluate).
-const exitNothingChecked = 3
 
 // configTarget is where keystone.deploy says the host is.
 func configTarget(name string, k *flake.Keystone) (*target.Target, error) {
