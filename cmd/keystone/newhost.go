@@ -237,7 +237,14 @@ func printNext(w io.Writer, h *generate.Host, hostDir string) {
 	fmt.Fprintf(w, "\nNext:\n  review %s\n", filepath.Join(hostDir, generate.ConfigFile))
 	deploy := "  nix run .#deploy -- " + h.Name
 	if h.Target == nil {
-		deploy += " --target root@HOST    # or set keystone.deploy.targetHost"
+		deploy += " --target root@HOST"
+	}
+	if h.Layout != "ext4" {
+		// The encrypted layouts read their disk password at install time.
+		deploy += " --disk-password-file FILE"
+	}
+	if h.Target == nil {
+		deploy += "    # or set keystone.deploy.targetHost"
 	}
 	fmt.Fprintf(w, "%s\n  nix run .#verify -- %s\n", deploy, h.Name)
 }
