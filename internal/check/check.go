@@ -4,7 +4,9 @@
 package check
 
 import (
+	"encoding/asn1"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +20,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/keystone-nix/keystone/generate"
+	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/target"
 )
 
@@ -67,8 +70,11 @@ func Fleet(fleet map[string]Host) []Finding {
 		}
 		hostNames[h.HostName] = append(hostNames[h.HostName], name)
 		if h.HostID != nil {
-			if id, err := generate.CheckHostID(*h.HostID, name); err != nil || id != *h.HostID {
-				add("networking.hostId %q is not 8 lower-case hex digits", *h.HostID)
+			switch id, err := generate.CheckHostID(*h.HostID, name); {
+			case err != nil:
+				add("%s", asOption(err, "--host-id", "networking.hostId"))
+			case id != *h.HostID:
+				add("networking.hostId %q has upper-case letters; use %q", *h.HostID, id)
 			}
 			hostIDs[*h.HostID] = append(hostIDs[*h.HostID], name)
 		}
@@ -85,7 +91,7 @@ func Fleet(fleet map[string]Host) []Finding {
 		}
 		for _, d := range h.Disks {
 			if _, err := generate.CheckDisk(d, h.VM); err != nil {
-				add("disk: %v", err)
+				add("%s", asOption(err, "--disk", "disko disk"))
 			}
 		}
 		if h.TargetHost != nil {
@@ -97,6 +103,17 @@ func Fleet(fleet map[string]Host) []Finding {
 	out = append(out, shared("networking.hostName", hostNames)...)
 	out = append(out, shared("networking.hostId", hostIDs)...)
 	return out
+}
+
+// asOption words new-host's error about a flag for the option a fleet
+// sets instead, with its hint.
+func asOption(err error, flag, option string) string {
+	r := strings.NewReplacer(flag, option, "--vm", "keystone.vm = true", "--host-id", "networking.hostId")
+	msg := r.Replace(err.Error())
+	if h := hint.Of(err); h != "" {
+		msg += "; " + r.Replace(h)
+	}
+	return msg
 }
 
 func shared(what string, by map[string][]string) []Finding {
@@ -122,6 +139,7 @@ func sortedKeys[V any](m map[string]V) []string {
 var (
 	pemPrivate = regexp.MustCompile(`-----BEGIN ([A-Z0-9 ]+ )?PRIVATE KEY-----[\s\S]*?-----END ([A-Z0-9 ]+ )?PRIVATE KEY-----`)
 	ageSecret  = regexp.MustCompile(`AGE-SECRET-KEY-1[0-9A-Z]{58}`)
+	puttyKey   = regexp.MustCompile(`PuTTY-User-Key-File-\d+: \S+[\s\S]*?Private-Lines: \d+\r?\n[A-Za-z0-9+/=\r\n]{16,}`)
 )
 
 const (
@@ -130,7 +148,7 @@ const (
 )
 
 // Secrets walks dir for private key material: PEM private keys that parse
-// (or are encrypted, which is still a key) and age secret keys. Truncated
+// (or are encrypted, which is still a key), PuTTY keys and age secret keys. Truncated
 // or made-up key blocks, as test fixtures hold, do not count.
 func Secrets(dir string) ([]Finding, error) {
 	var out []Finding
@@ -179,6 +197,7 @@ func scanFile(path string) (pemKey, ageKey bool, err error) {
 		for _, block := range pemPrivate.FindAll(buf, -1) {
 			pemKey = pemKey || isKey(block)
 		}
+		pemKey = pemKey || puttyKey.Match(buf)
 		ageKey = ageKey || ageSecret.Match(buf)
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			return pemKey, ageKey, nil
@@ -193,7 +212,22 @@ func scanFile(path string) (pemKey, ageKey bool, err error) {
 func isKey(block []byte) bool {
 	_, err := ssh.ParseRawPrivateKey(block)
 	var missing *ssh.PassphraseMissingError
-	return err == nil || errors.As(err, &missing)
+	if err == nil || errors.As(err, &missing) {
+		return true
+	}
+	// PKCS #8 with a passphrase, which x/crypto does not read: a key if
+	// it is well-formed DER.
+	p, _ := pem.Decode(block)
+	var epki struct {
+		Algorithm  asn1.RawValue
+		Ciphertext []byte
+	}
+	return p != nil && p.Type == "ENCRYPTED PRIVATE KEY" && mustASN1(p.Bytes, &epki)
+}
+
+func mustASN1(der []byte, v any) bool {
+	rest, err := asn1.Unmarshal(der, v)
+	return err == nil && len(rest) == 0
 }
 
 // FleetApply is nix/lib.nix's fleetInfo over every host, for

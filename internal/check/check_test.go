@@ -3,6 +3,8 @@ package check
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"os"
 	"path/filepath"
@@ -42,12 +44,13 @@ func TestFleetBad(t *testing.T) {
 		`Web2: host name: host name "Web2" has upper-case letters`,
 		`Web2: authorized key 1: DSA keys are refused: OpenSSH has disabled them`,
 		`Web2: no disko disks: deploy would have nothing to install on`,
-		`db1: networking.hostId "XYZ" is not 8 lower-case hex digits`,
+		`db1: networking.hostId "XYZ" is not 8 hex digits; ZFS wants exactly 8 hex digits, as ` + "`head -c 8 /etc/machine-id`" + ` prints`,
 		`db1: authorized key 1: not an SSH public key`,
-		`db1: disk: --disk /dev/vda1 is a partition`,
+		`db1: disko disk /dev/vda1 is a partition; give the whole disk; the layout creates its own partitions`,
 		`db1: keystone.deploy.targetUser "Root" is not a user name`,
 		`web1: root has no SSH key: nobody can log in after the install`,
-		`web1: disk: --disk /dev/sda is a kernel name that can change between boots, so the wrong disk could be wiped`,
+		"web1: disko disk /dev/sda is a kernel name that can change between boots, so the wrong disk could be wiped; " +
+			"use its /dev/disk/by-id/ name (`ls -l /dev/disk/by-id/` on the target), or keystone.vm = true for a virtio disk without a serial",
 		`web1: keystone.deploy.targetHost "bad host" is not a DNS name or IP address (the port is sshPort's)`,
 		`Web2, web1: networking.hostName "web1" is used by more than one host`,
 		`Web2, web1: networking.hostId "1a2b3c4d" is used by more than one host`,
@@ -68,7 +71,16 @@ func TestSecrets(t *testing.T) {
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	block, _ := ssh.MarshalPrivateKey(priv, "")
 	encrypted, _ := ssh.MarshalPrivateKeyWithPassphrase(priv, "", []byte("pw"))
+	der, _ := asn1.Marshal(struct {
+		Algorithm  pkix.AlgorithmIdentifier
+		Ciphertext []byte
+	}{pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 13}}, make([]byte, 64)}) // PBES2
+	pkcs8 := pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: der})
 	files := map[string]string{
+		"secrets/pkcs8.pem":    string(pkcs8),
+		"fixtures/pkcs8.txtar": "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+		"keys/id.ppk": "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: me\nPublic-Lines: 2\n" +
+			"AAAAC3NzaC1lZDI1NTE5AAAAIN6d9Bt6FtzY8O0GiDWS2ZDMEY5LHg6xnZaRBPYg\ndFzK\nPrivate-Lines: 1\nAAAAIHNlY3JldHNlY3JldHNlY3JldHNlY3JldA==\nPrivate-MAC: 00\n",
 		"vms/web1/ssh_host_ed25519_key":     string(pem.EncodeToMemory(block)),
 		"secrets/encrypted":                 "prefix\n" + string(pem.EncodeToMemory(encrypted)),
 		"age.txt":                           "# created: 2026\n" + "AGE-SECRET-KEY-1" + strings.Repeat("Q", 58) + "\n",
@@ -93,7 +105,7 @@ func TestSecrets(t *testing.T) {
 	for _, f := range got {
 		where = append(where, f.Where)
 	}
-	want := []string{"age.txt", "big/straddle", "big/tail", "secrets/encrypted", "vms/web1/ssh_host_ed25519_key"}
+	want := []string{"age.txt", "big/straddle", "big/tail", "keys/id.ppk", "secrets/encrypted", "secrets/pkcs8.pem", "vms/web1/ssh_host_ed25519_key"}
 	if !reflect.DeepEqual(where, want) {
 		t.Errorf("secrets found in %q, want %q", where, want)
 	}
