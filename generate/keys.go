@@ -35,7 +35,7 @@ const (
 // privateMarks are what private key files hold and public ones never do:
 // PEM armour, PuTTY's headers, and the base64 of "openssh-key-v1" that
 // starts an OpenSSH key pasted without its armour.
-var privateMarks = regexp.MustCompile(`-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----|PuTTY-User-Key-File-|Private-Lines:|b3BlbnNzaC1rZXktdjE`)
+var privateMarks = regexp.MustCompile(`-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----|PuTTY-User-Key-File-|Private-Lines:|b3BlbnNzaC1rZXktdjE|AGE-SECRET-KEY-1`)
 
 // keyOptions are the authorized_keys options OpenSSH knows (sshd(8)). sshd
 // refuses a whole line with any other, so root could not log in.
@@ -126,17 +126,24 @@ func keyLines(spec string) ([]keyLine, error) {
 }
 
 // looksLiteral tells a key line from a file name: a value that is not a
-// file and has a key type among its words ("ssh-ed25519 AAAA…").
+// file and has a key type followed by more among its words
+// ("ssh-ed25519 AAAA…"), where a path such as ssh-keys/a.pub has one word.
 func looksLiteral(spec string) bool {
 	if _, err := os.Stat(spec); err == nil {
 		return false
 	}
-	for _, f := range strings.Fields(spec) {
-		if strings.HasPrefix(f, "ssh-") || strings.HasPrefix(f, "ecdsa-") || strings.HasPrefix(f, "sk-") {
+	f := strings.Fields(spec)
+	for i := range len(f) - 1 {
+		if isKeyType(f[i]) {
 			return true
 		}
 	}
 	return false
+}
+
+func isKeyType(word string) bool {
+	return !strings.Contains(word, "/") &&
+		(strings.HasPrefix(word, "ssh-") || strings.HasPrefix(word, "ecdsa-") || strings.HasPrefix(word, "sk-"))
 }
 
 func expandHome(spec string) string {
@@ -156,7 +163,7 @@ func shown(spec string) string {
 		return spec
 	}
 	for _, f := range strings.Fields(spec) {
-		if strings.HasPrefix(f, "ssh-") || strings.HasPrefix(f, "ecdsa-") || strings.HasPrefix(f, "sk-") {
+		if isKeyType(f) {
 			return strconv.Quote(f + " …")
 		}
 	}

@@ -127,13 +127,15 @@ func TestLoadKeys(t *testing.T) {
 		{"unarmoured private key", []string{body}, 0, "was given a private key", "public half"},
 		{"putty private key", []string{putty}, 0, "was given a private key", "public half"},
 		{"putty private key file", []string{puttyFile}, 0, "is a private key", "public half"},
+		{"age secret key", []string{"AGE-SECRET-KEY-1" + strings.Repeat("Q", 58)}, 0, "was given a private key", ""},
+		{"missing file under ssh-keys/", []string{"ssh-keys/admin.pub"}, 0, "--key ssh-keys/admin.pub: no such file", ""},
 	} {
 		got, _, err := LoadKeys(tc.specs)
 		wantErr(t, tc.name, err, tc.msg, tc.hint)
 		if err == nil && len(got) != tc.want && tc.want != 0 {
 			t.Errorf("%s: %d keys, want %d", tc.name, len(got), tc.want)
 		}
-		if err != nil && (strings.Contains(err.Error()+hint.Of(err), "PRIVATE KEY") || strings.Contains(err.Error()+hint.Of(err), "SECRET") ||
+		if err != nil && (strings.Contains(err.Error()+hint.Of(err), "PRIVATE KEY") || strings.Contains(err.Error()+hint.Of(err), "SECRET") || strings.Contains(err.Error()+hint.Of(err), "QQQQ") ||
 			strings.Contains(err.Error()+hint.Of(err), body[:40])) {
 			t.Errorf("%s: error shows key material: %v", tc.name, err)
 		}

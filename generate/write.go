@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/keystone-nix/keystone/internal/hint"
 )
@@ -17,7 +18,7 @@ func Check(dir, name string, force bool) (exists bool, err error) {
 	if dir == "" {
 		return false, hint.Errorf("leave --dir out for vms, or name a folder", "--dir is empty")
 	}
-	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() || errors.Is(err, syscall.ENOTDIR) {
 		return false, hint.Errorf("pick another --dir", "--dir %s is not a folder", dir)
 	}
 	hostDir := filepath.Join(dir, name)
