@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -242,7 +243,7 @@ func MinDiskBytes(sizes []string) (int64, error) {
 }
 
 func parseSize(s string) (int64, error) {
-	mult := map[byte]int64{'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40}
+	mult := map[byte]int64{'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40, 'P': 1 << 50}
 	if s == "" {
 		return 0, fmt.Errorf("empty partition size")
 	}
@@ -252,7 +253,7 @@ func parseSize(s string) (int64, error) {
 		m, num = 1, s
 	}
 	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil {
+	if err != nil || num[0] == '+' || n < 0 || n > math.MaxInt64/m {
 		return 0, fmt.Errorf("partition size %q is not a size", s)
 	}
 	return n * m, nil

@@ -73,6 +73,10 @@ func TestMinDiskBytes(t *testing.T) {
 		{[]string{"512M"}, 512 << 20, false},
 		{[]string{"1T", "100%"}, 1<<40 + rootSpace, false},
 		{[]string{"lots"}, 0, true},
+		{[]string{"1P"}, 1 << 50, false},
+		{[]string{"-5G"}, 0, true},
+		{[]string{"+5G"}, 0, true},
+		{[]string{"99999999999T"}, 0, true},
 	} {
 		got, err := MinDiskBytes(tc.sizes)
 		if (err != nil) != tc.err || got != tc.want {

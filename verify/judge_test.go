@@ -122,7 +122,7 @@ func TestParsePorts(t *testing.T) {
 	if err != nil || len(got) != 5 || got[3] != 22 || got[4] != 8080 {
 		t.Errorf("ParsePorts = %v, %v", got, err)
 	}
-	for _, bad := range []string{"", "0", "65536", "5-3", "a", "1-", "-5"} {
+	for _, bad := range []string{"", "0", "65536", "5-3", "a", "1-", "-5", "+22", "1-+5"} {
 		if _, err := ParsePorts(bad); err == nil {
 			t.Errorf("ParsePorts(%q) accepted", bad)
 		}

@@ -149,7 +149,8 @@ func ParsePorts(s string) ([]int, error) {
 		if isRange {
 			b, err2 = strconv.Atoi(to)
 		}
-		if err1 != nil || err2 != nil || a < 1 || b > 65535 || a > b {
+		signed := strings.ContainsAny(from+to, "+")
+		if err1 != nil || err2 != nil || signed || a < 1 || b > 65535 || a > b {
 			return nil, fmt.Errorf("%q is not a port or a range of ports (1-65535)", part)
 		}
 		for p := a; p <= b; p++ {

@@ -80,7 +80,7 @@ Examples:
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "flake", Value: ".", Usage: "`FLAKE` holding nixosConfigurations.NAME"},
 			&cli.StringFlag{Name: "target", Usage: "install at `[USER@]HOST[:PORT]` instead of keystone.deploy.*"},
-			&cli.StringFlag{Name: "identity", Aliases: []string{"i"}, Usage: "private key `FILE` to log in with (ssh-agent is used too)"},
+			&cli.StringSliceFlag{Name: "identity", Aliases: []string{"i"}, Usage: "private key `FILE` to log in with (once: nixos-anywhere takes one; ssh-agent is used too)"},
 			&cli.BoolFlag{Name: "yes", Usage: "do not ask for the host name before wiping"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "check and print the plan and the nixos-anywhere command; change nothing"},
 			&cli.BoolFlag{Name: "reinstall", Usage: "allow wiping a host that is already installed"},
@@ -100,7 +100,7 @@ Examples:
 				names, extra = names[:i], names[i+1:]
 			}
 			o := deployOptions{
-				Flake: c.String("flake"), Target: c.String("target"), Identity: c.String("identity"),
+				Flake: c.String("flake"), Target: c.String("target"),
 				Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Reinstall: c.Bool("reinstall"),
 				PasswordFile: c.String("disk-password-file"), BuildOn: c.String("build-on"),
 				HardwareConfig: c.Bool("hardware-config"), NoVerify: c.Bool("no-verify"),
@@ -108,6 +108,14 @@ Examples:
 				Parallel: c.Int("parallel"), Config: c.String("config"),
 			}
 			o.Names, o.Extra = names, extra
+			switch ids := c.StringSlice("identity"); len(ids) {
+			case 0:
+			case 1:
+				o.Identity = ids[0]
+			default:
+				return usageError{hint.Errorf("pass the one key the target accepts; ssh-agent offers the rest",
+					"deploy takes one -i, got %d: nixos-anywhere logs in with a single key file", len(ids))}
+			}
 			switch {
 			case o.All && len(names) > 0:
 				return usageError{hint.Errorf("keystone deploy --all [-- NIXOS-ANYWHERE-ARGS...]", "give a host name or --all, not both")}
@@ -351,9 +359,12 @@ func preflight(ctx context.Context, name string, o deployOptions) (*hostPlan, er
 		policy.PinnedKey = string(pinned.Marshal()) == string(client.HostKey.Marshal())
 	}
 	for disk, sizes := range cfg.Deploy.PartitionSizes {
-		if n, err := deploy.MinDiskBytes(sizes); err == nil {
-			policy.MinDiskBytes[disk] = n
+		n, err := deploy.MinDiskBytes(sizes)
+		if err != nil {
+			return nil, refused(hint.Wrap(fmt.Errorf("%s: disk %s: %w", name, disk, err),
+				"disko sizes are a number with K, M, G, T or P, or a percentage; fix disk-config.nix"))
 		}
+		policy.MinDiskBytes[disk] = n
 	}
 	if refusals := deploy.Judge(p.facts, policy); len(refusals) > 0 {
 		var lines []string

@@ -125,8 +125,8 @@ func checkHost(h string) error {
 		if z := a.Zone(); z != "" && (!zone.MatchString(z) || !(a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast())) {
 			return parseError("only a link-local address takes a zone, and a zone is an interface name such as %eth0")
 		}
-		if a.IsUnspecified() {
-			return parseError("host " + strconv.Quote(h) + " is the unspecified address")
+		if a.IsUnspecified() || a.IsMulticast() {
+			return parseError("host " + strconv.Quote(h) + " is not one host's address")
 		}
 		return nil
 	case dotted.MatchString(h):
@@ -134,8 +134,8 @@ func checkHost(h string) error {
 		if err != nil || !a.Is4() {
 			return parseError("host " + strconv.Quote(h) + " is not an IPv4 address")
 		}
-		if a.IsUnspecified() {
-			return parseError("host " + strconv.Quote(h) + " is the unspecified address")
+		if a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			return parseError("host " + strconv.Quote(h) + " is not one host's address")
 		}
 		return nil
 	case len(h) > 253 || !dnsName.MatchString(h):
