@@ -100,50 +100,49 @@ Examples:
 				names, extra = names[:i], names[i+1:]
 			}
 			o := deployOptions{
-				Flake: c.String("flake"), Target: c.String("target"),
-				Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Reinstall: c.Bool("reinstall"),
+				Names: names, Extra: extra, Flake: c.String("flake"), Target: c.String("target"),
+				Identities: c.StringSlice("identity"), Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Reinstall: c.Bool("reinstall"),
 				PasswordFile: c.String("disk-password-file"), BuildOn: c.String("build-on"),
 				HardwareConfig: c.Bool("hardware-config"), NoVerify: c.Bool("no-verify"),
 				Wait: c.Duration("wait"), Timeout: c.Duration("timeout"), All: c.Bool("all"),
 				Parallel: c.Int("parallel"), Config: c.String("config"),
 			}
-			o.Names, o.Extra = names, extra
-			switch ids := c.StringSlice("identity"); len(ids) {
-			case 0:
-			case 1:
-				o.Identity = ids[0]
-			default:
-				return usageError{hint.Errorf("pass the one key the target accepts; ssh-agent offers the rest",
-					"deploy takes one -i, got %d: nixos-anywhere logs in with a single key file", len(ids))}
-			}
-			switch {
-			case o.All && len(names) > 0:
-				return usageError{hint.Errorf("keystone deploy --all [-- NIXOS-ANYWHERE-ARGS...]", "give a host name or --all, not both")}
-			case !o.All && len(names) == 0:
-				return usageError{hint.Errorf("keystone deploy NAME [-- NIXOS-ANYWHERE-ARGS...]", "deploy needs a host name, or --all")}
-			case len(names) > 1:
-				return usageError{hint.Errorf("deploy one host by name, or every host with --all; nixos-anywhere's own flags go after --",
-					"deploy takes one host name, got %d: %s", len(names), strings.Join(names, " "))}
-			}
-			switch o.BuildOn {
-			case "", "auto", "local", "remote":
-			default:
-				return usageError{hint.Errorf("--build-on takes auto, local or remote", "--build-on %q is not supported", o.BuildOn)}
-			}
-			if o.Timeout <= 0 || o.Wait <= 0 {
-				return usageError{hint.Errorf("e.g. --timeout 60m --wait 10m", "--timeout and --wait must be more than 0")}
-			}
-			if o.Parallel < 1 {
-				return usageError{hint.Errorf("--parallel 4 installs four hosts at a time", "--parallel must be 1 or more, got %d", o.Parallel)}
+			if err := o.check(); err != nil {
+				return err
 			}
 			return runDeploy(c.Context, os.Stdin, c.App.Writer, c.App.ErrWriter, o)
 		},
 	}
 }
 
+// check refuses what the command line alone shows to be wrong.
+func (o deployOptions) check() error {
+	names := o.Names
+	switch {
+	case len(o.Identities) > 1:
+		return usageError{hint.Errorf("pass the one key the target accepts; ssh-agent offers the rest",
+			"deploy takes one -i, got %d: nixos-anywhere logs in with a single key file", len(o.Identities))}
+	case o.All && len(names) > 0:
+		return usageError{hint.Errorf("keystone deploy --all [-- NIXOS-ANYWHERE-ARGS...]", "give a host name or --all, not both")}
+	case !o.All && len(names) == 0:
+		return usageError{hint.Errorf("keystone deploy NAME [-- NIXOS-ANYWHERE-ARGS...]", "deploy needs a host name, or --all")}
+	case len(names) > 1:
+		return usageError{hint.Errorf("deploy one host by name, or every host with --all; nixos-anywhere's own flags go after --",
+			"deploy takes one host name, got %d: %s", len(names), strings.Join(names, " "))}
+	case !slices.Contains([]string{"", "auto", "local", "remote"}, o.BuildOn):
+		return usageError{hint.Errorf("--build-on takes auto, local or remote", "--build-on %q is not supported", o.BuildOn)}
+	case o.Timeout <= 0 || o.Wait <= 0:
+		return usageError{hint.Errorf("e.g. --timeout 60m --wait 10m", "--timeout and --wait must be more than 0")}
+	case o.Parallel < 1:
+		return usageError{hint.Errorf("--parallel 4 installs four hosts at a time", "--parallel must be 1 or more, got %d", o.Parallel)}
+	}
+	return nil
+}
+
 type deployOptions struct {
 	Names                    []string
-	Flake, Target, Identity  string
+	Flake, Target            string
+	Identities               []string // at most one: nixos-anywhere's -i
 	Yes, DryRun, Reinstall   bool
 	PasswordFile, BuildOn    string
 	HardwareConfig, NoVerify bool
@@ -344,7 +343,7 @@ func preflight(ctx context.Context, name string, o deployOptions) (*hostPlan, er
 	// Trust on first use: the installer's key is new every boot. The key is
 	// shown in the plan and compared with the pinned one.
 	client, err := sshx.Dial(ctx, sshx.Options{Addr: p.target.Addr(), User: p.target.User,
-		Identities: identities(o.Identity), HostKeys: sshx.HostKeys{Insecure: true}})
+		Identities: o.Identities, HostKeys: sshx.HostKeys{Insecure: true}})
 	if err != nil {
 		return nil, codeError{fmt.Errorf("%s: %w", name, err), verify.ExitCannotReach}
 	}
@@ -379,7 +378,7 @@ func preflight(ctx context.Context, name string, o deployOptions) (*hostPlan, er
 		buildOn = cfg.Deploy.BuildOn
 	}
 	p.install = deploy.Install{
-		Flake: o.Flake, Name: name, Target: p.target, Identity: o.Identity, BuildOn: buildOn,
+		Flake: o.Flake, Name: name, Target: p.target, Identity: first(o.Identities), BuildOn: buildOn,
 		DiskSecret: o.secret, Extra: o.Extra,
 	}
 	if o.HardwareConfig {
@@ -404,11 +403,11 @@ func readKeystone(ctx context.Context, o deployOptions, name string) (*flake.Key
 	return &k, nil
 }
 
-func identities(i string) []string {
-	if i == "" {
-		return nil
+func first(ss []string) string {
+	if len(ss) == 0 {
+		return ""
 	}
-	return []string{i}
+	return ss[0]
 }
 
 func printPlan(w io.Writer, p *hostPlan, o deployOptions) {
@@ -503,7 +502,7 @@ func install(ctx context.Context, program string, p *hostPlan, o deployOptions, 
 		return codeError{fmt.Errorf("%s: %w", p.name, err), exitInstall}
 	}
 
-	pinned := sshx.Options{Addr: p.target.Addr(), User: p.target.User, Identities: identities(o.Identity),
+	pinned := sshx.Options{Addr: p.target.Addr(), User: p.target.User, Identities: o.Identities,
 		HostKeys: sshx.HostKeys{Pinned: key.Public, PinnedFrom: p.pinned}}
 	fmt.Fprintf(w, "%swaiting up to %s for %s to boot its new system\n", prefix, o.Wait, p.name)
 	if p.cfg.Deploy.DiskSecret {
