@@ -234,6 +234,9 @@ func MinDiskBytes(sizes []string) (int64, error) {
 		if err != nil {
 			return 0, err
 		}
+		if total > math.MaxInt64-n {
+			return 0, fmt.Errorf("partition sizes %v add up to more than any disk", sizes)
+		}
 		total += n
 	}
 	if rest {

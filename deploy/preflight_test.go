@@ -77,6 +77,7 @@ func TestMinDiskBytes(t *testing.T) {
 		{[]string{"-5G"}, 0, true},
 		{[]string{"+5G"}, 0, true},
 		{[]string{"99999999999T"}, 0, true},
+		{[]string{"8191P", "8191P"}, 0, true},
 	} {
 		got, err := MinDiskBytes(tc.sizes)
 		if (err != nil) != tc.err || got != tc.want {

@@ -166,6 +166,11 @@ func intersperse(app *cli.App, args []string) ([]string, error) {
 	return append(out, positional...), nil
 }
 
+// nonEmpty drops empty values, such as -i "", which mean "none".
+func nonEmpty(ss []string) []string {
+	return slices.DeleteFunc(ss, func(s string) bool { return s == "" })
+}
+
 // passesThrough: commands whose arguments after "--" are another
 // program's (deploy's go to nixos-anywhere).
 var passesThrough = map[string]bool{"deploy": true}

@@ -101,7 +101,7 @@ Examples:
 			}
 			o := deployOptions{
 				Names: names, Extra: extra, Flake: c.String("flake"), Target: c.String("target"),
-				Identities: c.StringSlice("identity"), Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Reinstall: c.Bool("reinstall"),
+				Identities: nonEmpty(c.StringSlice("identity")), Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Reinstall: c.Bool("reinstall"),
 				PasswordFile: c.String("disk-password-file"), BuildOn: c.String("build-on"),
 				HardwareConfig: c.Bool("hardware-config"), NoVerify: c.Bool("no-verify"),
 				Wait: c.Duration("wait"), Timeout: c.Duration("timeout"), All: c.Bool("all"),
@@ -119,6 +119,8 @@ Examples:
 func (o deployOptions) check() error {
 	names := o.Names
 	switch {
+	case o.All && o.Target != "":
+		return usageError{hint.Errorf("set keystone.deploy.targetHost per host", "--target applies to one host, not --all")}
 	case len(o.Identities) > 1:
 		return usageError{hint.Errorf("pass the one key the target accepts; ssh-agent offers the rest",
 			"deploy takes one -i, got %d: nixos-anywhere logs in with a single key file", len(o.Identities))}
@@ -135,6 +137,11 @@ func (o deployOptions) check() error {
 		return usageError{hint.Errorf("e.g. --timeout 60m --wait 10m", "--timeout and --wait must be more than 0")}
 	case o.Parallel < 1:
 		return usageError{hint.Errorf("--parallel 4 installs four hosts at a time", "--parallel must be 1 or more, got %d", o.Parallel)}
+	}
+	if o.Target != "" {
+		if _, err := target.Parse(o.Target); err != nil {
+			return usageError{err}
+		}
 	}
 	return nil
 }
@@ -190,9 +197,6 @@ func runDeploy(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, o
 	}
 	names := o.Names
 	if o.All {
-		if o.Target != "" {
-			return usageError{hint.Errorf("set keystone.deploy.targetHost per host", "--target applies to one host, not --all")}
-		}
 		if names, err = flake.Names(ctx, o.Flake); err != nil {
 			return refused(err)
 		}
@@ -494,7 +498,10 @@ func install(ctx context.Context, program string, p *hostPlan, o deployOptions, 
 	// so a run that stopped early leaves verify trusting the old one.
 	if err == nil || progress.MayHaveNewKey() {
 		if perr := pinKey(p.pinned, key.AuthorizedLine("root@"+p.name)); perr != nil {
-			return errors.Join(err, perr)
+			if err != nil {
+				return codeError{fmt.Errorf("%s: %w; and pinning its new host key failed: %v", p.name, err, perr), exitInstall}
+			}
+			return fmt.Errorf("%s: installed, but pinning its new host key failed: %w", p.name, perr)
 		}
 		fmt.Fprintf(w, "%spinned the new host key in %s\n", prefix, p.pinned)
 	}

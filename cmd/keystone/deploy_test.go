@@ -273,6 +273,7 @@ func TestDeployRefusals(t *testing.T) {
 		{[]string{"web1", "--wait", "-1s"}, "--timeout and --wait must be more than 0"},
 		{[]string{"web1", "--target", "root@"}, "the host is missing"},
 		{[]string{"web1", "-i", "/tmp/other"}, "deploy takes one -i, got 2"},
+		{[]string{"--all", "--target", "h"}, "--target applies to one host, not --all"},
 	} {
 		args := append([]string{"deploy", "--config", e.config(nil), "--flake", e.flake, "-i", e.key,
 			"--disk-password-file", e.password, "--yes"}, tc.args...)

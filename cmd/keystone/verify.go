@@ -36,7 +36,8 @@ by deploy) or --known-hosts.
 
 Exit status: 0 all pass (WARN and SKIP allowed), 1 a check failed, 2 cannot
 connect, authenticate, trust the host key or become root, 3 nothing was
-checked (the flake or the expectations could not be read), 64 bad usage.
+checked, or some host was not (its config or expectations could not be
+read; the others are still checked), 64 bad usage.
 
 Examples:
    keystone verify test-server
@@ -63,7 +64,7 @@ Examples:
 		Action: func(c *cli.Context) error {
 			o := verifyOptions{
 				Names: c.Args().Slice(), All: c.Bool("all"), Flake: c.String("flake"),
-				Target: c.String("target"), Expect: c.String("expect"), Identities: c.StringSlice("identity"),
+				Target: c.String("target"), Expect: c.String("expect"), Identities: nonEmpty(c.StringSlice("identity")),
 				KnownHosts: c.String("known-hosts"), AcceptNew: c.Bool("accept-new"), Insecure: c.Bool("insecure-ignore-host-key"),
 				Wait: c.Duration("wait"), Timeout: c.Duration("timeout"), Format: c.String("format"),
 				Only: c.String("only"), Skip: c.String("skip"), Ports: c.String("ports"),
@@ -145,7 +146,11 @@ func runVerify(ctx context.Context, stdout, stderr io.Writer, o verifyOptions) e
 	}
 	for _, r := range reports {
 		if r.Err != nil {
-			fmt.Fprintf(stderr, "keystone: error: %s: %s\n", r.Host, text.OneLine(r.Err.Error()))
+			msg := r.Err.Error()
+			if !strings.HasPrefix(msg, r.Host+":") && !strings.HasPrefix(msg, r.Host+" ") {
+				msg = r.Host + ": " + msg
+			}
+			fmt.Fprintf(stderr, "keystone: error: %s\n", text.OneLine(msg))
 			if h := hint.Of(r.Err); h != "" {
 				fmt.Fprintf(stderr, "keystone: hint: %s\n", text.OneLine(h))
 			}

@@ -72,7 +72,8 @@ func Fleet(fleet map[string]Host) []Finding {
 		if h.HostID != nil {
 			switch id, err := generate.CheckHostID(*h.HostID, name); {
 			case err != nil:
-				add("%s", asOption(err, "--host-id", "networking.hostId"))
+				// new-host's hint (leave it out) is wrong here: only new-host derives one.
+				add("networking.hostId %q is not 8 hex digits other than 00000000; set one, e.g. `head -c 8 /etc/machine-id`", *h.HostID)
 			case id != *h.HostID:
 				add("networking.hostId %q has upper-case letters; use %q", *h.HostID, id)
 			}
@@ -108,7 +109,7 @@ func Fleet(fleet map[string]Host) []Finding {
 // asOption words new-host's error about a flag for the option a fleet
 // sets instead, with its hint.
 func asOption(err error, flag, option string) string {
-	r := strings.NewReplacer(flag, option, "--vm", "keystone.vm = true", "--host-id", "networking.hostId")
+	r := strings.NewReplacer(flag, option, "--vm", "keystone.vm = true")
 	msg := r.Replace(err.Error())
 	if h := hint.Of(err); h != "" {
 		msg += "; " + r.Replace(h)
@@ -139,7 +140,7 @@ func sortedKeys[V any](m map[string]V) []string {
 var (
 	pemPrivate = regexp.MustCompile(`-----BEGIN ([A-Z0-9 ]+ )?PRIVATE KEY-----[\s\S]*?-----END ([A-Z0-9 ]+ )?PRIVATE KEY-----`)
 	ageSecret  = regexp.MustCompile(`AGE-SECRET-KEY-1[0-9A-Z]{58}`)
-	puttyKey   = regexp.MustCompile(`PuTTY-User-Key-File-\d+: \S+[\s\S]*?Private-Lines: \d+\r?\n[A-Za-z0-9+/=\r\n]{16,}`)
+	puttyKey   = regexp.MustCompile(`PuTTY-User-Key-File-\d+: \S+\r?\n(?:[^\n]*\n){0,40}?Private-Lines: \d+\r?\n[A-Za-z0-9+/=\r\n]{16,}`)
 )
 
 const (

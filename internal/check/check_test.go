@@ -44,14 +44,14 @@ func TestFleetBad(t *testing.T) {
 		`Web2: host name: host name "Web2" has upper-case letters`,
 		`Web2: authorized key 1: DSA keys are refused: OpenSSH has disabled them`,
 		`Web2: no disko disks: deploy would have nothing to install on`,
-		`db1: networking.hostId "XYZ" is not 8 hex digits; ZFS wants exactly 8 hex digits, as ` + "`head -c 8 /etc/machine-id`" + ` prints`,
+		`db1: networking.hostId "XYZ" is not 8 hex digits other than 00000000; set one, e.g. ` + "`head -c 8 /etc/machine-id`",
 		`db1: authorized key 1: not an SSH public key`,
 		`db1: disko disk /dev/vda1 is a partition; give the whole disk; the layout creates its own partitions`,
 		`db1: keystone.deploy.targetUser "Root" is not a user name`,
 		`web1: root has no SSH key: nobody can log in after the install`,
 		"web1: disko disk /dev/sda is a kernel name that can change between boots, so the wrong disk could be wiped; " +
 			"use its /dev/disk/by-id/ name (`ls -l /dev/disk/by-id/` on the target), or keystone.vm = true for a virtio disk without a serial",
-		`web1: keystone.deploy.targetHost "bad host" is not a DNS name or IP address (the port is sshPort's)`,
+		`web1: keystone.deploy.targetHost "bad host": host "bad host" is not a DNS name or IP address`,
 		`Web2, web1: networking.hostName "web1" is used by more than one host`,
 		`Web2, web1: networking.hostId "1a2b3c4d" is used by more than one host`,
 	}

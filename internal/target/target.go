@@ -68,8 +68,11 @@ func FromConfig(host, u string, port int) (*Target, error) {
 	case port < 1 || port > 65535:
 		return nil, fmt.Errorf("keystone.deploy.sshPort %d is not a port from 1 to 65535", port)
 	}
-	if _, err := netip.ParseAddr(host); err != nil && strings.Contains(host, ":") || checkHost(host) != nil {
+	if _, err := netip.ParseAddr(host); err != nil && strings.Contains(host, ":") {
 		return nil, fmt.Errorf("keystone.deploy.targetHost %q is not a DNS name or IP address (the port is sshPort's)", host)
+	}
+	if err := checkHost(host); err != nil {
+		return nil, fmt.Errorf("keystone.deploy.targetHost %q: %w", host, err)
 	}
 	return &Target{User: u, Host: host, Port: port}, nil
 }
@@ -122,10 +125,11 @@ func checkHost(h string) error {
 	case strings.Contains(h, ":"):
 		// An IPv6 address, parsed by splitHostPort; netip takes any zone.
 		a, _ := netip.ParseAddr(h)
+		a = a.Unmap() // ::ffff:224.0.0.1 is 224.0.0.1
 		if z := a.Zone(); z != "" && (!zone.MatchString(z) || !(a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast())) {
 			return parseError("only a link-local address takes a zone, and a zone is an interface name such as %eth0")
 		}
-		if a.IsUnspecified() || a.IsMulticast() {
+		if a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 			return parseError("host " + strconv.Quote(h) + " is not one host's address")
 		}
 		return nil
