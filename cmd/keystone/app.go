@@ -102,22 +102,26 @@ func report(stderr io.Writer, err error) int {
 	if err == nil {
 		return exitOK
 	}
-	code := exitError
-	var ec exitCoder
-	var ue usageError
-	switch {
-	case errors.As(err, &ec):
-		code = ec.ExitCode()
-	case errors.As(err, &ue):
-		code = exitUsage
-	}
 	if msg := err.Error(); msg != "" {
 		fmt.Fprintf(stderr, "keystone: error: %s\n", text.OneLine(msg))
 	}
 	if h := hint.Of(err); h != "" {
 		fmt.Fprintf(stderr, "keystone: hint: %s\n", text.OneLine(h))
 	}
-	return code
+	return exitCodeOf(err)
+}
+
+// exitCodeOf is the exit status err asks for: its own, 64 for usage, else 1.
+func exitCodeOf(err error) int {
+	var ec exitCoder
+	var ue usageError
+	switch {
+	case errors.As(err, &ec):
+		return ec.ExitCode()
+	case errors.As(err, &ue):
+		return exitUsage
+	}
+	return exitError
 }
 
 // intersperse moves a subcommand's flags in front of its arguments, so that

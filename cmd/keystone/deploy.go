@@ -278,18 +278,6 @@ func reportEach(stderr io.Writer, errs []error) error {
 	return codeError{errReported, worstCode(failed)}
 }
 
-func exitCodeOf(err error) int {
-	var ec exitCoder
-	var ue usageError
-	switch {
-	case errors.As(err, &ec):
-		return ec.ExitCode()
-	case errors.As(err, &ue):
-		return exitUsage
-	}
-	return exitError
-}
-
 // worstCode is the highest exit code among errs; 0 when none failed.
 func worstCode(errs []error) int {
 	code := 0
