@@ -223,10 +223,11 @@ func isKey(block []byte) bool {
 		Algorithm  asn1.RawValue
 		Ciphertext []byte
 	}
-	return p != nil && p.Type == "ENCRYPTED PRIVATE KEY" && mustASN1(p.Bytes, &epki)
+	return p != nil && p.Type == "ENCRYPTED PRIVATE KEY" && isDER(p.Bytes, &epki)
 }
 
-func mustASN1(der []byte, v any) bool {
+// isDER says whether der is exactly one DER value that fits v.
+func isDER(der []byte, v any) bool {
 	rest, err := asn1.Unmarshal(der, v)
 	return err == nil && len(rest) == 0
 }
