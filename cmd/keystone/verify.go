@@ -244,7 +244,8 @@ func verifyJobs(ctx context.Context, o verifyOptions) ([]verifyJob, error) {
 	if o.Expect != "" {
 		data, err := os.ReadFile(o.Expect)
 		if err != nil {
-			return nil, fmt.Errorf("--expect: %w", err)
+			return nil, hint.Wrap(fmt.Errorf("--expect: %w", err),
+				"give the JSON that nix eval --json .#nixosConfigurations.NAME.config.keystone.verify.expectations prints")
 		}
 		if fileExpect, err = verify.ParseExpectations(data); err != nil {
 			return nil, fmt.Errorf("--expect %s: %w", o.Expect, err)
