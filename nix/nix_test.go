@@ -4,6 +4,7 @@
 package nix_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -15,9 +16,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keystone-nix/keystone/fleet"
 	"github.com/keystone-nix/keystone/generate"
-	"github.com/keystone-nix/keystone/internal/check"
 	"github.com/keystone-nix/keystone/internal/nixtest"
+	"github.com/keystone-nix/keystone/lint"
 	"github.com/keystone-nix/keystone/templates"
 )
 
@@ -297,19 +299,29 @@ func TestFlakeLockMatchesInputs(t *testing.T) {
 	}
 }
 
-// TestFleetApplyMatchesLib keeps the fleet expression `keystone check` runs
-// through nix eval equal to lib.fleetInfo, which the flake's lint check uses.
+// TestFleetApplyMatchesLib keeps what `keystone check` lints from its one
+// nix eval equal to lib.fleetInfo, which the flake's lint check uses.
 func TestFleetApplyMatchesLib(t *testing.T) {
 	host := `{ config = {
 		networking = { hostName = "web1"; hostId = "1a2b3c4d"; };
 		users.users.root.openssh.authorizedKeys.keys = [ "ssh-ed25519 AAAA x" ];
 		keystone = { vm = true; deploy = { targetHost = null; targetUser = "root"; sshPort = 22; disks = [ "/dev/vda" ]; buildOn = "auto"; }; };
 	}; }`
-	var viaLib, viaApply map[string]any
-	evalJSON(t, fmt.Sprintf(`builtins.mapAttrs (_: (import %s/nix/lib.nix).fleetInfo) { web1 = %s; }`, repoRoot(t), host), &viaLib)
-	evalJSON(t, fmt.Sprintf(`(%s) { web1 = %s; }`, check.FleetApply, host), &viaApply)
-	if !reflect.DeepEqual(viaLib, viaApply) || len(viaLib["web1"].(map[string]any)) != 8 {
-		t.Errorf("lib.fleetInfo gives %v\ncheck.FleetApply gives %v", viaLib, viaApply)
+	var raw map[string]any
+	evalJSON(t, fmt.Sprintf(`builtins.mapAttrs (_: (import %s/nix/lib.nix).fleetInfo) { web1 = %s; }`, repoRoot(t), host), &raw)
+	data, _ := json.Marshal(raw)
+	viaLib, err := lint.ReadFleet(bytes.NewReader(data))
+	if err != nil || len(raw["web1"].(map[string]any)) != 8 {
+		t.Fatalf("lib.fleetInfo gives %v: %v", raw, err)
+	}
+	var evaluated map[string]fleet.Evaluated
+	evalJSON(t, fmt.Sprintf(`(%s) { web1 = %s; }`, fleet.Apply(nil), host), &evaluated)
+	if evaluated["web1"].OK == nil {
+		t.Fatalf("fleet.Apply gives %+v", evaluated)
+	}
+	viaFleet, findings := lint.FromFleet([]fleet.Host{{Name: "web1", Config: *evaluated["web1"].OK, Evaluated: true}})
+	if !reflect.DeepEqual(viaLib, viaFleet) || findings != nil {
+		t.Errorf("lib.fleetInfo gives %+v\nfleet.Apply gives %+v %v", viaLib, viaFleet, findings)
 	}
 }
 

@@ -50,7 +50,7 @@ buildGoApplication {
     runHook preCheck
     export HOME=$TMPDIR NIX_STATE_DIR=$TMPDIR/nix
     go test -skip '^(TestVerify(CLI|Auth|ThroughTheFlake)|TestDeploy[A-Z])' \
-      ./cmd/... ./generate/... ./deploy/... ./internal/target/... ./internal/check/...
+      ./cmd/... ./generate/... ./deploy/... ./internal/target/... ./lint/... ./fleet/...
     runHook postCheck
   '';
 

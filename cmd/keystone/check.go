@@ -1,17 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/keystone-nix/keystone/internal/check"
+	"github.com/keystone-nix/keystone/fleet"
 	"github.com/keystone-nix/keystone/internal/hint"
-	"github.com/keystone-nix/keystone/internal/nixeval"
 	"github.com/keystone-nix/keystone/internal/text"
+	"github.com/keystone-nix/keystone/lint"
 )
 
 func checkCommand() *cli.Command {
@@ -43,25 +41,30 @@ Examples:
 type checkOptions struct{ Flake, Fleet, Source string }
 
 func runCheck(c *cli.Context, o checkOptions) error {
-	var data []byte
+	var hosts map[string]lint.Host
+	var findings []lint.Finding
 	var err error
 	switch o.Fleet {
 	case "":
-		data, err = nixeval.JSON(c.Context, o.Flake, "nixosConfigurations", check.FleetApply)
+		var all []fleet.Host
+		if all, err = fleet.Load(c.Context, fleet.Options{Flake: o.Flake, All: true}); err != nil {
+			return err
+		}
+		hosts, findings = lint.FromFleet(all)
 	case "-":
-		data, err = io.ReadAll(os.Stdin)
+		hosts, err = lint.ReadFleet(os.Stdin)
 	default:
-		data, err = os.ReadFile(o.Fleet)
+		var f *os.File
+		if f, err = os.Open(o.Fleet); err == nil {
+			defer f.Close()
+			hosts, err = lint.ReadFleet(f)
+		}
 	}
 	if err != nil {
 		return err
 	}
-	fleet, err := check.ReadFleet(bytes.NewReader(data))
-	if err != nil {
-		return err
-	}
-	findings := check.Fleet(fleet)
-	secrets, err := check.Secrets(o.Source)
+	findings = append(findings, lint.Fleet(hosts)...)
+	secrets, err := lint.Secrets(o.Source)
 	if err != nil {
 		return fmt.Errorf("scanning %s: %w", o.Source, err)
 	}
@@ -71,8 +74,8 @@ func runCheck(c *cli.Context, o checkOptions) error {
 		fmt.Fprintf(w, "FAIL  %s\n", text.OneLine(f.String()))
 	}
 	if len(findings) > 0 {
-		return fmt.Errorf("%d problems in %d hosts and %s", len(findings), len(fleet), o.Source)
+		return fmt.Errorf("%d problems in %d hosts and %s", len(findings), len(hosts), o.Source)
 	}
-	fmt.Fprintf(w, "ok    %d hosts, no private keys under %s\n", len(fleet), o.Source)
+	fmt.Fprintf(w, "ok    %d hosts, no private keys under %s\n", len(hosts), o.Source)
 	return nil
 }

@@ -441,7 +441,7 @@ func TestDeployAllPreflightErrors(t *testing.T) {
 
 	code, stdout, stderr := keystone(t, "deploy", "--all", "--yes", "--flake", flakeDir, "-i", key)
 	if code != 3 || !strings.Contains(stderr, "keystone: error: gone: cannot reach") ||
-		!strings.Contains(stderr, "keystone: error: lost has no target") || strings.Contains(stderr, "?") {
+		!strings.Contains(stderr, "keystone: error: lost: no target") || strings.Contains(stderr, "?") {
 		t.Errorf("exit %d, stderr %q\n%s", code, stderr, stdout)
 	}
 	if _, err := os.Stat(argv); err == nil {

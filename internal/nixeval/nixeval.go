@@ -32,7 +32,7 @@ func JSON(ctx context.Context, flake, attr, apply string) ([]byte, error) {
 		if !errors.As(err, &exit) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("nix eval %s#%s failed: %s", flake, attr, lastError(stderr.String()))
+		return nil, &Error{fmt.Sprintf("nix eval %s#%s failed: %s", flake, attr, lastError(stderr.String()))}
 	}
 	return stdout.Bytes(), nil
 }
@@ -49,4 +49,21 @@ func lastError(s string) string {
 		return lines[len(lines)-1]
 	}
 	return "no output"
+}
+
+// Error is an evaluation that nix ran and that failed.
+type Error struct{ msg string }
+
+func (e *Error) Error() string { return e.msg }
+
+// Failed says whether err is an evaluation nix ran and failed, rather than
+// a nix that is missing or could not start.
+func Failed(err error) bool {
+	var e *Error
+	return errors.As(err, &e)
+}
+
+// Quote is s as a Nix string literal: nothing in it is interpolated.
+func Quote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, `${`, `\${`, "\n", `\n`, "\r", `\r`, "\t", `\t`).Replace(s) + `"`
 }
