@@ -18,38 +18,6 @@ import (
 	"github.com/keystone-nix/keystone/internal/testhost"
 )
 
-// standIn plays nixos-anywhere: it records its argv, prints its steps, and
-// does what an install visibly does to the target over ssh, as
-// nixos-anywhere does: copies the --extra-files tree (the new host key)
-// into it and reboots it. STANDIN_MODE=noreboot skips both, =hang sleeps.
-const standIn = `#!/bin/bash
-set -eu
-printf '%s\n' "$@" > "$STANDIN_ARGV"
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --extra-files) extra=$2; shift ;;
-    --target-host) target=$2; shift ;;
-    -i) key=$2; shift ;;
-    -p) port=$2; shift ;;
-    --disk-encryption-keys) shift 2 ;;
-  esac
-  shift
-done
-ssh=(ssh -i "$key" -p "${port:-22}" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "$target")
-echo "### Uploading install SSH keys ###"
-echo "### Formatting hard drive with disko ###"
-case "${STANDIN_MODE:-}" in
-  hang) echo "### Installing NixOS ###"; sleep 300 ;;
-  fail) echo "disko: no such device" >&2; exit 1 ;;
-  noreboot) echo "### Done! ###"; exit 0 ;;
-esac
-echo "### Installing NixOS ###"
-tar -C "$extra" -cf - . | "${ssh[@]}" 'tar -C / --no-same-owner -xf - && chmod 600 /etc/ssh/ssh_host_ed25519_key'
-echo "### Rebooting ###"
-"${ssh[@]}" 'systemctl reboot' || true
-echo "### Done! ###"
-`
-
 type deployEnv struct {
 	t        *testing.T
 	h        *testhost.Host
@@ -66,7 +34,7 @@ func newDeployEnv(t *testing.T) *deployEnv {
 	signer, key := testhost.ClientKey(t)
 	h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-deploy", AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
 	bin := t.TempDir()
-	if err := os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(standIn), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(testhost.NixosAnywhere), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
@@ -74,34 +42,8 @@ func newDeployEnv(t *testing.T) *deployEnv {
 	t.Setenv("STANDIN_ARGV", e.argvFile)
 	e.password = filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(e.password, []byte("correct horse battery"), 0o600)
-	e.disk = attachDisk(t, h, 20<<30)
+	e.disk = testhost.AttachDisk(t, h, 20<<30)
 	return e
-}
-
-// attachDisk makes a sparse loop device and its node inside the target.
-func attachDisk(t *testing.T, h *testhost.Host, size int64) string {
-	img := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(size)
-	f.Close()
-	out, err := exec.Command("losetup", "-f", "--show", img).Output()
-	if err != nil {
-		t.Fatalf("losetup: %v", err)
-	}
-	loop := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
-	var st unix.Stat_t
-	if err := unix.Stat(loop, &st); err != nil {
-		t.Fatal(err)
-	}
-	node := fmt.Sprintf("/dev/kstest%d", unix.Minor(uint64(st.Rdev)))
-	if _, err := h.Run(t, "mknod", node, "b", fmt.Sprint(unix.Major(uint64(st.Rdev))), fmt.Sprint(unix.Minor(uint64(st.Rdev)))); err != nil {
-		t.Fatal(err)
-	}
-	return node
 }
 
 // config writes what nix eval of config.keystone would print for the host.
@@ -215,7 +157,7 @@ func TestDeployInstallsPinsAndVerifies(t *testing.T) {
 
 func TestDeployRefusals(t *testing.T) {
 	e := newDeployEnv(t)
-	small := attachDisk(t, e.h, 2<<30)
+	small := testhost.AttachDisk(t, e.h, 2<<30)
 	newline := filepath.Join(t.TempDir(), "pw-newline")
 	os.WriteFile(newline, []byte("correct horse battery\n"), 0o600)
 	bootBefore := e.h.BootIdentity(t)
@@ -392,13 +334,13 @@ func TestDeployInterruptStopsNixosAnywhere(t *testing.T) {
 func TestDeployAll(t *testing.T) {
 	signer, key := testhost.ClientKey(t)
 	bin := t.TempDir()
-	os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(standIn), 0o755)
+	os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(testhost.NixosAnywhere), 0o755)
 	flakeDir, answers := fakeFlake(t)
 	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
 	t.Setenv("STANDIN_ARGV", filepath.Join(t.TempDir(), "argv"))
 	for _, name := range []string{"alpha", "beta"} {
 		h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-" + name, AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
-		disk := attachDisk(t, h, 20<<30)
+		disk := testhost.AttachDisk(t, h, 20<<30)
 		k := map[string]any{"vm": true, "deploy": map[string]any{
 			"targetHost": h.Addr, "targetUser": "root", "sshPort": h.Port, "buildOn": "auto", "disks": []string{disk},
 			"partitionSizes": map[string][]string{disk: {"1G", "100%"}}, "diskSecret": false,
@@ -427,7 +369,7 @@ func TestDeployAll(t *testing.T) {
 func TestDeployAllPreflightErrors(t *testing.T) {
 	_, key := testhost.ClientKey(t)
 	bin := t.TempDir()
-	os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(standIn), 0o755)
+	os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(testhost.NixosAnywhere), 0o755)
 	flakeDir, answers := fakeFlake(t)
 	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
 	argv := filepath.Join(t.TempDir(), "argv")

@@ -63,7 +63,30 @@ func Failed(err error) bool {
 	return errors.As(err, &e)
 }
 
-// Quote is s as a Nix string literal: nothing in it is interpolated.
+// Quote renders s as a double-quoted Nix string literal that evaluates to s
+// byte for byte (generate's FuzzQuote checks it with the real Nix). Nix
+// strings cannot hold NUL.
 func Quote(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, `${`, `\${`, "\n", `\n`, "\r", `\r`, "\t", `\t`).Replace(s) + `"`
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '"', '\\', '$':
+			// Escaping every '$' (not only "${") keeps "$${" and a trailing
+			// '$' unambiguous too.
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case '\n':
+			b.WriteString(`\n`)
+		case '\r':
+			b.WriteString(`\r`)
+		case '\t':
+			b.WriteString(`\t`)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }
