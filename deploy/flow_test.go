@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,5 +109,42 @@ func TestRun(t *testing.T) {
 	}
 	if args, _ := os.ReadFile(argv); !strings.Contains(string(args), "--build-on\nlocal\n") {
 		t.Errorf("nixos-anywhere got %q", args)
+	}
+}
+
+// TestRunRefusesBeforeConnecting: what the options and the config alone
+// show to be wrong is refused before any connection (the targets here
+// answer nothing).
+func TestRunRefusesBeforeConnecting(t *testing.T) {
+	var encrypted, plain fleet.Keystone
+	encrypted.Deploy.Disks, encrypted.Deploy.DiskSecret = []string{"/dev/vda"}, true
+	plain.Deploy.Disks = []string{"/dev/vda"}
+	encrypted.Verify.Expectations = []byte(`{"hostname": "web1"}`)
+	plain.Verify.Expectations = encrypted.Verify.Expectations
+	nowhere := target.Target{User: "root", Host: "192.0.2.1", Port: 22}
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("secret"), 0o600)
+	for _, tc := range []struct {
+		name string
+		host fleet.Host
+		o    deploy.Options
+		err  string
+	}{
+		{"--hardware-config with a remote flake", fleet.Host{Name: "web1", Flake: "github:me/fleet", Config: plain, Target: nowhere},
+			deploy.Options{HardwareConfig: true}, "--hardware-config needs a flake in a local folder, not github:me/fleet"},
+		{"no password for an encrypted layout", fleet.Host{Name: "web1", Flake: ".", Config: encrypted, Target: nowhere},
+			deploy.Options{}, "web1: the disk layout is encrypted"},
+		{"a password for a plain layout", fleet.Host{Name: "web1", Flake: ".", Config: plain, Target: nowhere},
+			deploy.Options{PasswordFile: pw}, "web1: the disk layout reads no password"},
+		{"a host fleet could not read", fleet.Host{Name: "web1", Err: errors.New("nix eval failed")},
+			deploy.Options{}, "web1: nix eval failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.o.Program, tc.o.Yes = "/bin/false", true
+			err := deploy.Run(context.Background(), []fleet.Host{tc.host}, tc.o, &ui{})
+			if exit.Code(err) != deploy.ExitRefused || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%v (exit %d), want exit 3 and %q", err, exit.Code(err), tc.err)
+			}
+		})
 	}
 }

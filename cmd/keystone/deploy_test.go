@@ -276,10 +276,18 @@ func TestDeployHostThatNeverComesBack(t *testing.T) {
 	t.Setenv("STANDIN_MODE", "noreboot")
 	start := time.Now()
 	code, stdout, stderr := e.deploy(e.config(nil), "--yes", "--wait", "5s")
-	if code != 5 || !strings.Contains(stderr, "did not come back within 5s") || time.Since(start) > 30*time.Second {
+	if code != 5 || !strings.Contains(stderr, "did not come back within 5s") || time.Since(start) > 30*time.Second ||
+		!strings.Contains(stderr, "it may be waiting for the disk password") {
 		t.Errorf("exit %d after %s, stderr %q\n%s", code, time.Since(start), stderr, stdout)
 	}
 	noSecrets(t, e, stdout, stderr)
+
+	// A layout without a password has no password to wait for.
+	plain := e.config(func(k map[string]any) { k["deploy"].(map[string]any)["diskSecret"] = false })
+	code, stdout, stderr = keystone(t, "deploy", "web1", "--config", plain, "--flake", e.flake, "-i", e.key, "--wait", "5s", "--yes")
+	if code != 5 || !strings.Contains(stderr, "keystone: hint: look at its console") || strings.Contains(stdout+stderr, "password") {
+		t.Errorf("unencrypted: exit %d, stderr %q\n%s", code, stderr, stdout)
+	}
 }
 
 // A run that fails before the install keeps the old pin: the host still
