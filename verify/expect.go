@@ -46,7 +46,20 @@ type ZFS struct {
 }
 
 type LUKS struct {
+	// Devices are opened at boot and stay open (/ lives on one): the luks
+	// check.
 	Devices []string `json:"devices"`
+	// Volumes are every LUKS device of the host, open or not (a credstore
+	// is closed again before switch-root): the tpm check.
+	Volumes []LUKSVolume `json:"volumes"`
+}
+
+// LUKSVolume is one LUKS device: its name, its backing device, and whether
+// a TPM2 is meant to unlock it.
+type LUKSVolume struct {
+	Name   string `json:"name"`
+	Device string `json:"device"`
+	TPM2   bool   `json:"tpm2"`
 }
 
 type MDNS struct {
@@ -116,6 +129,14 @@ func (e *Expectations) check() error {
 	if l := e.LUKS; l != nil {
 		if err := matchAll("luks device", l.Devices, dmNameRE); err != nil {
 			return err
+		}
+		for _, v := range l.Volumes {
+			if !dmNameRE.MatchString(v.Name) {
+				return fmt.Errorf("luks volume %q is not a valid name", v.Name)
+			}
+			if !strings.HasPrefix(v.Device, "/dev/") || strings.ContainsFunc(v.Device, unicode.IsControl) {
+				return fmt.Errorf("luks volume %s: device %q is not a path under /dev", v.Name, v.Device)
+			}
 		}
 	}
 	for _, m := range e.Mounts {
