@@ -42,16 +42,23 @@ let
   zpools = config.disko.devices.zpool or { };
   encrypted = o: (o.encryption or "off") != "off";
   # The pool's own dataset (rootFsOptions) and any dataset (options) can
-  # be an encryption root.
-  encryptionRoots = concatMap (
-    pool:
-    (if encrypted (zpools.${pool}.rootFsOptions or { }) then [ pool ] else [ ])
-    ++ map (ds: "${pool}/${ds}") (
-      filter (ds: encrypted (zpools.${pool}.datasets.${ds}.options or { })) (
-        attrNames (zpools.${pool}.datasets or { })
+  # be an encryption root. disko adds a pseudo-dataset "__root" to every
+  # pool (lib/types/zpool.nix: the pool's own dataset, options =
+  # rootFsOptions); names starting with "__" are disko's, not ZFS's, and
+  # `zfs get` on POOL/__root would fail, so they are skipped: rootFsOptions
+  # already stands for the pool.
+  isPseudo = ds: builtins.substring 0 2 ds == "__";
+  encryptionRoots = uniqueSorted (
+    concatMap (
+      pool:
+      (if encrypted (zpools.${pool}.rootFsOptions or { }) then [ pool ] else [ ])
+      ++ map (ds: "${pool}/${ds}") (
+        filter (ds: !isPseudo ds && encrypted (zpools.${pool}.datasets.${ds}.options or { })) (
+          attrNames (zpools.${pool}.datasets or { })
+        )
       )
-    )
-  ) (attrNames zpools);
+    ) (attrNames zpools)
+  );
   zfsMounts = filter (fs: fs.fsType == "zfs") (attrValues config.fileSystems);
   pools = uniqueSorted (
     attrNames zpools ++ map (fs: builtins.head (builtins.split "/" fs.device)) zfsMounts
@@ -102,7 +109,7 @@ in
     else
       {
         inherit pools;
-        encryptionRoots = sort (a: b: a < b) encryptionRoots;
+        inherit encryptionRoots;
       };
 
   luks = if luksDevices == [ ] then null else { devices = luksDevices; };

@@ -159,7 +159,10 @@ func fakeConfig() map[string]any {
 		},
 		"boot": map[string]any{"initrd": map[string]any{"luks": map[string]any{"devices": map[string]any{}}}},
 		"disko": map[string]any{"devices": map[string]any{"zpool": map[string]any{
-			"rpool": map[string]any{"datasets": map[string]any{
+			"rpool": map[string]any{"rootFsOptions": map[string]any{"mountpoint": "none"}, "datasets": map[string]any{
+				// disko v1.12.0 lib/types/zpool.nix (config.datasets."__root",
+				// line 432) adds the pool's own dataset to every pool.
+				"__root":     map[string]any{"_name": "rpool", "options": map[string]any{"mountpoint": "none"}},
 				"crypt":      map[string]any{"options": map[string]any{"encryption": "aes-256-gcm", "mountpoint": "none"}},
 				"crypt/root": map[string]any{"options": map[string]any{}},
 				"crypt/nix":  map[string]any{"options": map[string]any{}},
@@ -212,12 +215,20 @@ func TestExpectations(t *testing.T) {
 		{"no-publish", map[string]any{"services.avahi.publish.addresses": false}},
 		{"firewall-off", map[string]any{"networking.firewall.enable": false, "services.resolved.enable": false}},
 		{"no-sshd", map[string]any{"services.openssh.enable": false}},
+		// As disko evaluates them: its "__root" pseudo-dataset carries the
+		// pool's rootFsOptions (lib/types/zpool.nix, line 432 at v1.12.0).
 		{"zfs-pool-encrypted", map[string]any{
 			"disko.devices.zpool.tank": map[string]any{
 				"rootFsOptions": map[string]any{"encryption": "on", "keyformat": "passphrase"},
-				"datasets":      map[string]any{"data": map[string]any{"options": map[string]any{}}},
+				"datasets": map[string]any{
+					"__root": map[string]any{"_name": "tank", "options": map[string]any{"encryption": "on", "keyformat": "passphrase"}},
+					"data":   map[string]any{"options": map[string]any{}},
+				},
 			},
-			"disko.devices.zpool.scratch": map[string]any{"rootFsOptions": map[string]any{"encryption": "off"}},
+			"disko.devices.zpool.scratch": map[string]any{
+				"rootFsOptions": map[string]any{"encryption": "off"},
+				"datasets":      map[string]any{"__root": map[string]any{"_name": "scratch", "options": map[string]any{"encryption": "off"}}},
+			},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
