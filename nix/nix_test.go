@@ -461,7 +461,7 @@ func TestFlakeOutputs(t *testing.T) {
 // TestDeployFacts evaluates nix/modules/deploy.nix's read-only facts over
 // the disk layouts new-host renders (the golden files), with a stand-in lib.
 func TestDeployFacts(t *testing.T) {
-	fakeLib := `{ mkOption = x: x; literalExpression = x: x; types = { nullOr = x: x; str = "str"; bool = "bool"; port = "port"; listOf = x: x; attrsOf = x: x; enum = x: x; }; }`
+	fakeLib := deployFakeLib
 	for _, tc := range []struct {
 		golden string
 		secret bool
@@ -493,6 +493,87 @@ func TestDeployFacts(t *testing.T) {
 		sort.Strings(want)
 		if !reflect.DeepEqual(sizes, want) {
 			t.Errorf("%s: partition sizes %v, want %v", tc.golden, sizes, want)
+		}
+	}
+}
+
+// deployFakeLib stands in for nixpkgs' lib in deploy.nix: mkOption returns
+// its argument, so a test reads .default and .defaultText.
+const deployFakeLib = `{ mkOption = x: x; literalExpression = x: { literalExpression = x; }; literalMD = x: { literalMD = x; };
+	types = { nullOr = x: x; str = "str"; bool = "bool"; port = "port"; listOf = x: x; attrsOf = x: x; enum = x: x; }; }`
+
+// deployOptions evaluates deploy.nix's options over a disko layout and a
+// keystone.deploy config, written as Nix.
+func deployOptions(t *testing.T, disko, deploy, expr string, v any) {
+	t.Helper()
+	evalJSON(t, fmt.Sprintf(`let
+		o = (import %s/nix/modules/deploy.nix { config = { disko = %s; keystone.deploy = %s; }; lib = %s; }).options.keystone.deploy;
+	in %s`, repoRoot(t), disko, deploy, deployFakeLib, expr), v)
+}
+
+// TestDiskSecretLayouts: diskSecret finds /tmp/secret.key wherever disko
+// reads it. The layouts are shaped as disko v1.12.0 takes them: the top
+// level has disk, mdadm, lvm_vg and zpool (lib/default.nix, toplevel, line
+// 611); an LV's content is lib/types/lvm_vg.nix's lvs.<name>.content (line
+// 85), an array's is lib/types/mdadm.nix's content (line 39), a zvol's is
+// lib/types/zfs_volume.nix's content; luks formats with settings.keyFile,
+// else passwordFile, else the deprecated keyFile (lib/types/luks.nix, lines
+// 11-26); the msdos table's partitions are a list (lib/types/table.nix,
+// line 40).
+func TestDiskSecretLayouts(t *testing.T) {
+	luks := func(attrs string) string {
+		return `{ type = "luks"; name = "crypted"; ` + attrs + ` content = { type = "filesystem"; format = "ext4"; mountpoint = "/"; }; }`
+	}
+	gpt := func(content string) string {
+		return `{ type = "disk"; device = "/dev/vda"; content = { type = "gpt"; partitions = {
+			ESP = { size = "1G"; type = "EF00"; content = { type = "filesystem"; format = "vfat"; mountpoint = "/boot"; }; };
+			main = { size = "100%"; content = ` + content + `; }; }; }; }`
+	}
+	for _, tc := range []struct {
+		name, devices string
+		want          bool
+	}{
+		{"luks in a partition, passwordFile", `{ disk.main = ` + gpt(luks(`passwordFile = "/tmp/secret.key";`)) + `; }`, true},
+		{"luks in a partition, settings.keyFile", `{ disk.main = ` + gpt(luks(`settings.keyFile = "/tmp/secret.key";`)) + `; }`, true},
+		{"luks in a partition, deprecated keyFile", `{ disk.main = ` + gpt(luks(`keyFile = "/tmp/secret.key";`)) + `; }`, true},
+		{"luks with another key file", `{ disk.main = ` + gpt(luks(`settings.keyFile = "/etc/disk.key";`)) + `; }`, false},
+		{"luks asking for a password", `{ disk.main = ` + gpt(luks(``)) + `; }`, false},
+		{"luks on LVM", `{
+			disk.main = ` + gpt(`{ type = "lvm_pv"; vg = "pool"; }`) + `;
+			lvm_vg.pool = { type = "lvm_vg"; lvs.root = { size = "100%"; content = ` + luks(`settings.keyFile = "/tmp/secret.key";`) + `; }; };
+		}`, true},
+		{"luks on mdraid", `{
+			disk.main = ` + gpt(`{ type = "mdraid"; name = "md0"; }`) + `;
+			mdadm.md0 = { type = "mdadm"; level = 1; content = { type = "gpt"; partitions.p = { size = "100%"; content = ` + luks(`passwordFile = "/tmp/secret.key";`) + `; }; }; };
+		}`, true},
+		{"luks in luks", `{ disk.main = ` + gpt(`{ type = "luks"; name = "outer"; settings.keyFile = "/etc/outer.key"; content = `+luks(`passwordFile = "/tmp/secret.key";`)+`; }`) + `; }`, true},
+		{"luks on a whole disk", `{ disk.main = { type = "disk"; device = "/dev/vda"; content = ` + luks(`passwordFile = "/tmp/secret.key";`) + `; }; }`, true},
+		{"luks in an msdos table", `{ disk.main = { type = "disk"; device = "/dev/vda"; content = { type = "table"; format = "msdos";
+			partitions = [ { name = "root"; start = "1M"; end = "100%"; content = ` + luks(`passwordFile = "/tmp/secret.key";`) + `; } ]; }; }; }`, true},
+		{"luks in a zvol", `{
+			disk.main = ` + gpt(`{ type = "zfs"; pool = "tank"; }`) + `;
+			zpool.tank = { type = "zpool"; datasets.vol = { type = "zfs_volume"; size = "10G"; content = ` + luks(`passwordFile = "/tmp/secret.key";`) + `; }; };
+		}`, true},
+		{"zfs pool keylocation", `{
+			disk.main = ` + gpt(`{ type = "zfs"; pool = "tank"; }`) + `;
+			zpool.tank = { type = "zpool"; rootFsOptions.keylocation = "file:///tmp/secret.key"; datasets = { }; };
+		}`, true},
+		{"plain ext4", `{ disk.main = ` + gpt(`{ type = "filesystem"; format = "ext4"; mountpoint = "/"; }`) + `; }`, false},
+	} {
+		var got bool
+		deployOptions(t, `{ devices = `+tc.devices+`; }`, `{ }`, `o.diskSecret.default`, &got)
+		if got != tc.want {
+			t.Errorf("%s: diskSecret %v, want %v", tc.name, got, tc.want)
+		}
+	}
+
+	// The manual renders defaultText instead of evaluating a default that
+	// reads the disko layout.
+	var texts map[string]bool
+	deployOptions(t, `{ devices = { }; }`, `{ }`, `builtins.mapAttrs (_: o: o ? defaultText) { inherit (o) disks partitionSizes diskSecret; }`, &texts)
+	for name, ok := range texts {
+		if !ok {
+			t.Errorf("keystone.deploy.%s has no defaultText", name)
 		}
 	}
 }
