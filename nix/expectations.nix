@@ -3,7 +3,11 @@
 # added, never renamed; null means "not applicable to this host".
 #
 # Builtins only, so it evaluates offline with a fake config in tests.
-{ config }:
+# `options` is the module system's, to tell which options this nixpkgs has.
+{
+  config,
+  options ? { },
+}:
 let
   inherit (builtins)
     attrNames
@@ -34,7 +38,24 @@ let
   expandRanges = concatMap (r: genList (i: r.from + i) (r.to - r.from + 1));
 
   fw = config.networking.firewall;
-  nftables = config.networking.nftables.enable;
+  # nixos-25.11's firewall.nix declares networking.firewall.backend, one of
+  # iptables, nftables, firewalld (default: firewalld with
+  # services.firewalld.enable, else nftables with networking.nftables.enable,
+  # else iptables); older releases have only networking.nftables.enable.
+  backend =
+    if options ? networking.firewall.backend then
+      fw.backend
+    else if config.networking.nftables.enable then
+      "nftables"
+    else
+      "iptables";
+  firewallUnit =
+    {
+      iptables = "firewall.service";
+      nftables = "nftables.service";
+      firewalld = "firewalld.service";
+    }
+    .${backend};
   ssh = config.services.openssh;
   avahi = config.services.avahi;
   resolved = config.services.resolved.enable;
@@ -71,21 +92,16 @@ in
 
   services =
     [ ]
-    ++ (if ssh.enable then [ "sshd.service" ] else [ ])
+    # With startWhenNeeded, sshd.nix declares the socket sshd.socket, which
+    # starts one sshd@ instance per connection: no sshd.service runs.
+    ++ (if ssh.enable then [ (if ssh.startWhenNeeded or false then "sshd.socket" else "sshd.service") ] else [ ])
     ++ (if avahi.enable then [ "avahi-daemon.service" ] else [ ])
     ++ (if resolved then [ "systemd-resolved.service" ] else [ ])
-    ++ (
-      if fw.enable then
-        [
-          (if nftables then "nftables.service" else "firewall.service")
-        ]
-      else
-        [ ]
-    );
+    ++ (if fw.enable then [ firewallUnit ] else [ ]);
 
   firewall = {
     inherit (fw) enable;
-    backend = if nftables then "nftables" else "iptables";
+    inherit backend;
     # Only what is open on every interface: networking.firewall.interfaces.*
     # opens ports to some networks, not to everyone.
     tcp = if fw.enable then uniqueSorted (fw.allowedTCPPorts ++ expandRanges fw.allowedTCPPortRanges) else [ ];

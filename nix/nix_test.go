@@ -186,11 +186,29 @@ func set(m map[string]any, path string, v any) {
 }
 
 func TestExpectations(t *testing.T) {
+	// nixos-25.11's nixos/modules/services/networking/firewall.nix declares
+	// networking.firewall.backend (enum iptables, nftables, firewalld); the
+	// expectations read it only where `options` has it.
+	withBackend := map[string]any{"networking": map[string]any{"firewall": map[string]any{"backend": map[string]any{}}}}
 	for _, tc := range []struct {
 		name    string
 		changes map[string]any // dotted path -> value; nil deletes
+		options map[string]any // the module system's options, for `options ? …`
 	}{
-		{"zfs", nil},
+		{"zfs", nil, nil},
+		// The option is there and says iptables, as its default does
+		// without firewalld or networking.nftables.enable.
+		{"backend-option-iptables", map[string]any{"networking.firewall.backend": "iptables"}, withBackend},
+		{"firewalld", map[string]any{
+			"networking.firewall.backend":         "firewalld",
+			"networking.firewall.allowedTCPPorts": []int{22, 443},
+		}, withBackend},
+		// Only networking.nftables.enable decides without the option, and
+		// a stray backend value in config is not read.
+		{"nftables-no-backend-option", map[string]any{"networking.nftables.enable": true, "networking.firewall.backend": "firewalld"}, nil},
+		// services.openssh.startWhenNeeded: sshd.nix declares
+		// systemd.sockets.sshd, so the unit to expect is sshd.socket.
+		{"ssh-socket", map[string]any{"services.openssh.startWhenNeeded": true}, nil},
 		{"luks", map[string]any{
 			"disko": map[string]any{"devices": map[string]any{"disk": map[string]any{}}},
 			"fileSystems": map[string]any{
@@ -198,7 +216,7 @@ func TestExpectations(t *testing.T) {
 				"/boot": map[string]any{"mountPoint": "/boot", "device": "/dev/disk/by-partlabel/disk-main-ESP", "fsType": "vfat"},
 			},
 			"boot.initrd.luks.devices": map[string]any{"crypted": map[string]any{"device": "/dev/disk/by-partlabel/disk-main-luks"}},
-		}},
+		}, nil},
 		{"nftables", map[string]any{
 			"networking.nftables.enable":                       true,
 			"networking.firewall.allowedTCPPorts":              []int{22, 443},
@@ -207,14 +225,14 @@ func TestExpectations(t *testing.T) {
 			"fileSystems./nix.options":                         []string{"noauto"},
 			"services.openssh.settings.PermitRootLogin":        "no",
 			"services.openssh.settings.PasswordAuthentication": true,
-		}},
+		}, nil},
 		{"avahi-off", map[string]any{
 			"services.avahi.enable":               false,
 			"networking.firewall.allowedUDPPorts": []int{},
-		}},
-		{"no-publish", map[string]any{"services.avahi.publish.addresses": false}},
-		{"firewall-off", map[string]any{"networking.firewall.enable": false, "services.resolved.enable": false}},
-		{"no-sshd", map[string]any{"services.openssh.enable": false}},
+		}, nil},
+		{"no-publish", map[string]any{"services.avahi.publish.addresses": false}, nil},
+		{"firewall-off", map[string]any{"networking.firewall.enable": false, "services.resolved.enable": false}, nil},
+		{"no-sshd", map[string]any{"services.openssh.enable": false}, nil},
 		// As disko evaluates them: its "__root" pseudo-dataset carries the
 		// pool's rootFsOptions (lib/types/zpool.nix, line 432 at v1.12.0).
 		{"zfs-pool-encrypted", map[string]any{
@@ -229,7 +247,7 @@ func TestExpectations(t *testing.T) {
 				"rootFsOptions": map[string]any{"encryption": "off"},
 				"datasets":      map[string]any{"__root": map[string]any{"_name": "scratch", "options": map[string]any{"encryption": "off"}}},
 			},
-		}},
+		}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := fakeConfig()
@@ -239,8 +257,14 @@ func TestExpectations(t *testing.T) {
 			data, _ := json.Marshal(cfg)
 			in := filepath.Join(t.TempDir(), "config.json")
 			os.WriteFile(in, data, 0o644)
+			opts, _ := json.Marshal(tc.options)
+			if tc.options == nil {
+				opts = []byte("{}")
+			}
+			optsFile := filepath.Join(t.TempDir(), "options.json")
+			os.WriteFile(optsFile, opts, 0o644)
 			out, err := nixtest.Run(t, "--eval", "--strict", "--json", "--expr",
-				fmt.Sprintf(`import %s/nix/expectations.nix { config = builtins.fromJSON (builtins.readFile %s); }`, repoRoot(t), in))
+				fmt.Sprintf(`import %s/nix/expectations.nix { config = builtins.fromJSON (builtins.readFile %s); options = builtins.fromJSON (builtins.readFile %s); }`, repoRoot(t), in, optsFile))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,0 +1,36 @@
+package verify
+
+import (
+	"strings"
+	"testing"
+)
+
+// The firewalld backend (networking.firewall.backend in nixos-25.11) is a
+// SKIP with its reason, never a judge of nixos-fw chains it does not have.
+func TestFirewallApplies(t *testing.T) {
+	for _, tc := range []struct {
+		backend string
+		enable  bool
+		applies bool
+		why     string
+	}{
+		{"iptables", true, true, ""},
+		{"nftables", true, true, ""},
+		{"firewalld", true, false, "firewalld backend is not read"},
+		{"iptables", false, false, "the firewall is off"},
+	} {
+		e := nixosExpect()
+		e.Firewall.Backend, e.Firewall.Enable = tc.backend, tc.enable
+		ok, why := firewallCheck.Applies(e)
+		if ok != tc.applies || !strings.Contains(why, tc.why) {
+			t.Errorf("%s (enable %v): applies %v %q, want %v %q", tc.backend, tc.enable, ok, why, tc.applies, tc.why)
+		}
+	}
+	e, err := ParseExpectations([]byte(`{"hostname": "web1", "services": ["firewalld.service"], "firewall": {"enable": true, "backend": "firewalld", "tcp": [22], "udp": []}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := firewallCheck.Applies(e); ok {
+		t.Error("the firewall check applies to a firewalld host")
+	}
+}
