@@ -421,6 +421,7 @@ func TestFlakeOutputs(t *testing.T) {
 		Version  string                       `json:"version"`
 		Shell    []string                     `json:"shell"`
 		Lib      []string                     `json:"lib"`
+		Fmt      map[string]string            `json:"fmt"`
 	}
 	evalJSON(t, fmt.Sprintf(`let o = import %[1]s/nix/testdata/fake-inputs.nix { root = %[1]s; }; in {
 		apps = builtins.mapAttrs (_: builtins.mapAttrs (_: a: a.meta.description)) o.apps;
@@ -435,6 +436,7 @@ func TestFlakeOutputs(t *testing.T) {
 		version = o.packages.x86_64-linux.keystone.version;
 		shell = o.devShells.x86_64-linux.default.shell;
 		lib = builtins.attrNames o.lib;
+		fmt = o.formatter;
 	}`, root), &got)
 
 	for _, system := range []string{"x86_64-linux", "aarch64-linux"} {
@@ -476,6 +478,24 @@ func TestFlakeOutputs(t *testing.T) {
 	}
 	if got.Disko["installTest"] != true || got.Disko["extra"] != float64(1) || !reflect.DeepEqual(got.Disko["hook"], map[string]any{"forced": ""}) {
 		t.Errorf("test-server-disko: %v", got.Disko)
+	}
+	// boot.initrd.preDeviceCommands exists only in the scripted initrd
+	// (stage-1.nix): under the systemd initrd it must not be defined, as
+	// disko's lib/tests.nix guards its own copy with
+	// lib.mkIf (!config.boot.initrd.systemd.enable).
+	line := "echo -n 'secretsecret' > /tmp/secret.key"
+	wantPre := map[string]any{
+		"scripted": map[string]any{"_type": "if", "condition": true, "content": line},
+		"systemd":  map[string]any{"_type": "if", "condition": false, "content": line},
+	}
+	if !reflect.DeepEqual(got.Disko["preDevice"], wantPre) {
+		t.Errorf("test-server-disko's preDeviceCommands: %v, want %v", got.Disko["preDevice"], wantPre)
+	}
+	// `nix fmt` runs the formatter with no arguments: it must format the tree.
+	for _, system := range []string{"x86_64-linux", "aarch64-linux"} {
+		if got.Fmt[system] != "nixfmt-tree" {
+			t.Errorf("%s: formatter is %q, want pkgs.nixfmt-tree", system, got.Fmt[system])
+		}
 	}
 	if got.Version != "abc1234" || !reflect.DeepEqual(got.Lib, []string{"fleetInfo", "hostModules", "mkHosts"}) {
 		t.Errorf("version %q, lib %v", got.Version, got.Lib)
