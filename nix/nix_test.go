@@ -544,6 +544,7 @@ func TestDeployFacts(t *testing.T) {
 // deployFakeLib stands in for nixpkgs' lib in deploy.nix: mkOption returns
 // its argument, so a test reads .default and .defaultText.
 const deployFakeLib = `{ mkOption = x: x; literalExpression = x: { literalExpression = x; }; literalMD = x: { literalMD = x; };
+	mkDefault = v: { priority = 1000; value = v; };
 	types = { nullOr = x: x; str = "str"; bool = "bool"; port = "port"; listOf = x: x; attrsOf = x: x; enum = x: x; }; }`
 
 // deployOptions evaluates deploy.nix's options over a disko layout and a
@@ -551,9 +552,48 @@ const deployFakeLib = `{ mkOption = x: x; literalExpression = x: { literalExpres
 func deployOptions(t *testing.T, disko, deploy, expr string, v any) {
 	t.Helper()
 	evalJSON(t, fmt.Sprintf(`let
-		o = (import %s/nix/modules/deploy.nix { config = { disko = %s; keystone.deploy = %s; }; lib = %s; }).options.keystone.deploy;
+		m = import %s/nix/modules/deploy.nix { config = { disko = %s; keystone.deploy = %s; }; lib = %s; };
+		o = m.options.keystone.deploy;
 	in %s`, repoRoot(t), disko, deploy, deployFakeLib, expr), v)
 }
+
+// TestSSHPorts: sshd listens where deploy connects (services.openssh.ports,
+// which sshd.nix's openFirewall also opens: networking.firewall.
+// allowedTCPPorts = lib.optionals cfg.openFirewall cfg.ports), except behind
+// a forwarded port, where it stays on 22; and the port after kexec follows.
+func TestSSHPorts(t *testing.T) {
+	for _, tc := range []struct {
+		deploy    string
+		ports     []int
+		postKexec *int
+	}{
+		{`{ sshPort = 22; sshPortForwarded = false; }`, []int{22}, nil},
+		{`{ sshPort = 2222; sshPortForwarded = false; }`, []int{2222}, nil},
+		{`{ sshPort = 2222; sshPortForwarded = true; }`, []int{22}, ptr(2222)},
+	} {
+		var got struct {
+			Ports struct {
+				Priority int   `json:"priority"`
+				Value    []int `json:"value"`
+			} `json:"ports"`
+			PostKexec *int `json:"postKexec"`
+			Text      any  `json:"text"`
+		}
+		deployOptions(t, `{ devices = { }; }`, tc.deploy, `{
+			ports = m.config.services.openssh.ports;
+			postKexec = o.postKexecSSHPort.default;
+			text = o.postKexecSSHPort.defaultText;
+		}`, &got)
+		if got.Ports.Priority != 1000 || !reflect.DeepEqual(got.Ports.Value, tc.ports) {
+			t.Errorf("%s: services.openssh.ports %+v, want mkDefault %v", tc.deploy, got.Ports, tc.ports)
+		}
+		if !reflect.DeepEqual(got.PostKexec, tc.postKexec) || got.Text == nil {
+			t.Errorf("%s: postKexecSSHPort default %v (defaultText %v), want %v", tc.deploy, got.PostKexec, got.Text, tc.postKexec)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // TestDiskSecretLayouts: diskSecret finds /tmp/secret.key wherever disko
 // reads it. The layouts are shaped as disko v1.12.0 takes them: the top
@@ -626,15 +666,12 @@ func TestDiskSecretLayouts(t *testing.T) {
 // mkDefault (1000), where nixpkgs and profiles/hardened.nix put theirs: two
 // definitions at one priority would not evaluate.
 func TestServerSysctls(t *testing.T) {
-	fakeLib := `{
-		mkIf = c: v: v; mkDefault = v: { priority = 1000; value = v; }; mkOverride = p: v: { priority = p; value = v; };
-		mkEnableOption = x: x; mapAttrs = builtins.mapAttrs;
-	}`
+	fakeLib := serverFakeLib
 	var got map[string]struct {
 		Priority int `json:"priority"`
 	}
 	evalJSON(t, fmt.Sprintf(`(import %s/nix/modules/server.nix {
-		config.keystone.server.enable = true; lib = %s; pkgs = { vim = 1; git = 1; htop = 1; tmux = 1; lsof = 1; };
+		config.keystone.server.enable = true; options = { }; lib = %s; pkgs = { vim = 1; git = 1; htop = 1; tmux = 1; lsof = 1; };
 	}).config.boot.kernel.sysctl`, repoRoot(t), fakeLib), &got)
 	if len(got) == 0 {
 		t.Fatal("the server profile sets no sysctl")
@@ -642,6 +679,49 @@ func TestServerSysctls(t *testing.T) {
 	for key, v := range got {
 		if v.Priority == 0 || v.Priority >= 1000 {
 			t.Errorf("%s has priority %d, want under 1000 (mkDefault)", key, v.Priority)
+		}
+	}
+}
+
+// serverFakeLib stands in for nixpkgs' lib in server.nix. mkIf passes its
+// content through (the tests enable the profile); mkDefault and mkOverride
+// keep the priority as lib/modules.nix's do (mkDefault = mkOverride 1000);
+// optionalAttrs is lib/attrsets.nix's.
+const serverFakeLib = `{
+	mkIf = c: v: v; mkDefault = v: { priority = 1000; value = v; }; mkOverride = p: v: { priority = p; value = v; };
+	mkEnableOption = x: x; mapAttrs = builtins.mapAttrs; optionalAttrs = cond: as: if cond then as else { };
+}`
+
+// TestServerResolved: resolved's mDNS and LLMNR are off through
+// services.resolved.settings where nixpkgs declares it (a newer
+// resolved.nix asserts settings.Resolve.MulticastDNS == false next to
+// avahi: `cfg.settings.Resolve.MulticastDNS != false ->
+// !config.services.avahi.enable`), and by the drop-in where it does not
+// (nixos-25.11, which has extraConfig).
+func TestServerResolved(t *testing.T) {
+	for _, tc := range []struct {
+		name, options string
+		settings      bool
+	}{
+		{"25.11", `{ services.resolved = { enable = { }; extraConfig = { }; }; }`, false},
+		{"with settings", `{ services.resolved = { enable = { }; settings = { }; }; }`, true},
+	} {
+		var got struct {
+			Resolved map[string]any `json:"resolved"`
+			Etc      map[string]any `json:"etc"`
+		}
+		evalJSON(t, fmt.Sprintf(`let c = (import %s/nix/modules/server.nix {
+			config.keystone.server.enable = true; options = %s; lib = %s; pkgs = { vim = 1; git = 1; htop = 1; tmux = 1; lsof = 1; };
+		}).config; in { resolved = c.services.resolved; etc = c.environment.etc; }`, repoRoot(t), tc.options, serverFakeLib), &got)
+		_, dropIn := got.Etc["systemd/resolved.conf.d/keystone-mdns.conf"]
+		off := map[string]any{"priority": float64(1000), "value": false}
+		want := map[string]any{"MulticastDNS": off, "LLMNR": off}
+		settings, _ := got.Resolved["settings"].(map[string]any)
+		switch {
+		case tc.settings && (dropIn || !reflect.DeepEqual(settings["Resolve"], want)):
+			t.Errorf("%s: resolved %v, etc %v; want settings.Resolve %v and no drop-in", tc.name, got.Resolved, got.Etc, want)
+		case !tc.settings && (!dropIn || settings != nil):
+			t.Errorf("%s: resolved %v, etc %v; want the drop-in and no settings", tc.name, got.Resolved, got.Etc)
 		}
 	}
 }

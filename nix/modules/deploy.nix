@@ -3,6 +3,7 @@
 # `nix eval --json .#nixosConfigurations.NAME.config.keystone`.
 { config, lib, ... }:
 let
+  cfg = config.keystone.deploy;
   devices = config.disko.devices or { };
   disks = builtins.attrValues (devices.disk or { });
   # gpt's partitions are an attrset, the legacy msdos table's a list
@@ -75,7 +76,18 @@ in
     sshPort = lib.mkOption {
       type = lib.types.port;
       default = 22;
-      description = "SSH port the host is reached at.";
+      description = "SSH port deploy and verify connect to. sshd listens on it too (services.openssh.ports defaults to it, and the server profile's firewall opens it), unless sshPortForwarded says it is a forwarded port in front of 22.";
+    };
+    sshPortForwarded = lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      description = "sshPort is a port forwarded to the host's port 22 (NAT, a port-forwarding router or load balancer): sshd keeps listening on 22 and only the connection uses sshPort.";
+    };
+    postKexecSSHPort = lib.mkOption {
+      type = lib.types.nullOr lib.types.port;
+      default = if cfg.sshPortForwarded then cfg.sshPort else null;
+      defaultText = lib.literalExpression "if config.keystone.deploy.sshPortForwarded then config.keystone.deploy.sshPort else null";
+      description = "Port deploy connects to once nixos-anywhere has kexec'd into its installer, whose sshd listens on 22 (nixos-anywhere's --post-kexec-ssh-port); null means 22. With sshPortForwarded it is sshPort, the forwarded port in front of that 22.";
     };
     buildOn = lib.mkOption {
       type = lib.types.enum [
@@ -113,4 +125,9 @@ in
       description = "The layout reads its encryption secret from /tmp/secret.key at install time, so deploy needs --disk-password-file.";
     };
   };
+
+  # sshd listens where deploy and verify connect, so the expectations, the
+  # firewall (openFirewall opens services.openssh.ports) and sshd agree. A
+  # default: a host can list its own ports.
+  config.services.openssh.ports = lib.mkDefault [ (if cfg.sshPortForwarded then 22 else cfg.sshPort) ];
 }
