@@ -34,3 +34,16 @@ func TestFirewallApplies(t *testing.T) {
 		t.Error("the firewall check applies to a firewalld host")
 	}
 }
+
+// With services.openssh.startWhenNeeded the expectations name sshd.socket:
+// a listening socket is a healthy one (systemctl show prints
+// ActiveState=active, SubState=listening for it).
+func TestServicesTakesSocket(t *testing.T) {
+	e := nixosExpect()
+	e.Services = []string{"sshd.socket", "firewalld.service"}
+	out := "Id=sshd.socket\nNames=sshd.socket\nLoadState=loaded\nActiveState=active\nSubState=listening\n\n" +
+		"Id=firewalld.service\nNames=firewalld.service dbus-org.fedoraproject.FirewallD1.service\nLoadState=loaded\nActiveState=active\nSubState=running\n"
+	if status, says := servicesCheck.Judge(e, []Output{{Stdout: out}}); status != Pass || !strings.Contains(says, "sshd.socket (listening)") {
+		t.Errorf("services: %v %q", status, says)
+	}
+}
