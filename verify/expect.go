@@ -28,7 +28,7 @@ type Expectations struct {
 
 type Firewall struct {
 	Enable  bool   `json:"enable"`
-	Backend string `json:"backend"` // "iptables" or "nftables"
+	Backend string `json:"backend"` // "iptables", "nftables" or "firewalld"
 	TCP     []int  `json:"tcp"`
 	UDP     []int  `json:"udp"`
 }
@@ -100,8 +100,9 @@ func (e *Expectations) check() error {
 		return err
 	}
 	if f := e.Firewall; f != nil {
-		if f.Enable && f.Backend != "iptables" && f.Backend != "nftables" {
-			return fmt.Errorf("firewall backend %q is neither iptables nor nftables", f.Backend)
+		// networking.firewall.backend's enum in nixos-25.11's firewall.nix.
+		if f.Enable && !slices.Contains([]string{"iptables", "nftables", "firewalld"}, f.Backend) {
+			return fmt.Errorf("firewall backend %q is not iptables, nftables or firewalld", f.Backend)
 		}
 		if err := checkPorts("firewall tcp", f.TCP); err != nil {
 			return err
