@@ -11,6 +11,7 @@ import (
 var floors = map[string]int{
 	"cmd":      4,
 	"deploy":   3,
+	"enroll":   3,
 	"verify":   2,
 	"fleet":    1,
 	"generate": 1,

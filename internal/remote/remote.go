@@ -3,6 +3,7 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -41,7 +42,15 @@ func New(client *ssh.Client, sudo bool, timeout time.Duration) *Runner {
 // Run runs cmd with sh, bounded twice: by timeout(1) on the host, so nothing
 // is left running there, and by a local timer, so a dead connection cannot
 // hang the caller.
-func (r *Runner) Run(ctx context.Context, cmd string) Output {
+func (r *Runner) Run(ctx context.Context, cmd string) Output { return r.run(ctx, cmd, nil) }
+
+// RunInput is Run with input on the command's stdin: for secrets, which
+// must never be in a command line (every user of the host can read those).
+func (r *Runner) RunInput(ctx context.Context, cmd string, input []byte) Output {
+	return r.run(ctx, cmd, input)
+}
+
+func (r *Runner) run(ctx context.Context, cmd string, input []byte) Output {
 	select {
 	case r.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -56,6 +65,9 @@ func (r *Runner) Run(ctx context.Context, cmd string) Output {
 	defer s.Close()
 	var stdout, stderr strings.Builder
 	s.Stdout, s.Stderr = &stdout, &stderr
+	if input != nil {
+		s.Stdin = bytes.NewReader(input)
+	}
 	// Whole seconds, at least 1: `timeout 0` would mean no limit at all.
 	secs := max(1, int(math.Ceil(r.timeout.Seconds())))
 	line := fmt.Sprintf("timeout -k 2 %d sh -c %s", secs, Quote(cmd))
