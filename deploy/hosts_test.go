@@ -1,0 +1,144 @@
+package deploy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/keystone-nix/keystone/internal/target"
+	"github.com/keystone-nix/keystone/internal/testhost"
+)
+
+// anywhereSSH plays the part of nixos-anywhere that decides where ssh
+// and nix go, with the real ssh and nix, line for line as
+// src/nixos-anywhere.sh (1.13.0; 1.12.0 is the same here) does it:
+//   - sshArgs starts as line 69 makes it (with BatchMode for the test,
+//     and the -i key used directly instead of its copy);
+//   - parseArgs: -p appends "-p PORT", --ssh-option appends "-o OPT";
+//   - main: sshHost="${sshConnection//*@/}" (line 975), ssh -G;
+//   - runSsh: ssh "$sshTtyParam" "${sshArgs[@]}" "$sshConnection" (line 480);
+//   - nixosInstall: nix copy --to "ssh://$sshConnection?remote-store=…" with
+//     NIX_SSHOPTS="${sshArgs[*]}" (lines 861, 488; here `nix store ping`);
+//   - runKexec: the value after -p becomes $postKexecSshPort and the user
+//     root (lines 813-826).
+//
+// It runs in a mount namespace where /root is $KS_HOME, so ssh reads the
+// test's ~/.ssh/config (ssh takes ~ from the passwd entry, not $HOME).
+const anywhereSSH = `#!/bin/bash
+set -euo pipefail
+if [ -z "${KS_NS:-}" ]; then
+  exec env KS_NS=1 unshare --mount --propagation private sh -c 'mount --bind "$KS_HOME" /root && exec "$0" "$@"' "$0" "$@"
+fi
+sshArgs=("-o" "IdentitiesOnly=yes" "-o" "UserKnownHostsFile=/dev/null" "-o" "StrictHostKeyChecking=no" "-o" "BatchMode=yes" "-o" "LogLevel=ERROR")
+postKexecSshPort=22
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+  -f | --flake) shift ;;
+  --target-host) sshConnection=$2; shift ;;
+  -i) sshArgs+=("-i" "$2"); shift ;;
+  -p | --ssh-port) sshArgs+=("-p" "$2"); shift ;;
+  --ssh-option) sshArgs+=("-o" "$2"); shift ;;
+  --post-kexec-ssh-port) postKexecSshPort=$2; shift ;;
+  *) echo "stand-in: unexpected $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+echo "### Uploading install SSH keys ###"
+sshUser=$(ssh "${sshArgs[@]}" -G "${sshConnection}" | awk '/^user / { print $2 }')
+sshHost="${sshConnection//*@/}"
+ssh -T "${sshArgs[@]}" "$sshConnection" 'echo "before kexec: $(hostname) $SSH_CONNECTION"'
+echo "### Switching system into kexec ###"
+for i in "${!sshArgs[@]}"; do
+  if [[ ${sshArgs[i]} == "-p" ]]; then
+    sshArgs[i + 1]=$postKexecSshPort
+    break
+  fi
+done
+sshConnection="root@${sshHost}"
+ssh -T "${sshArgs[@]}" "$sshConnection" 'echo "after kexec: $(hostname) $SSH_CONNECTION"'
+echo "### Installing NixOS ###"
+NIX_SSHOPTS="${sshArgs[*]}" nix --extra-experimental-features nix-command store ping \
+  --store "ssh://$sshConnection?remote-store=local%3Froot=$KS_STORE&compress=true"
+echo "### Rebooting ###"
+`
+
+// Defects 2, 11 and 14 against a real sshd: the target listens on 2222
+// before kexec and on 22 after it (the kexec image's port), over IPv4
+// and IPv6, while ~/.ssh/config sends every host elsewhere.
+func TestArgvReachesTheCheckedHost(t *testing.T) {
+	for _, c := range []string{"ssh", "nix", "unshare"} {
+		if _, err := exec.LookPath(c); err != nil {
+			t.Fatalf("%s is not installed (apt-get install openssh-client nix-bin util-linux): %v", c, err)
+		}
+	}
+	signer, key := testhost.ClientKey(t)
+	h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}, Port: 2222,
+		ExtraSSHDConfig: []string{"Port 22"}, OpenTCP: []int{2222, 22}})
+	v6 := addIPv6(t, h)
+
+	home := t.TempDir()
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	// Loopback and a closed port: where the user's config would have sent it.
+	os.WriteFile(filepath.Join(home, ".ssh", "config"), []byte("Host *\n  HostName 127.0.0.2\n  Port 1\n  User nobody\n"), 0o600)
+	bin := t.TempDir()
+	program := filepath.Join(bin, "nixos-anywhere")
+	os.WriteFile(program, []byte(anywhereSSH), 0o755)
+	t.Setenv("KS_HOME", home)
+
+	for _, host := range []string{h.Addr, v6} {
+		t.Run(host, func(t *testing.T) {
+			t.Setenv("KS_STORE", strings.ReplaceAll(t.TempDir(), "/", "%2F"))
+			in := Install{Flake: ".", Name: "web1", Target: target.Target{User: "root", Host: host, Port: 2222}, Identity: key}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			var out strings.Builder
+			var p Progress
+			err := RunInstall(ctx, program, in, &out, "", &p)
+			t.Logf("argv %q\n%s", in.Argv(), out.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []string{
+				"before kexec: " + h.Name + " ", " " + host + " 2222\n",
+				"after kexec: " + h.Name + " ", " " + host + " 22\n",
+				"Store URL: ssh://root@",
+			} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("output lacks %q", want)
+				}
+			}
+		})
+	}
+}
+
+// addIPv6 gives the host and the machine addresses in a ULA /64 of their
+// own on the host's veth pair, and returns the host's.
+func addIPv6(t *testing.T, h *testhost.Host) string {
+	t.Helper()
+	b := make([]byte, 6)
+	rand.Read(b)
+	prefix := "fd" + hex.EncodeToString(b[:1]) + ":" + hex.EncodeToString(b[1:3]) + ":" + hex.EncodeToString(b[3:5]) + ":" + hex.EncodeToString(b[5:]) + "::"
+	veth := h.NS + "-h" // testhost names the machine's end after the namespace
+	for _, args := range [][]string{
+		{"addr", "add", prefix + "1/64", "dev", veth, "nodad"},
+		{"-n", h.NS, "addr", "add", prefix + "2/64", "dev", "eth0", "nodad"},
+		// The test host's firewall drops neighbour discovery, which IPv6
+		// needs to reach it at all (NixOS's firewall lets it in).
+		{"netns", "exec", h.NS, "nft", "insert", "rule", "inet", "nixos-fw", "input",
+			"icmpv6", "type", "{", "nd-neighbor-solicit,", "nd-neighbor-advert", "}", "accept"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	// The namespace goes with the host; the machine's address with the veth.
+	return prefix + "2"
+}
