@@ -4,15 +4,19 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
+	"github.com/keystone-nix/keystone/internal/remote"
 	"github.com/keystone-nix/keystone/internal/target"
 	"github.com/keystone-nix/keystone/internal/testhost"
 )
@@ -141,4 +145,123 @@ func addIPv6(t *testing.T, h *testhost.Host) string {
 	}
 	// The namespace goes with the host; the machine's address with the veth.
 	return prefix + "2"
+}
+
+// Gather and ListDisks against the test hosts, which are what a kexec
+// install must refuse: containers (Docker for the sshd host, which shares
+// this machine's filesystem; systemd-nspawn for Debian) on a kernel without
+// kexec, Debian without cpio. Their one disk is this machine's virtio disk
+// without a serial, holding /.
+func TestGatherOnTestHosts(t *testing.T) {
+	signer, _ := testhost.ClientKey(t)
+	keys := []ssh.PublicKey{signer.PublicKey()}
+	vdaSize := localDiskSize(t, "vda")
+	for _, tc := range []struct {
+		name      string
+		host      func() *testhost.Host
+		container string
+		missing   []string
+		rootDisk  string // the container's / is an overlay
+	}{
+		{"sshd", func() *testhost.Host { return testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: keys}) }, "docker", []string{"cpio"}, "/dev/vda"},
+		{"debian", func() *testhost.Host { return testhost.Debian(t, testhost.DebianOptions{AuthorizedKeys: keys}) }, "systemd-nspawn", []string{"cpio"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := os.Stat("/.dockerenv"); tc.container == "docker" && err != nil {
+				t.Fatalf("this test expects the Docker container it was written in: %v", err)
+			}
+			h := tc.host()
+			r := remote.New(h.Dial(t, signer), false, 30*time.Second)
+			ctx := context.Background()
+			// A 20 GiB loop device, under a name of its own in the target.
+			layout, loop := attachDisk(t, h, 20<<30)
+			f, err := Gather(ctx, r, []string{layout, "/dev/disk/by-id/nvme-missing"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !f.Root || f.Via != "" || f.Container != tc.container || strings.Join(f.MissingTools, ",") != strings.Join(tc.missing, ",") ||
+				f.KexecLoadDisabled != "" || f.Arch != "x86_64" || f.MemTotal == 0 || strings.Count(f.BootID, "/") != 1 {
+				t.Errorf("facts %+v", f)
+			}
+			if len(f.Disks) != 2 || f.Disks[0].Path != layout || f.Disks[0].Resolved != loop || f.Disks[0].Size != 20<<30 ||
+				f.Disks[0].Type != "loop" || f.Disks[0].System || !f.Disks[1].Missing || strings.Join(f.RootDisks, " ") != tc.rootDisk {
+				t.Errorf("layout disks %+v, root disks %v, inventory %+v", f.Disks, f.RootDisks, f.Inventory)
+			}
+			var what []string
+			for _, r := range Judge(f, Policy{}) {
+				what = append(what, r.What)
+			}
+			all := strings.Join(what, "\n")
+			for _, want := range []string{tc.container + " container, which cannot kexec", "has no kexec", "nvme-missing does not exist"} {
+				if !strings.Contains(all, want) {
+					t.Errorf("refusals %q lack %q", what, want)
+				}
+			}
+			if strings.Contains(all, "holds the running system") {
+				t.Errorf("a kexec target's own disk refused: %q", what)
+			}
+
+			disks, err := ListDisks(ctx, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(disks) != 1 || disks[0].Path != "/dev/vda" || disks[0].Stable || disks[0].Size != vdaSize || disks[0].Removable || disks[0].BootMedium ||
+				disks[0].System != (tc.rootDisk != "") {
+				t.Errorf("disks %+v", disks)
+			}
+			var b strings.Builder
+			WriteDisks(&b, disks)
+			if !strings.Contains(b.String(), "(no stable name)  /dev/vda") {
+				t.Errorf("table:\n%s", b.String())
+			}
+			if d, err := ChooseDisk(disks, 5<<30); err != nil || d.Resolved != "/dev/vda" {
+				t.Errorf("ChooseDisk: %+v, %v", d, err)
+			}
+		})
+	}
+}
+
+// attachDisk makes a sparse loop device and a node for it inside the
+// target, and returns the node and the loop device's name.
+func attachDisk(t *testing.T, h *testhost.Host, size int64) (node, loop string) {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", img).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	loop = strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	var st unix.Stat_t
+	if err := unix.Stat(loop, &st); err != nil {
+		t.Fatal(err)
+	}
+	node = fmt.Sprintf("/dev/kstest%d", unix.Minor(st.Rdev))
+	if _, err := h.Run(t, "mknod", node, "b", fmt.Sprint(unix.Major(st.Rdev)), fmt.Sprint(unix.Minor(st.Rdev))); err != nil {
+		t.Fatal(err)
+	}
+	// The sshd host shares this machine's /dev.
+	t.Cleanup(func() { h.Run(t, "rm", "-f", node) })
+	return node, loop
+}
+
+// localDiskSize reads a disk's size from this machine's sysfs, which the
+// test hosts share.
+func localDiskSize(t *testing.T, name string) int64 {
+	t.Helper()
+	data, err := os.ReadFile("/sys/block/" + name + "/size")
+	if err != nil {
+		t.Fatalf("this test expects the machine's disk %s: %v", name, err)
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n * 512
 }
