@@ -21,7 +21,8 @@ import (
 // standIn plays nixos-anywhere: it records its argv, prints its steps, and
 // does what an install visibly does to the target over ssh, as
 // nixos-anywhere does: copies the --extra-files tree (the new host key)
-// into it and reboots it. STANDIN_MODE=noreboot skips both, =hang sleeps.
+// into it and reboots it. STANDIN_MODE=noreboot says it did both and does
+// neither (a host that hangs on its way down), =hang sleeps.
 const standIn = `#!/bin/bash
 set -eu
 printf '%s\n' "$@" > "$STANDIN_ARGV"
@@ -41,10 +42,10 @@ echo "### Formatting hard drive with disko ###"
 case "${STANDIN_MODE:-}" in
   hang) echo "### Installing NixOS ###"; sleep 300 ;;
   fail) echo "disko: no such device" >&2; exit 1 ;;
-  noreboot) echo "### Done! ###"; exit 0 ;;
+  noreboot) echo "### Installing NixOS ###"; echo "### Rebooting ###"; echo "### Done! ###"; exit 0 ;;
 esac
 echo "### Installing NixOS ###"
-tar -C "$extra" -cf - . | "${ssh[@]}" 'tar -C / --no-same-owner -xf - && chmod 600 /etc/ssh/ssh_host_ed25519_key'
+tar -C "$extra" -cf - . | "${ssh[@]}" 'tar -C / --no-same-owner -xf - && chmod 600 /etc/ssh/ssh_host_ed25519_key && printf "ID=nixos\nPRETTY_NAME=\"NixOS 25.11\"\n" > /etc/os-release'
 echo "### Rebooting ###"
 "${ssh[@]}" 'systemctl reboot' || true
 echo "### Done! ###"
@@ -65,6 +66,7 @@ type deployEnv struct {
 func newDeployEnv(t *testing.T) *deployEnv {
 	signer, key := testhost.ClientKey(t)
 	h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-deploy", AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	asInstaller(t, h)
 	bin := t.TempDir()
 	if err := os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(standIn), 0o755); err != nil {
 		t.Fatal(err)
@@ -76,6 +78,17 @@ func newDeployEnv(t *testing.T) *deployEnv {
 	os.WriteFile(e.password, []byte("correct horse battery"), 0o600)
 	e.disk = attachDisk(t, h, 20<<30)
 	return e
+}
+
+// asInstaller makes the target say it is the NixOS live installer: a
+// Debian container is no target nixos-anywhere can kexec (no kexec in a
+// container, nor in this machine's kernel), and the stand-in's install
+// makes it say NixOS, as a real one does.
+func asInstaller(t *testing.T, h *testhost.Host) {
+	t.Helper()
+	if _, err := h.Run(t, "sh", "-c", `printf 'ID=nixos\nVARIANT_ID=installer\nPRETTY_NAME="NixOS 25.11 (Xantusia)"\n' > /etc/os-release`); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // attachDisk makes a sparse loop device and its node inside the target.
@@ -398,6 +411,7 @@ func TestDeployAll(t *testing.T) {
 	t.Setenv("STANDIN_ARGV", filepath.Join(t.TempDir(), "argv"))
 	for _, name := range []string{"alpha", "beta"} {
 		h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-" + name, AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+		asInstaller(t, h)
 		disk := attachDisk(t, h, 20<<30)
 		k := map[string]any{"vm": true, "deploy": map[string]any{
 			"targetHost": h.Addr, "targetUser": "root", "sshPort": h.Port, "buildOn": "auto", "disks": []string{disk},
