@@ -137,3 +137,20 @@ func TestWriteDisks(t *testing.T) {
 		t.Errorf("no disks: %s", b.String())
 	}
 }
+
+// Whatever the target prints, parsing it neither panics nor invents disks
+// without a kernel name.
+func FuzzParseDisks(f *testing.F) {
+	for _, name := range []string{"lsblk-docker-vm.json", "lsblk-docker-vm-mountpoint.json", "lsblk-installer-chroot.json"} {
+		data, _ := os.ReadFile("testdata/" + name)
+		f.Add(data, "/dev/disk/by-id/virtio-x /dev/vda\n")
+	}
+	f.Fuzz(func(t *testing.T, lsblk []byte, links string) {
+		disks, err := parseDisks(lsblk, links)
+		for _, d := range disks {
+			if err == nil && (d.Resolved == "" || d.Path == "") {
+				t.Errorf("disk without a name: %+v", d)
+			}
+		}
+	})
+}

@@ -57,3 +57,19 @@ func TestCheckExtra(t *testing.T) {
 		}
 	}
 }
+
+// Any argument list is judged without a panic, and what keystone owns is
+// never let through first.
+func FuzzCheckExtra(f *testing.F) {
+	f.Add("--flake\x00.#x")
+	f.Add("--option\x00a")
+	f.Add("--debug\x00--ssh-option\x00HostName=x")
+	f.Fuzz(func(t *testing.T, joined string) {
+		args := strings.Split(joined, "\x00")
+		if CheckExtra(args) == nil {
+			if _, owned := keystoneOwns[args[0]]; owned {
+				t.Errorf("%q accepted", args)
+			}
+		}
+	})
+}
