@@ -69,8 +69,12 @@ type Facts struct {
 // nixos-anywhere's get-facts.sh does: ID or ID_LIKE nixos, and
 // VARIANT_ID installer.
 func (f *Facts) Installer() bool {
-	nixos := strings.HasPrefix(f.OS["ID"], "nixos") || strings.HasPrefix(f.OS["ID_LIKE"], "nixos")
-	return nixos && strings.HasPrefix(f.OS["VARIANT_ID"], "installer")
+	return f.nixos() && strings.HasPrefix(f.OS["VARIANT_ID"], "installer")
+}
+
+// nixos is get-facts.sh's isNixos: grep -Eq 'ID(_LIKE)?="?nixos"?'.
+func (f *Facts) nixos() bool {
+	return strings.HasPrefix(f.OS["ID"], "nixos") || strings.HasPrefix(f.OS["ID_LIKE"], "nixos")
 }
 
 // rootProbe says, as the login user, who that is and whether sudo or
@@ -265,7 +269,7 @@ func Judge(f *Facts, p Policy) []Refusal {
 	case p.PinnedKey && !p.Reinstall:
 		add("the target answers with this host's pinned key: it is already installed",
 			"pass --reinstall to wipe and install it again")
-	case f.OS["ID"] == "nixos" && !p.Reinstall:
+	case f.nixos() && !p.Reinstall:
 		add(fmt.Sprintf("the target runs %s from disk, not the installer", cmp.Or(f.OS["PRETTY_NAME"], "NixOS")),
 			"boot the NixOS installer, or pass --reinstall to wipe this system")
 	}

@@ -79,8 +79,10 @@ func (p *Progress) Phase() string {
 	return p.phase
 }
 
-// MayHaveNewKey says whether the run got as far as the install, where
-// the extra files (the new host key) are copied to the target.
+// MayHaveNewKey says whether the run got as far as nixos-install (the
+// "Installing NixOS" step; "Copying extra files" put the new host key in
+// /mnt just before it): from there the next boot may answer with the new
+// key. The pin follows this, not the exit status alone.
 func (p *Progress) MayHaveNewKey() bool {
 	return p.reached(installPhase)
 }
