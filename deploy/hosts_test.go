@@ -265,3 +265,49 @@ func localDiskSize(t *testing.T, name string) int64 {
 	}
 	return n * 512
 }
+
+// Defect 9 over SSH: a login that is not root (a stand-in id says 1000
+// unless doas or sudo ran it) on a host with doas and no sudo gets root
+// through `doas -n`, as nixos-anywhere's importFacts picks it; with a sudo
+// that wants a password, it does not, even though doas would work.
+func TestGatherThroughDoas(t *testing.T) {
+	signer, _ := testhost.ClientKey(t)
+	for _, tc := range []struct {
+		name, via, noRoot string
+		sudo              bool
+	}{
+		{"doas", "doas", "", false},
+		{"sudo wants a password", "", "cannot sudo without a password (nixos-anywhere uses sudo where it is installed)", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := exec.LookPath("sudo"); err == nil {
+				t.Fatal("this test needs a machine without sudo: the test host shares its filesystem")
+			}
+			bin := t.TempDir()
+			scripts := map[string]string{
+				"id":   "#!/bin/sh\nif [ \"$1\" = -u ] && [ -z \"${KS_ROOT:-}\" ]; then echo 1000; else exec /usr/bin/id \"$@\"; fi\n",
+				"doas": "#!/bin/sh\n[ \"$1\" = -n ] || exit 1\nshift\nKS_ROOT=1 exec \"$@\"\n",
+			}
+			if tc.sudo {
+				scripts["sudo"] = "#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n"
+			}
+			for name, body := range scripts {
+				os.WriteFile(filepath.Join(bin, name), []byte(body), 0o755)
+			}
+			h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()},
+				ExtraSSHDConfig: []string{"SetEnv PATH=" + bin + ":/usr/sbin:/usr/bin:/sbin:/bin"}})
+			// What the flow makes for a user other than root.
+			r := remote.New(h.Dial(t, signer), true, 30*time.Second)
+			f, err := Gather(context.Background(), r, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Via != tc.via || f.Root != (tc.noRoot == "") || !strings.Contains(f.NoRoot, tc.noRoot) {
+				t.Errorf("via %q, root %v, %q", f.Via, f.Root, f.NoRoot)
+			}
+			if tc.noRoot == "" && (f.Arch != "x86_64" || f.OS["ID"] == "" || len(f.Inventory) == 0) {
+				t.Errorf("facts under doas: %+v", f)
+			}
+		})
+	}
+}
