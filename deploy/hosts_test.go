@@ -123,13 +123,18 @@ func TestArgvReachesTheCheckedHost(t *testing.T) {
 	}
 }
 
-// addIPv6 gives the host and the machine addresses in a ULA /64 of their
-// own on the host's veth pair, and returns the host's.
+// addIPv6 gives the host and the machine addresses in a /64 of their own
+// on the host's veth pair, and returns the host's. The /64 is in
+// fd00:254::/32, which a blackhole route keeps on this machine should the
+// veth be gone (the machine has an IPv6 default route).
 func addIPv6(t *testing.T, h *testhost.Host) string {
 	t.Helper()
-	b := make([]byte, 6)
+	if out, err := exec.Command("ip", "-6", "route", "replace", "blackhole", "fd00:254::/32").CombinedOutput(); err != nil {
+		t.Fatalf("blackhole route: %v: %s", err, out)
+	}
+	b := make([]byte, 4)
 	rand.Read(b)
-	prefix := "fd" + hex.EncodeToString(b[:1]) + ":" + hex.EncodeToString(b[1:3]) + ":" + hex.EncodeToString(b[3:5]) + ":" + hex.EncodeToString(b[5:]) + "::"
+	prefix := "fd00:254:" + hex.EncodeToString(b[:2]) + ":" + hex.EncodeToString(b[2:]) + "::"
 	veth := h.NS + "-h" // testhost names the machine's end after the namespace
 	for _, args := range [][]string{
 		{"addr", "add", prefix + "1/64", "dev", veth, "nodad"},
@@ -143,7 +148,7 @@ func addIPv6(t *testing.T, h *testhost.Host) string {
 			t.Fatalf("ip %v: %v: %s", args, err, out)
 		}
 	}
-	// The namespace goes with the host; the machine's address with the veth.
+	// The addresses go with the namespace and the veth pair.
 	return prefix + "2"
 }
 
