@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,6 +47,7 @@ type Options struct {
 	Timeout        time.Duration // for the whole nixos-anywhere run
 	Parallel       int           // hosts installed at a time
 	Extra          []string      // nixos-anywhere's own arguments, after --
+	PostKexecPort  int           // where the kexec installer's sshd is reached; 0 takes keystone.deploy.postKexecSSHPort, else 22
 	Program        string        // nixos-anywhere; "" looks it up on PATH
 }
 
@@ -86,6 +88,13 @@ func Run(ctx context.Context, hosts []fleet.Host, o Options, ui UI) error {
 		if program, err = exec.LookPath("nixos-anywhere"); err != nil && !o.DryRun {
 			return refused(hint.Errorf("run keystone through `nix run .#deploy`, which brings it, or install nixos-anywhere",
 				"nixos-anywhere is not on PATH"))
+		}
+	}
+	for _, h := range hosts {
+		for _, id := range h.Identities {
+			if err := CheckIdentity(id); err != nil {
+				return refused(err)
+			}
 		}
 	}
 	secret := ""
@@ -218,7 +227,7 @@ func preflight(ctx context.Context, h *fleet.Host, o Options, secret string) (*p
 	if p.facts, err = Gather(ctx, r, cfg.Deploy.Disks); err != nil {
 		return nil, exit.With(verify.ExitCannotReach, fmt.Errorf("pre-flight: %w", err))
 	}
-	policy := Policy{Reinstall: o.Reinstall, MinDiskBytes: map[string]int64{}}
+	policy := Policy{Reinstall: o.Reinstall, MinDiskBytes: map[string]int64{}, Extra: o.Extra}
 	if pinned, err := sshx.ReadPinned(h.PinFile); err == nil {
 		policy.PinnedKey = string(pinned.Marshal()) == string(client.HostKey.Marshal())
 	}
@@ -241,7 +250,15 @@ func preflight(ctx context.Context, h *fleet.Host, o Options, secret string) (*p
 	p.install = Install{
 		Flake: h.Flake, Name: h.Name, Target: h.Target, Identity: first(h.Identities),
 		BuildOn: cmp.Or(o.BuildOn, cfg.Deploy.BuildOn), DiskSecret: secret, Extra: o.Extra,
-		ExtraFiles: extraFilesPlaceholder,
+		ExtraFiles: extraFilesPlaceholder, PostKexecPort: o.PostKexecPort,
+	}
+	if p.install.PostKexecPort == 0 && cfg.Deploy.PostKexecSSHPort != nil {
+		p.install.PostKexecPort = *cfg.Deploy.PostKexecSSHPort
+	}
+	// nixos-anywhere goes where pre-flight looked, whatever a name
+	// resolves to later or ~/.ssh/config says.
+	if addr, ok := client.RemoteAddr().(*net.TCPAddr); ok {
+		p.install.HostAddr = addr.IP.String()
 	}
 	if o.HardwareConfig {
 		p.install.HardwareConfig = filepath.Join(filepath.Dir(h.PinFile), "facter.json")

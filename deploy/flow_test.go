@@ -53,6 +53,7 @@ func (u *ui) Ask(q string) (string, error) {
 func TestRun(t *testing.T) {
 	signer, key := testhost.ClientKey(t)
 	h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-flow", AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	testhost.AsInstaller(t, h)
 	disk := testhost.AttachDisk(t, h, 20<<30)
 	bin := t.TempDir()
 	os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(testhost.NixosAnywhere), 0o755)

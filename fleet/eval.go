@@ -17,13 +17,16 @@ import (
 type Keystone struct {
 	VM     bool `json:"vm"`
 	Deploy struct {
-		TargetHost     *string             `json:"targetHost"`
-		TargetUser     string              `json:"targetUser"`
-		SSHPort        int                 `json:"sshPort"`
-		BuildOn        string              `json:"buildOn"`
-		Disks          []string            `json:"disks"`
-		PartitionSizes map[string][]string `json:"partitionSizes"`
-		DiskSecret     bool                `json:"diskSecret"`
+		TargetHost *string `json:"targetHost"`
+		TargetUser string  `json:"targetUser"`
+		SSHPort    int     `json:"sshPort"`
+		// PostKexecSSHPort is where the kexec installer's sshd is reached:
+		// null means its own 22; a NAT forward in front of the host sets it.
+		PostKexecSSHPort *int                `json:"postKexecSSHPort"`
+		BuildOn          string              `json:"buildOn"`
+		Disks            []string            `json:"disks"`
+		PartitionSizes   map[string][]string `json:"partitionSizes"`
+		DiskSecret       bool                `json:"diskSecret"`
 	} `json:"deploy"`
 	Verify struct {
 		Expectations json.RawMessage `json:"expectations"`

@@ -57,6 +57,7 @@ Examples:
 			&cli.DurationFlag{Name: "timeout", Value: 60 * time.Minute, Usage: "limit for the whole nixos-anywhere run"},
 			&cli.BoolFlag{Name: "all", Usage: "install every host of the flake"},
 			&cli.IntFlag{Name: "parallel", Value: 1, Usage: "with --all, install `N` hosts at a time"},
+			&cli.IntFlag{Name: "post-kexec-ssh-port", Usage: "`PORT` the kexec installer's sshd is reached at (default: keystone.deploy.postKexecSSHPort, else 22)"},
 			&cli.StringFlag{Name: "config", Hidden: true, Usage: "read config.keystone from JSON `FILE` instead of nix eval (tests)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -71,6 +72,7 @@ Examples:
 				PasswordFile: c.String("disk-password-file"), BuildOn: c.String("build-on"),
 				HardwareConfig: c.Bool("hardware-config"), NoVerify: c.Bool("no-verify"),
 				Wait: c.Duration("wait"), Timeout: c.Duration("timeout"), Parallel: c.Int("parallel"), Extra: extra,
+				PostKexecPort: c.Int("post-kexec-ssh-port"),
 			}
 			if err := checkDeployOptions(hosts, o); err != nil {
 				return err
@@ -109,6 +111,11 @@ func checkDeployOptions(hosts fleet.Options, o deploy.Options) error {
 		return usageError{hint.Errorf("e.g. --timeout 60m --wait 10m", "--timeout and --wait must be more than 0")}
 	case o.Parallel < 1:
 		return usageError{hint.Errorf("--parallel 4 installs four hosts at a time", "--parallel must be 1 or more, got %d", o.Parallel)}
+	case o.PostKexecPort < 0 || o.PostKexecPort > 65535:
+		return usageError{hint.Errorf("e.g. --post-kexec-ssh-port 2222 for a port forwarded to the host's 22", "--post-kexec-ssh-port %d is not a port", o.PostKexecPort)}
+	}
+	if err := deploy.CheckExtra(o.Extra); err != nil {
+		return usageError{err}
 	}
 	if hosts.Target != "" {
 		if _, err := target.Parse(hosts.Target); err != nil {

@@ -33,6 +33,7 @@ type deployEnv struct {
 func newDeployEnv(t *testing.T) *deployEnv {
 	signer, key := testhost.ClientKey(t)
 	h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-deploy", AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	testhost.AsInstaller(t, h)
 	bin := t.TempDir()
 	if err := os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(testhost.NixosAnywhere), 0o755); err != nil {
 		t.Fatal(err)
@@ -216,6 +217,10 @@ func TestDeployRefusals(t *testing.T) {
 		{[]string{"web1", "--target", "root@"}, "the host is missing"},
 		{[]string{"web1", "-i", "/tmp/other"}, "deploy takes one -i, got 2"},
 		{[]string{"--all", "--target", "h"}, "--target applies to one host, not --all"},
+		{[]string{"web1", "--", "--flake", ".#other"}, "after --: --flake is keystone's to set"},
+		{[]string{"web1", "--", "--target-host", "root@192.0.2.99"}, "after --: --target-host is keystone's to set"},
+		{[]string{"web1", "--", "--phases", "kexec,disko"}, "after --: --phases is keystone's to set"},
+		{[]string{"web1", "--post-kexec-ssh-port", "70000"}, "--post-kexec-ssh-port 70000 is not a port"},
 	} {
 		args := append([]string{"deploy", "--config", e.config(nil), "--flake", e.flake, "-i", e.key,
 			"--disk-password-file", e.password, "--yes"}, tc.args...)
@@ -237,6 +242,24 @@ func TestDeployRefusals(t *testing.T) {
 			!strings.Contains(stdout, "--disk-encryption-keys /tmp/secret.key "+e.password) ||
 			!strings.Contains(stdout, "dry run: nothing was changed") || e.standInCalled() {
 			t.Errorf("exit %d\n%s", code, stdout)
+		}
+	})
+	t.Run("the kexec installer's port", func(t *testing.T) {
+		// Its sshd listens on 22 whatever -p is; a NAT forward says otherwise.
+		for _, tc := range []struct {
+			config any
+			flags  []string
+			want   string
+		}{
+			{nil, nil, "--post-kexec-ssh-port 22 "},
+			{2222, nil, "--post-kexec-ssh-port 2222 "},
+			{2222, []string{"--post-kexec-ssh-port", "2200"}, "--post-kexec-ssh-port 2200 "},
+		} {
+			cfg := e.config(func(k map[string]any) { k["deploy"].(map[string]any)["postKexecSSHPort"] = tc.config })
+			code, stdout, stderr := e.deploy(cfg, append([]string{"--dry-run"}, tc.flags...)...)
+			if code != 0 || !strings.Contains(stdout, tc.want) || !strings.Contains(stdout, "--target-host root@"+e.h.Addr) {
+				t.Errorf("config %v, flags %v: exit %d, want %q\n%s%s", tc.config, tc.flags, code, tc.want, stdout, stderr)
+			}
 		}
 	})
 	if e.h.BootIdentity(t) != bootBefore {
@@ -348,6 +371,7 @@ func TestDeployAll(t *testing.T) {
 	t.Setenv("STANDIN_ARGV", filepath.Join(t.TempDir(), "argv"))
 	for _, name := range []string{"alpha", "beta"} {
 		h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-" + name, AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+		testhost.AsInstaller(t, h)
 		disk := testhost.AttachDisk(t, h, 20<<30)
 		k := map[string]any{"vm": true, "deploy": map[string]any{
 			"targetHost": h.Addr, "targetUser": "root", "sshPort": h.Port, "buildOn": "auto", "disks": []string{disk},

@@ -14,7 +14,9 @@ import (
 // NixosAnywhere plays nixos-anywhere: it records its argv, prints its steps, and
 // does what an install visibly does to the target over ssh, as
 // nixos-anywhere does: copies the --extra-files tree (the new host key)
-// into it and reboots it. STANDIN_MODE=noreboot skips both, =hang sleeps.
+// into it, makes it say it is NixOS, and reboots it. STANDIN_MODE=noreboot
+// says it did both and does neither (a host that hangs on its way down),
+// =hang sleeps.
 const NixosAnywhere = `#!/bin/bash
 set -eu
 printf '%s\n' "$@" > "$STANDIN_ARGV"
@@ -34,10 +36,10 @@ echo "### Formatting hard drive with disko ###"
 case "${STANDIN_MODE:-}" in
   hang) echo "### Installing NixOS ###"; sleep 300 ;;
   fail) echo "disko: no such device" >&2; exit 1 ;;
-  noreboot) echo "### Done! ###"; exit 0 ;;
+  noreboot) echo "### Installing NixOS ###"; echo "### Rebooting ###"; echo "### Done! ###"; exit 0 ;;
 esac
 echo "### Installing NixOS ###"
-tar -C "$extra" -cf - . | "${ssh[@]}" 'tar -C / --no-same-owner -xf - && chmod 600 /etc/ssh/ssh_host_ed25519_key'
+tar -C "$extra" -cf - . | "${ssh[@]}" 'tar -C / --no-same-owner -xf - && chmod 600 /etc/ssh/ssh_host_ed25519_key && printf "ID=nixos\nPRETTY_NAME=\"NixOS 25.11\"\n" > /etc/os-release'
 echo "### Rebooting ###"
 "${ssh[@]}" 'systemctl reboot' || true
 echo "### Done! ###"
@@ -67,4 +69,14 @@ func AttachDisk(t testing.TB, h *Host, size int64) string {
 		t.Fatal(err)
 	}
 	return node
+}
+
+// AsInstaller makes the target say it is the NixOS live installer: a
+// Debian container is no target nixos-anywhere can kexec (no kexec in a
+// container, nor in this machine's kernel).
+func AsInstaller(t testing.TB, h *Host) {
+	t.Helper()
+	if _, err := h.Run(t, "sh", "-c", `printf 'ID=nixos\nVARIANT_ID=installer\nPRETTY_NAME="NixOS 25.11 (Xantusia)"\n' > /etc/os-release`); err != nil {
+		t.Fatal(err)
+	}
 }
