@@ -11,10 +11,15 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
+	"github.com/keystone-nix/keystone/fleet"
+	"github.com/keystone-nix/keystone/internal/exit"
 	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/remote"
+	"github.com/keystone-nix/keystone/internal/sshx"
 	"github.com/keystone-nix/keystone/internal/text"
+	"github.com/keystone-nix/keystone/verify"
 )
 
 // lsblkColumns are what ListDisks asks lsblk for. MOUNTPOINTS (every
@@ -288,4 +293,38 @@ func WriteDisksJSON(w io.Writer, disks []Disk) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(disks)
+}
+
+// TargetDisks connects to h read-only and lists its disks.
+func TargetDisks(ctx context.Context, h *fleet.Host) ([]Disk, error) {
+	client, err := sshx.Dial(ctx, h.SSH())
+	if err != nil {
+		return nil, exit.With(verify.ExitCannotReach, err)
+	}
+	defer client.Close()
+	disks, err := ListDisks(ctx, remote.New(client.Client, false, 30*time.Second))
+	if err != nil {
+		return nil, exit.With(verify.ExitCannotReach, err)
+	}
+	return disks, nil
+}
+
+// AutoDisk is the one disk of h that a layout of partition sizes (disko's)
+// fits on (new-host --disk auto). When there is not exactly one, the disks
+// go to w as a table and the error says why.
+func AutoDisk(ctx context.Context, h *fleet.Host, sizes []string, w io.Writer) (Disk, error) {
+	minBytes, err := MinDiskBytes(sizes)
+	if err != nil {
+		return Disk{}, err
+	}
+	disks, err := TargetDisks(ctx, h)
+	if err != nil {
+		return Disk{}, err
+	}
+	d, err := ChooseDisk(disks, minBytes)
+	if err != nil {
+		WriteDisks(w, disks)
+		return Disk{}, hint.Wrap(fmt.Errorf("--disk auto: %w", err), "name the disk with --disk; keystone disks "+h.Target.String()+" lists them")
+	}
+	return d, nil
 }

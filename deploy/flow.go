@@ -22,6 +22,7 @@ import (
 	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/remote"
 	"github.com/keystone-nix/keystone/internal/sshx"
+	"github.com/keystone-nix/keystone/internal/target"
 	"github.com/keystone-nix/keystone/internal/text"
 	"github.com/keystone-nix/keystone/verify"
 )
@@ -49,6 +50,43 @@ type Options struct {
 	Extra          []string      // nixos-anywhere's own arguments, after --
 	PostKexecPort  int           // where the kexec installer's sshd is reached; 0 takes keystone.deploy.postKexecSSHPort, else 22
 	Program        string        // nixos-anywhere; "" looks it up on PATH
+}
+
+// Check refuses what the command line alone shows to be wrong, before any
+// evaluation or connection: hosts are the hosts it names.
+func (o Options) Check(hosts fleet.Options) error {
+	names := hosts.Names
+	switch {
+	case hosts.All && hosts.Target != "":
+		return exit.UsageError(hint.Errorf("set keystone.deploy.targetHost per host", "--target applies to one host, not --all"))
+	case len(hosts.Identities) > 1:
+		return exit.UsageError(hint.Errorf("pass the one key the target accepts; ssh-agent offers the rest",
+			"deploy takes one -i, got %d: nixos-anywhere logs in with a single key file", len(hosts.Identities)))
+	case hosts.All && len(names) > 0:
+		return exit.UsageError(hint.Errorf("keystone deploy --all [-- NIXOS-ANYWHERE-ARGS...]", "give a host name or --all, not both"))
+	case !hosts.All && len(names) == 0:
+		return exit.UsageError(hint.Errorf("keystone deploy NAME [-- NIXOS-ANYWHERE-ARGS...]", "deploy needs a host name, or --all"))
+	case len(names) > 1:
+		return exit.UsageError(hint.Errorf("deploy one host by name, or every host with --all; nixos-anywhere's own flags go after --",
+			"deploy takes one host name, got %d: %s", len(names), strings.Join(names, " ")))
+	case !slices.Contains([]string{"", "auto", "local", "remote"}, o.BuildOn):
+		return exit.UsageError(hint.Errorf("--build-on takes auto, local or remote", "--build-on %q is not supported", o.BuildOn))
+	case o.Timeout <= 0 || o.Wait <= 0:
+		return exit.UsageError(hint.Errorf("e.g. --timeout 60m --wait 10m", "--timeout and --wait must be more than 0"))
+	case o.Parallel < 1:
+		return exit.UsageError(hint.Errorf("--parallel 4 installs four hosts at a time", "--parallel must be 1 or more, got %d", o.Parallel))
+	case o.PostKexecPort < 0 || o.PostKexecPort > 65535:
+		return exit.UsageError(hint.Errorf("e.g. --post-kexec-ssh-port 2222 for a port forwarded to the host's 22", "--post-kexec-ssh-port %d is not a port", o.PostKexecPort))
+	}
+	if err := CheckExtra(o.Extra); err != nil {
+		return exit.UsageError(err)
+	}
+	if hosts.Target != "" {
+		if _, err := target.Parse(hosts.Target); err != nil {
+			return exit.UsageError(err)
+		}
+	}
+	return nil
 }
 
 // UI is the person running deploy: the plan, progress and nixos-anywhere's

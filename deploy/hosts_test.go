@@ -3,7 +3,6 @@ package deploy
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -134,7 +133,9 @@ func addIPv6(t *testing.T, h *testhost.Host) string {
 	}
 	b := make([]byte, 4)
 	rand.Read(b)
-	prefix := "fd00:254:" + hex.EncodeToString(b[:2]) + ":" + hex.EncodeToString(b[2:]) + "::"
+	// %x, not hex: the canonical form has no leading zeros, and the
+	// host reports its addresses in it.
+	prefix := fmt.Sprintf("fd00:254:%x:%x::", int(b[0])<<8|int(b[1]), int(b[2])<<8|int(b[3]))
 	veth := h.NS + "-h" // testhost names the machine's end after the namespace
 	for _, args := range [][]string{
 		{"addr", "add", prefix + "1/64", "dev", veth, "nodad"},

@@ -185,7 +185,7 @@ func hostKeys(o Options, pinFile string) (sshx.HostKeys, error) {
 	}
 	// The pin deploy wrote wins over any known_hosts: it is the key the
 	// install put there.
-	if _, err := os.Stat(pinFile); err == nil {
+	if _, err := os.Stat(pinFile); pinFile != "" && err == nil {
 		key, err := sshx.ReadPinned(pinFile)
 		if err != nil {
 			return sshx.HostKeys{}, err
@@ -240,4 +240,20 @@ func Named(name string, err error) error {
 		return nil
 	}
 	return &HostError{name, err}
+}
+
+// AtTarget is a host known only by where it is (o.Target), not by a
+// flake: `keystone disks` and `new-host --disk auto` read a machine that is
+// not installed yet. Its host key is judged by known_hosts, as verify's.
+func AtTarget(o Options) (*Host, error) {
+	t, err := target.Parse(o.Target)
+	if err != nil {
+		return nil, exit.UsageError(err)
+	}
+	h := &Host{Name: t.Host, Target: *t, Identities: o.Identities}
+	o.Flake = "" // no pin: the machine has no flake host yet
+	if h.HostKeys, err = hostKeys(o, ""); err != nil {
+		return nil, err
+	}
+	return h, nil
 }

@@ -33,7 +33,7 @@ func Main(args []string) int {
 	return run(ctx, args, os.Stdout, os.Stderr)
 }
 
-var talksToHosts = map[string]bool{"deploy": true, "verify": true, "enroll": true}
+var talksToHosts = map[string]bool{"deploy": true, "verify": true, "enroll": true, "disks": true}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
@@ -70,7 +70,7 @@ read-only pre-flight checks, and verifies the live host over SSH.
 		OnUsageError:              onUsageError,
 		DisableSliceFlagSeparator: true, // a key line may hold commas
 		HideHelpCommand:           true,
-		Commands:                  []*cli.Command{newHostCommand(), deployCommand(), verifyCommand(), checkCommand(), enrollCommand()},
+		Commands:                  []*cli.Command{newHostCommand(), deployCommand(), verifyCommand(), checkCommand(), enrollCommand(), disksCommand()},
 	}
 }
 

@@ -1,14 +1,9 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
 	"github.com/urfave/cli/v2"
 
-	"github.com/keystone-nix/keystone/fleet"
 	"github.com/keystone-nix/keystone/internal/hint"
-	"github.com/keystone-nix/keystone/internal/text"
 	"github.com/keystone-nix/keystone/lint"
 )
 
@@ -33,49 +28,7 @@ Examples:
 			if c.NArg() != 0 {
 				return usageError{hint.Errorf("see keystone check --help", "check takes no arguments, got %d", c.NArg())}
 			}
-			return runCheck(c, checkOptions{Flake: c.String("flake"), Fleet: c.String("fleet"), Source: c.String("source")})
+			return lint.Run(c.Context, lint.Options{Flake: c.String("flake"), Fleet: c.String("fleet"), Source: c.String("source")}, c.App.Writer)
 		},
 	}
-}
-
-type checkOptions struct{ Flake, Fleet, Source string }
-
-func runCheck(c *cli.Context, o checkOptions) error {
-	var hosts map[string]lint.Host
-	var findings []lint.Finding
-	var err error
-	switch o.Fleet {
-	case "":
-		var all []fleet.Host
-		if all, err = fleet.Load(c.Context, fleet.Options{Flake: o.Flake, All: true}); err != nil {
-			return err
-		}
-		hosts, findings = lint.FromFleet(all)
-	case "-":
-		hosts, err = lint.ReadFleet(os.Stdin)
-	default:
-		var f *os.File
-		if f, err = os.Open(o.Fleet); err == nil {
-			defer f.Close()
-			hosts, err = lint.ReadFleet(f)
-		}
-	}
-	if err != nil {
-		return err
-	}
-	findings = append(findings, lint.Fleet(hosts)...)
-	secrets, err := lint.Secrets(o.Source)
-	if err != nil {
-		return fmt.Errorf("scanning %s: %w", o.Source, err)
-	}
-	findings = append(findings, secrets...)
-	w := c.App.Writer
-	for _, f := range findings {
-		fmt.Fprintf(w, "FAIL  %s\n", text.OneLine(f.String()))
-	}
-	if len(findings) > 0 {
-		return fmt.Errorf("%d problems in %d hosts and %s", len(findings), len(hosts), o.Source)
-	}
-	fmt.Fprintf(w, "ok    %d hosts, no private keys under %s\n", len(hosts), o.Source)
-	return nil
 }

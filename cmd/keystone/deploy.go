@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -14,8 +13,6 @@ import (
 	"github.com/keystone-nix/keystone/deploy"
 	"github.com/keystone-nix/keystone/fleet"
 	"github.com/keystone-nix/keystone/internal/exit"
-	"github.com/keystone-nix/keystone/internal/hint"
-	"github.com/keystone-nix/keystone/internal/target"
 )
 
 func deployCommand() *cli.Command {
@@ -74,7 +71,7 @@ Examples:
 				Wait: c.Duration("wait"), Timeout: c.Duration("timeout"), Parallel: c.Int("parallel"), Extra: extra,
 				PostKexecPort: c.Int("post-kexec-ssh-port"),
 			}
-			if err := checkDeployOptions(hosts, o); err != nil {
+			if err := o.Check(hosts); err != nil {
 				return err
 			}
 			hs, err := fleet.Load(c.Context, hosts)
@@ -87,42 +84,6 @@ Examples:
 			return deploy.Run(c.Context, hs, o, terminal{os.Stdin, c.App.Writer, c.App.ErrWriter})
 		},
 	}
-}
-
-// checkDeployOptions refuses what the command line alone shows to be wrong.
-func checkDeployOptions(hosts fleet.Options, o deploy.Options) error {
-	names := hosts.Names
-	switch {
-	case hosts.All && hosts.Target != "":
-		return usageError{hint.Errorf("set keystone.deploy.targetHost per host", "--target applies to one host, not --all")}
-	case len(hosts.Identities) > 1:
-		return usageError{hint.Errorf("pass the one key the target accepts; ssh-agent offers the rest",
-			"deploy takes one -i, got %d: nixos-anywhere logs in with a single key file", len(hosts.Identities))}
-	case hosts.All && len(names) > 0:
-		return usageError{hint.Errorf("keystone deploy --all [-- NIXOS-ANYWHERE-ARGS...]", "give a host name or --all, not both")}
-	case !hosts.All && len(names) == 0:
-		return usageError{hint.Errorf("keystone deploy NAME [-- NIXOS-ANYWHERE-ARGS...]", "deploy needs a host name, or --all")}
-	case len(names) > 1:
-		return usageError{hint.Errorf("deploy one host by name, or every host with --all; nixos-anywhere's own flags go after --",
-			"deploy takes one host name, got %d: %s", len(names), strings.Join(names, " "))}
-	case !slices.Contains([]string{"", "auto", "local", "remote"}, o.BuildOn):
-		return usageError{hint.Errorf("--build-on takes auto, local or remote", "--build-on %q is not supported", o.BuildOn)}
-	case o.Timeout <= 0 || o.Wait <= 0:
-		return usageError{hint.Errorf("e.g. --timeout 60m --wait 10m", "--timeout and --wait must be more than 0")}
-	case o.Parallel < 1:
-		return usageError{hint.Errorf("--parallel 4 installs four hosts at a time", "--parallel must be 1 or more, got %d", o.Parallel)}
-	case o.PostKexecPort < 0 || o.PostKexecPort > 65535:
-		return usageError{hint.Errorf("e.g. --post-kexec-ssh-port 2222 for a port forwarded to the host's 22", "--post-kexec-ssh-port %d is not a port", o.PostKexecPort)}
-	}
-	if err := deploy.CheckExtra(o.Extra); err != nil {
-		return usageError{err}
-	}
-	if hosts.Target != "" {
-		if _, err := target.Parse(hosts.Target); err != nil {
-			return usageError{err}
-		}
-	}
-	return nil
 }
 
 // terminal is deploy's UI on the command line.

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/keystone-nix/keystone/deploy"
+	"github.com/keystone-nix/keystone/fleet"
 	"github.com/keystone-nix/keystone/generate"
 	"github.com/keystone-nix/keystone/internal/hint"
 )
@@ -31,7 +34,7 @@ Examples:
    keystone new-host db1 --disk /dev/disk/by-id/ata-X --key keys.pub --layout luks --dry-run --print-entry`,
 		OnUsageError: commandUsageError,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "disk", Usage: "whole disk `DEVICE` to install on: /dev/disk/by-id/… (kernel names like /dev/vda only with --vm)"},
+			&cli.StringFlag{Name: "disk", Usage: "whole disk `DEVICE` to install on: /dev/disk/by-id/… (kernel names like /dev/vda only with --vm), or auto: the one disk of --target that fits"},
 			&cli.StringSliceFlag{Name: "key", Usage: "root's SSH public `KEY`: a .pub file, an authorized_keys file, or a key line (repeatable)"},
 			&cli.StringFlag{Name: "target", Usage: "the `[USER@]HOST[:PORT]` that deploy and verify connect to"},
 			&cli.StringFlag{Name: "layout", Value: generate.Layouts[0], Usage: "disk `LAYOUT`: " + strings.Join(generate.Layouts, ", ")},
@@ -43,6 +46,9 @@ Examples:
 			&cli.StringFlag{Name: "templates", Usage: "render from the templates in `DIR` instead of the built-in ones"},
 			&cli.BoolFlag{Name: "force", Usage: "replace configuration.nix and disk-config.nix of an existing host"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print what would be written and write nothing"},
+			&cli.StringSliceFlag{Name: "identity", Aliases: []string{"i"}, Usage: "with --disk auto: private key `FILE` to log in to --target with"},
+			&cli.StringFlag{Name: "known-hosts", Usage: "with --disk auto: known_hosts `FILE` (default ~/.ssh/known_hosts)"},
+			&cli.BoolFlag{Name: "accept-new", Usage: "with --disk auto: record the target's unknown host key in known_hosts"},
 			&cli.BoolFlag{Name: "print-entry", Usage: "also print the nixosConfigurations entry for flakes that list hosts by hand"},
 		},
 		Action: func(c *cli.Context) error {
@@ -50,7 +56,7 @@ Examples:
 				return usageError{hint.Errorf("keystone new-host NAME --disk DEVICE --key KEY",
 					"new-host takes one host name, got %d arguments", c.NArg())}
 			}
-			return generate.Create(c.App.Writer, c.App.ErrWriter, generate.CreateOptions{
+			o := generate.CreateOptions{
 				Host: generate.Options{
 					Name: c.Args().First(), Disk: c.String("disk"), Keys: c.StringSlice("key"),
 					Target: c.String("target"), Layout: c.String("layout"), System: c.String("system"),
@@ -58,7 +64,35 @@ Examples:
 				},
 				Dir: c.String("dir"), Templates: c.String("templates"),
 				Force: c.Bool("force"), DryRun: c.Bool("dry-run"), PrintEntry: c.Bool("print-entry"),
-			})
+			}
+			if o.Host.Disk == "auto" {
+				if err := autoDisk(c, &o.Host); err != nil {
+					return err
+				}
+			}
+			return generate.Create(c.App.Writer, c.App.ErrWriter, o)
 		},
 	}
+}
+
+// autoDisk puts the one disk of --target that the layout fits in o.Disk.
+func autoDisk(c *cli.Context, o *generate.Options) error {
+	if o.Target == "" {
+		return usageError{hint.Errorf("keystone new-host NAME --target [USER@]HOST --disk auto, or name the disk", "--disk auto reads the disks of --target, and there is none")}
+	}
+	sizes, err := generate.PartitionSizes(*o)
+	if err != nil {
+		return err
+	}
+	h, err := fleet.AtTarget(targetOptions(c, o.Target))
+	if err != nil {
+		return err
+	}
+	d, err := deploy.AutoDisk(c.Context, h, sizes, c.App.ErrWriter)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.ErrWriter, "keystone: note: --disk auto: %s (%s, %.1f GiB)\n", d.Path, d.Resolved, float64(d.Size)/(1<<30))
+	o.Disk = d.Path
+	return nil
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -61,41 +59,22 @@ Examples:
 				KnownHosts: c.String("known-hosts"), AcceptNew: c.Bool("accept-new"), Insecure: c.Bool("insecure-ignore-host-key"),
 			}
 			o := verify.Options{Wait: c.Duration("wait"), Timeout: c.Duration("timeout")}
-			write, err := reportWriter(c.String("format"))
+			write, err := verify.Writer(c.String("format"))
 			if err != nil {
 				return err
 			}
-			if o.Checks, err = selectChecks(c.String("only"), c.String("skip")); err != nil {
+			if o.Checks, err = verify.Select(c.String("only"), c.String("skip")); err != nil {
 				return err
 			}
 			if o.ScanPorts, err = verify.ParsePorts(c.String("ports")); err != nil {
 				return usageError{hint.Errorf("e.g. --ports 1-1024,8080", "--ports: %v", err)}
 			}
-			if err := checkVerifyOptions(hosts, o); err != nil {
+			if err := o.Check(hosts); err != nil {
 				return err
 			}
 			return runVerify(c, hosts, o, write)
 		},
 	}
-}
-
-// checkVerifyOptions refuses what the command line alone shows to be wrong.
-func checkVerifyOptions(hosts fleet.Options, o verify.Options) error {
-	switch {
-	case o.Timeout <= 0:
-		return usageError{hint.Errorf("e.g. --timeout 30s", "--timeout %s: it must be more than 0", o.Timeout)}
-	case o.Wait < 0:
-		return usageError{hint.Errorf("e.g. --wait 5m, or leave it out to try once", "--wait %s: it cannot be negative", o.Wait)}
-	case hosts.All && len(hosts.Names) > 0:
-		return usageError{hint.Errorf("see keystone verify --help", "give host names or --all, not both")}
-	case len(hosts.Names) > 1 && hosts.Target != "":
-		return usageError{hint.Errorf("verify one host at a time with --target", "--target applies to one host, but %d were given", len(hosts.Names))}
-	case !hosts.All && len(hosts.Names) == 0 && hosts.Expect == "":
-		return usageError{hint.Errorf("keystone verify NAME, or --expect FILE --target HOST without a flake", "no host to verify")}
-	case hosts.Expect != "" && (len(hosts.Names) > 1 || hosts.All):
-		return usageError{hint.Errorf("verify one host at a time with --expect", "--expect applies to one host, but %d were given", max(len(hosts.Names), 2))}
-	}
-	return nil
 }
 
 func runVerify(c *cli.Context, ho fleet.Options, o verify.Options, write func(io.Writer, []verify.Report) error) error {
@@ -126,51 +105,4 @@ func runVerify(c *cli.Context, ho fleet.Options, o verify.Options, write func(io
 		return exit.With(code, exit.Reported)
 	}
 	return nil
-}
-
-func reportWriter(format string) (func(io.Writer, []verify.Report) error, error) {
-	switch format {
-	case "table":
-		return verify.WriteTable, nil
-	case "json":
-		return verify.WriteJSON, nil
-	case "junit":
-		return verify.WriteJUnit, nil
-	}
-	return nil, usageError{hint.Errorf("--format takes table, json or junit", "--format %q is not supported", format)}
-}
-
-func selectChecks(only, skip string) ([]verify.Check, error) {
-	valid := verify.Names()
-	parse := func(flag, s string) (map[string]bool, error) {
-		set := map[string]bool{}
-		for _, n := range strings.Split(s, ",") {
-			if n = strings.TrimSpace(n); n == "" {
-				continue
-			}
-			if !slices.Contains(valid, n) {
-				return nil, usageError{hint.Errorf("checks are: "+strings.Join(valid, ", "), "%s: no check named %q", flag, n)}
-			}
-			set[n] = true
-		}
-		return set, nil
-	}
-	onlySet, err := parse("--only", only)
-	if err != nil {
-		return nil, err
-	}
-	skipSet, err := parse("--skip", skip)
-	if err != nil {
-		return nil, err
-	}
-	if skipSet["ssh"] {
-		return nil, usageError{hint.Errorf("--only ssh runs the ssh check alone", "--skip: the ssh check cannot be skipped: every other check runs over its connection")}
-	}
-	out := []verify.Check{} // not nil: --only ssh runs no other check
-	for _, c := range verify.All() {
-		if (len(onlySet) == 0 || onlySet[c.Name]) && !skipSet[c.Name] {
-			out = append(out, c)
-		}
-	}
-	return out, nil
 }
