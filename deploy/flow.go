@@ -424,6 +424,11 @@ func install(ctx context.Context, program string, p *plan, o Options, w io.Write
 	if code := rep.ExitCode(); code != 0 {
 		return exit.With(code, errors.New("installed, but verify failed"))
 	}
+	if rep.Status("tpm") == verify.Warn {
+		// A TPM2 and a layout for one, not enrolled yet: until then the
+		// boot asks for the password.
+		fmt.Fprintf(w, "%snext: keystone enroll %s --disk-password-file FILE, so that its TPM2 unlocks the disks at boot\n", prefix, name)
+	}
 	return nil
 }
 

@@ -25,6 +25,7 @@ func All() []Check {
 		exposureCheck,
 		zfsCheck,
 		luksCheck,
+		tpmCheck,
 		mountsCheck,
 		mdnsCheck,
 	}

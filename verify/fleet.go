@@ -64,6 +64,16 @@ func (o Options) Check(hosts fleet.Options) error {
 	return nil
 }
 
+// Status is the verdict of the named check, or Skip when it did not run.
+func (r Report) Status(check string) Status {
+	for _, res := range r.Results {
+		if res.Check == check {
+			return res.Status
+		}
+	}
+	return Skip
+}
+
 // NotCheckedErr is why the host of r was not checked, naming it; nil when
 // it was checked.
 func (r Report) NotCheckedErr() error {
