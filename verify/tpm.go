@@ -21,12 +21,26 @@ var tpmCheck = Check{
 		// The TPM's major version; nothing when there is none.
 		cmds := []string{"cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null; true"}
 		for _, v := range e.LUKS.Volumes {
-			cmds = append(cmds, "cryptsetup luksDump --dump-json-metadata -- "+shellQuote(v.Device))
+			cmds = append(cmds, fmt.Sprintf(volumeScript, shellQuote(v.Device)))
 		}
 		return cmds
 	},
 	Judge: judgeTPM,
 }
+
+// volumeScript prints a volume's LUKS2 metadata and, when the host has a
+// TPM2 and the volume a TPM2 token, whether the TPM2 opens it now (a test
+// that activates nothing): after a firmware or bootloader update the PCRs
+// differ from the ones enrolled, and only the password is left.
+const volumeScript = `d=%s
+cryptsetup luksDump --dump-json-metadata -- "$d" || exit
+if [ -e /dev/tpmrm0 ] && cryptsetup luksDump --dump-json-metadata -- "$d" | grep -q '"systemd-tpm2"'; then
+  cryptsetup open --test-passphrase --token-only --token-type systemd-tpm2 -- "$d" </dev/null >/dev/null 2>&1
+  echo "` + unlockMarker + ` $?"
+fi`
+
+// unlockMarker starts the line with the TPM2 unlock test's exit status.
+const unlockMarker = "#keystone-tpm2-unlock"
 
 func judgeTPM(e *Expectations, outs []Output) (Status, string) {
 	if msg, ok := failed("reading /sys/class/tpm", outs[0]); !ok {
@@ -46,12 +60,18 @@ func judgeVolume(host string, v LUKSVolume, hasTPM2 bool, o Output) (Status, str
 	if msg, ok := failed("cryptsetup luksDump "+v.Device, o); !ok {
 		return Fail, msg
 	}
-	u, err := ParseLuksDumpJSON([]byte(o.Stdout))
+	dump, unlocks := o.Stdout, ""
+	if i := strings.LastIndex(dump, unlockMarker+" "); i >= 0 {
+		dump, unlocks = dump[:i], strings.TrimSpace(dump[i+len(unlockMarker)+1:])
+	}
+	u, err := ParseLuksDumpJSON([]byte(dump))
 	if err != nil {
 		return Fail, err.Error()
 	}
 	fallback := unlockers(u)
 	switch {
+	case len(u.TPM2) > 0 && fallback != "" && unlocks != "" && unlocks != "0":
+		return Warn, "enrolled with TPM2 " + pcrs(u.TPM2[0]) + ", but the TPM2 does not open it now: the PCRs changed (a firmware or bootloader update?), so the boot asks for the " + fallback + "; run keystone enroll " + host + " --force"
 	case len(u.TPM2) > 0 && fallback == "":
 		return Fail, "TPM2 " + pcrs(u.TPM2[0]) + " and no keyslot left besides it: a firmware update or another boot path locks it for good; add a password with systemd-cryptenroll --password"
 	case len(u.TPM2) > 0 && !hasTPM2:

@@ -73,6 +73,9 @@ func TestJudgeTPM(t *testing.T) {
 		{"not a LUKS2 header", []LUKSVolume{credstore}, []Output{tpm2, {Stdout: "garbage"}}, Fail, "reading the LUKS2 metadata"},
 		{"worst of two", []LUKSVolume{data, credstore}, []Output{tpm2, dump("tpm2-two-passwords"), dump("password-only")}, Warn,
 			"data: TPM2 (PCRs 7) + 2 passwords; credstore: password only"},
+		{"enrolled, opens now", []LUKSVolume{credstore}, []Output{tpm2, {Stdout: luksDump(t, "tpm2-pcr7") + unlockMarker + " 0\n"}}, Pass, "credstore: TPM2 (PCRs 7) + password"},
+		{"enrolled, PCRs changed", []LUKSVolume{credstore}, []Output{tpm2, {Stdout: luksDump(t, "tpm2-pcr7") + unlockMarker + " 2\n"}}, Warn,
+			"the TPM2 does not open it now: the PCRs changed (a firmware or bootloader update?), so the boot asks for the password; run keystone enroll web1 --force"},
 		{"not meant for TPM2", []LUKSVolume{data}, []Output{tpm2, dump("recovery-no-tpm2")}, Pass, "data: password + recovery key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
