@@ -98,7 +98,7 @@ func judgeEncryption(e *Expectations, o Output, bad, good []string) ([]string, [
 }
 
 var luksCheck = Check{
-	Name:    "luks",
+	Name: "luks",
 	// A credstore is closed again before switch-root: only devices that
 	// stay open are checked here (the tpm check reads every volume).
 	Applies: func(e *Expectations) (bool, string) {
