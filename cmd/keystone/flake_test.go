@@ -100,6 +100,16 @@ func TestVerifyThroughTheFlake(t *testing.T) {
 		t.Errorf("verify --all: exit %d\n%s", code, stdout)
 	}
 
+	// Any attribute name is a string to Nix: quotes, backslashes and ${
+	// in one reach nix eval as data, never as code.
+	odd := `we"b\${abort "x"}`
+	addHost(t, flakeDir, answers, odd, web.Name, web)
+	code, stdout, stderr = keystone(t, append([]string{"verify", odd}, only...)...)
+	if code != 0 || !strings.Contains(stdout, "4 checks: 4 PASS") {
+		t.Errorf("verify %s: exit %d\n%s%s", odd, code, stdout, stderr)
+	}
+	os.Remove(filepath.Join(answers, odd+".json"))
+
 	// A host the flake does not have.
 	code, _, stderr = keystone(t, append([]string{"verify", "mail"}, only...)...)
 	if code != 3 || !strings.Contains(stderr, "does not provide attribute 'nixosConfigurations.mail'") {
