@@ -39,27 +39,39 @@ type Keystone struct {
 		HostID   *string  `json:"hostId"`
 		Keys     []string `json:"keys"`
 	} `json:"lint"`
+
+	// System is the out path of system.build.toplevel, with Options.Drift:
+	// what the host runs when it runs what the flake builds.
+	System string `json:"system"`
 }
 
-// hostExpr is what one evaluation reads of a host.
-const hostExpr = `host: host.config.keystone // {
+// hostExpr is what one evaluation reads of a host; with drift, its
+// toplevel's out path too (no build: the path is known from the
+// derivation, which costs the whole system's evaluation).
+func hostExpr(drift bool) string {
+	system := ""
+	if drift {
+		system = "\n    system = builtins.unsafeDiscardStringContext host.config.system.build.toplevel.outPath;"
+	}
+	return `host: host.config.keystone // {
     lint = {
       hostName = host.config.networking.hostName or null;
       hostId = host.config.networking.hostId or null;
       keys = host.config.users.users.root.openssh.authorizedKeys.keys or [ ];
-    };
+    };` + system + `
   }`
+}
 
 // Apply is the --apply of the one evaluation of nixosConfigurations that
 // reads the named hosts (nil: all); exported for the tests that hold it
 // to lib.fleetInfo.
-func Apply(names []string) string { return fleetApply(names) }
+func Apply(names []string) string { return fleetApply(names, false) }
 
 // fleetApply reads the hosts (null: all) of nixosConfigurations at once.
 // A host whose config throws must not hide the others: tryEval marks it,
 // and only it is evaluated again for nix's own message. A name the flake
 // lacks is marked too.
-func fleetApply(names []string) string {
+func fleetApply(names []string, drift bool) string {
 	pick := "cs"
 	if names != nil {
 		quoted := make([]string, len(names))
@@ -69,7 +81,7 @@ func fleetApply(names []string) string {
 		pick = `builtins.listToAttrs (map (n: { name = n; value = cs.${n} or null; }) [ ` + strings.Join(quoted, " ") + ` ])`
 	}
 	return `cs: let
-  read = ` + hostExpr + `;
+  read = ` + hostExpr(drift) + `;
   try = host: if host == null then { missing = true; } else
     let v = read host; r = builtins.tryEval (builtins.deepSeq v v);
     in if r.success then { ok = r.value; } else { failed = true; };
@@ -92,11 +104,11 @@ type result struct {
 // evalFleet reads the named hosts, or with all every host, in one
 // evaluation, unless that evaluation fails as a whole: then each host
 // alone, so that one broken host still leaves the others readable.
-func evalFleet(ctx context.Context, flakeRef string, names []string, all bool) (map[string]result, error) {
+func evalFleet(ctx context.Context, flakeRef string, names []string, all, drift bool) (map[string]result, error) {
 	if all {
 		names = nil
 	}
-	data, err := nixeval.JSON(ctx, flakeRef, "nixosConfigurations", fleetApply(names))
+	data, err := nixeval.JSON(ctx, flakeRef, "nixosConfigurations", fleetApply(names, drift))
 	if err != nil {
 		if !nixeval.Failed(err) {
 			return nil, err // no nix, or it cannot run: nothing more to try
@@ -106,7 +118,7 @@ func evalFleet(ctx context.Context, flakeRef string, names []string, all bool) (
 				return nil, err
 			}
 		}
-		return evalEach(ctx, flakeRef, names), nil
+		return evalEach(ctx, flakeRef, names, drift), nil
 	}
 	var out map[string]Evaluated
 	if err := json.Unmarshal(data, &out); err != nil {
@@ -119,7 +131,7 @@ func evalFleet(ctx context.Context, flakeRef string, names []string, all bool) (
 			configs[name] = result{err: hint.Errorf(fmt.Sprintf("see nix flake show %s", flakeRef),
 				"flake %s does not provide attribute 'nixosConfigurations.%s'", flakeRef, name)}
 		case r.Failed:
-			configs[name] = evalOne(ctx, flakeRef, name)
+			configs[name] = evalOne(ctx, flakeRef, name, drift)
 		default:
 			configs[name] = result{keystone: r.OK}
 		}
@@ -127,17 +139,17 @@ func evalFleet(ctx context.Context, flakeRef string, names []string, all bool) (
 	return configs, nil
 }
 
-func evalEach(ctx context.Context, flakeRef string, names []string) map[string]result {
+func evalEach(ctx context.Context, flakeRef string, names []string, drift bool) map[string]result {
 	configs := map[string]result{}
 	for _, name := range names {
-		configs[name] = evalOne(ctx, flakeRef, name)
+		configs[name] = evalOne(ctx, flakeRef, name, drift)
 	}
 	return configs
 }
 
 // evalOne reads one host alone, for nix's own error message.
-func evalOne(ctx context.Context, flakeRef, name string) result {
-	apply := "cs: (" + hostExpr + ") (builtins.getAttr " + nixeval.Quote(name) + " cs)"
+func evalOne(ctx context.Context, flakeRef, name string, drift bool) result {
+	apply := "cs: (" + hostExpr(drift) + ") (builtins.getAttr " + nixeval.Quote(name) + " cs)"
 	data, err := nixeval.JSON(ctx, flakeRef, "nixosConfigurations", apply)
 	if err != nil {
 		return result{err: hint.Wrap(err, fmt.Sprintf("check that %s#nixosConfigurations.%s exists and imports keystone's nixosModules.default", flakeRef, name))}

@@ -28,6 +28,7 @@ type Options struct {
 	Target string // [USER@]HOST[:PORT] of the one host, instead of keystone.deploy.*
 	Expect string // a JSON file of expectations, instead of the flake's
 	Config string // a JSON file of config.keystone, instead of nix eval (tests)
+	Drift  bool   // also evaluate each host's system.build.toplevel: a whole evaluation of it
 
 	Identities []string // private key files to log in with
 	KnownHosts string   // for hosts without a pin; default ~/.ssh/known_hosts
@@ -109,7 +110,7 @@ func Load(ctx context.Context, o Options) ([]Host, error) {
 		configs = map[string]result{names[0]: {k, err}}
 	case needConfig || o.All:
 		var err error
-		if configs, err = evalFleet(ctx, o.Flake, names, o.All); err != nil {
+		if configs, err = evalFleet(ctx, o.Flake, names, o.All, o.Drift); err != nil {
 			return nil, err
 		}
 		if o.All {
