@@ -67,8 +67,11 @@ type layout struct {
 		Hook    string            `json:"preCreateHook"`
 	} `json:"crypt"`
 	Datasets []string `json:"datasets"`
-	PoolHook string   `json:"poolHook"`
-	Credhook string   `json:"credstoreHook"`
+	// Disko is disko.devices with the "__root" dataset disko adds to every
+	// pool (zpool.nix line 432: options = rootFsOptions).
+	Disko    map[string]any `json:"disko"`
+	PoolHook string         `json:"poolHook"`
+	Credhook string         `json:"credstoreHook"`
 }
 
 func evalLayout(t *testing.T, path string) layout {
@@ -82,6 +85,9 @@ func evalLayout(t *testing.T, path string) layout {
 	in {
 		errors = import %[1]s/nix/testdata/disko-types.nix { inherit devices; };
 		config = builtins.removeAttrs c [ "disko" ];
+		disko.devices = devices // {
+			zpool = builtins.mapAttrs (n: p: p // { datasets = p.datasets // { __root = { _name = n; options = p.rootFsOptions or { }; }; }; }) (devices.zpool or { });
+		};
 		luks = (import %[1]s/nix/testdata/disko-config.nix { inherit devices; }).boot.initrd.luks.devices;
 		crypt = if pool == null then { options = { }; preCreateHook = ""; } else { inherit (pool.datasets.crypt) options preCreateHook; };
 		# disko creates and mounts a pool's datasets in attrValues order

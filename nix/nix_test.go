@@ -191,6 +191,9 @@ func TestExpectations(t *testing.T) {
 	// nixos-25.11's nixos/modules/services/networking/firewall.nix declares
 	// networking.firewall.backend (enum iptables, nftables, firewalld); the
 	// expectations read it only where `options` has it.
+	// These cases take their boot settings, and the LUKS devices disko
+	// derives (testdata/disko-config.nix), from a rendered layout.
+	layouts := map[string]string{"zfs-credstore": "zfs-encrypted-vm", "luks-layout": "luks-vm"}
 	withBackend := map[string]any{"networking": map[string]any{"firewall": map[string]any{"backend": map[string]any{}}}}
 	for _, tc := range []struct {
 		name    string
@@ -218,6 +221,25 @@ func TestExpectations(t *testing.T) {
 				"/boot": map[string]any{"mountPoint": "/boot", "device": "/dev/disk/by-partlabel/disk-main-ESP", "fsType": "vfat"},
 			},
 			"boot.initrd.luks.devices": map[string]any{"crypted": map[string]any{"device": "/dev/disk/by-partlabel/disk-main-luks"}},
+		}, nil},
+		// The rendered layouts: the credstore is a LUKS volume meant for
+		// the TPM2 but closed before switch-root, so not an open device.
+		{"zfs-credstore", nil, nil},
+		{"luks-layout", map[string]any{
+			"disko": map[string]any{"devices": map[string]any{"disk": map[string]any{}}},
+			"fileSystems": map[string]any{
+				"/":     map[string]any{"mountPoint": "/", "device": "/dev/mapper/crypted", "fsType": "ext4"},
+				"/boot": map[string]any{"mountPoint": "/boot", "device": "/dev/disk/by-partlabel/disk-main-ESP", "fsType": "vfat"},
+			},
+		}, nil},
+		// The same credstore under the scripted initrd: nothing closes it.
+		{"credstore-scripted-initrd", map[string]any{
+			"boot.initrd.luks.devices": map[string]any{"credstore": map[string]any{
+				"device": "/dev/zvol/rpool/credstore", "crypttabExtraOpts": []string{"tpm2-device=auto"},
+			}},
+			"boot.initrd.systemd": map[string]any{"enable": false, "services": map[string]any{
+				"systemd-cryptsetup@credstore": map[string]any{"conflicts": []string{"initrd-switch-root.target"}},
+			}},
 		}, nil},
 		{"nftables", map[string]any{
 			"networking.nftables.enable":                       true,
@@ -255,6 +277,16 @@ func TestExpectations(t *testing.T) {
 			cfg := fakeConfig()
 			for path, v := range tc.changes {
 				set(cfg, path, v)
+			}
+			if layout := layouts[tc.name]; layout != "" {
+				l := evalLayout(t, filepath.Join(repoRoot(t), "generate/testdata/golden", layout, "disk-config.nix"))
+				boot, _ := l.Config["boot"].(map[string]any)
+				initrd, _ := boot["initrd"].(map[string]any)
+				initrd["luks"] = map[string]any{"devices": l.Luks}
+				cfg["boot"] = boot
+				if strings.HasPrefix(layout, "zfs") {
+					cfg["disko"] = l.Disko
+				}
 			}
 			data, _ := json.Marshal(cfg)
 			in := filepath.Join(t.TempDir(), "config.json")
