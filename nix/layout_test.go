@@ -2,6 +2,7 @@ package nix_test
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -309,6 +310,24 @@ func TestDiskoTypesStandIn(t *testing.T) {
 		got := strings.Join(errs, "; ")
 		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestDeclaredOptionsDocumented: every option TestLayouts accepts has its
+// row in docs/options.md, where the upstream declaration is cited.
+func TestDeclaredOptionsDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(repoRoot(t), "docs/options.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for opt, file := range declared {
+		last := opt[strings.LastIndex(opt, ".")+1:]
+		if !strings.Contains(string(doc), "`"+opt) && !strings.Contains(string(doc), "."+last+"`") {
+			t.Errorf("docs/options.md has no row for %s (%s)", opt, file)
+		}
+		if !strings.Contains(string(doc), file) && !strings.Contains(string(doc), filepath.Base(file)) {
+			t.Errorf("docs/options.md does not cite %s for %s", file, opt)
 		}
 	}
 }
