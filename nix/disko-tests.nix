@@ -15,13 +15,17 @@ let
   # (lib/tests.nix, testScript): it is the credstore's LUKS password.
   password = "secretsecret";
 
-  # The systemd initrd has no TPM2 token to try and asks on the console
-  # ("Please enter passphrase for disk …"); the test driver reads the
-  # screen and types, as disko's own luks-interactive-login test does.
+  # The systemd initrd has no TPM2 token to try and asks on /dev/console
+  # ("Please enter passphrase for disk …", systemd-ask-password-console);
+  # the test driver reads the serial console and types there. The last
+  # console= on the kernel command line is /dev/console: serial below.
   typePassword = machine: ''
-    ${machine}.wait_for_text("[Pp]assphrase for")
-    ${machine}.send_chars("${password}\n")
+    ${machine}.wait_for_console_text("[Pp]assphrase for disk")
+    ${machine}.send_console("${password}\n")
   '';
+  serialConsole = {
+    boot.kernelParams = pkgs.lib.mkAfter [ "console=ttyS0" ];
+  };
 
   # What every boot of the layout must leave: the key of rpool/crypt
   # loaded, / on it, the credstore closed before switch-root.
@@ -39,7 +43,7 @@ in
   # prompt and goes on once the password is typed.
   password = {
     disko.tests = {
-      enableOCR = true;
+      extraConfig = serialConsole;
       bootCommands = typePassword "machine";
       extraChecks = booted "machine";
     };
@@ -50,7 +54,7 @@ in
   # and the next boot is unattended.
   tpm = {
     disko.tests = {
-      enableOCR = true;
+      extraConfig = serialConsole;
       bootCommands = typePassword "machine";
       extraChecks = ''
         ${booted "machine"}

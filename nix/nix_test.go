@@ -528,12 +528,16 @@ func TestFlakeOutputs(t *testing.T) {
 }
 
 // diskoTest is what flake.nix asks of disko's installTest for one check:
-// disko v1.12.0 module.nix's disko.tests.{enableOCR,bootCommands,extraChecks}.
+// disko v1.12.0 module.nix's disko.tests.{extraConfig,bootCommands,extraChecks}.
 type diskoTest struct {
 	InstallTest bool `json:"installTest"`
 	Extra       int  `json:"extra"`
 	Tests       struct {
-		EnableOCR    bool   `json:"enableOCR"`
+		ExtraConfig struct {
+			Boot struct {
+				KernelParams any `json:"kernelParams"`
+			} `json:"boot"`
+		} `json:"extraConfig"`
 		BootCommands string `json:"bootCommands"`
 		ExtraChecks  string `json:"extraChecks"`
 	} `json:"tests"`
@@ -545,16 +549,17 @@ type diskoTest struct {
 func checkDiskoTests(t *testing.T, tests map[string]diskoTest) {
 	t.Helper()
 	// lib/tests.nix writes 'secretsecret' to /tmp/secret.key before formatting.
-	typed := "wait_for_text(\"[Pp]assphrase for\")\nmachine.send_chars(\"secretsecret\\n\")"
+	typed := "wait_for_console_text(\"[Pp]assphrase for disk\")\nmachine.send_console(\"secretsecret\\n\")"
 	for _, name := range []string{"test-server-disko", "test-server-tpm"} {
 		d, ok := tests[name]
 		if !ok || !d.InstallTest || d.Extra != 1 {
 			t.Errorf("%s is not test-server's installTest with one extra module: %+v", name, d)
 			continue
 		}
-		// wait_for_text reads the screen: the driver needs OCR for it.
-		if !d.Tests.EnableOCR || !strings.Contains(d.Tests.BootCommands, typed) {
-			t.Errorf("%s does not type the password at the prompt (OCR %v):\n%s", name, d.Tests.EnableOCR, d.Tests.BootCommands)
+		// The prompt is on /dev/console, the last console= of the kernel
+		// command line: the serial console the driver reads and types on.
+		if !strings.Contains(d.Tests.BootCommands, typed) || !reflect.DeepEqual(d.Tests.ExtraConfig.Boot.KernelParams, map[string]any{"after": []any{"console=ttyS0"}}) {
+			t.Errorf("%s does not type the password at the serial prompt (kernel params %v):\n%s", name, d.Tests.ExtraConfig.Boot.KernelParams, d.Tests.BootCommands)
 		}
 		for _, want := range []string{`wait_for_unit("multi-user.target")`, "keystatus rpool/crypt", `fail("cryptsetup status credstore")`} {
 			if !strings.Contains(d.Tests.ExtraChecks, want) {
@@ -575,7 +580,7 @@ func checkDiskoTests(t *testing.T, tests map[string]diskoTest) {
 		t.Errorf("test-server-tpm boots without a swtpm TPM2:\n%s", tpm)
 	case i < 0 || j < i:
 		t.Errorf("test-server-tpm does not enroll before its last boot:\n%s", tpm)
-	case strings.Contains(tpm[j:], "send_chars"):
+	case strings.Contains(tpm[j:], "send_console"):
 		t.Errorf("test-server-tpm types a password after enrolling: the boot must be unattended")
 	}
 	if strings.Contains(tests["test-server-disko"].Tests.ExtraChecks, "tpm") {

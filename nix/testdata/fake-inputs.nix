@@ -15,6 +15,8 @@ let
     nameValuePair = name: value: { inherit name value; };
     optionalAttrs = cond: set: if cond then set else { };
     mkForce = v: { forced = v; };
+    # nixpkgs lib/modules.nix: mkAfter = mkOrder 1500 (shown by its place)
+    mkAfter = v: { after = v; };
     # nixpkgs lib/modules.nix: mkIf = condition: content: { _type = "if"; inherit condition content; };
     mkIf = condition: content: {
       _type = "if";
