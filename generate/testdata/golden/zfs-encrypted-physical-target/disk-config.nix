@@ -71,9 +71,11 @@ in
       # disko's own mount step imports with `zpool import -l`, which fails
       # while rpool/crypt's key is still inside the closed credstore: import
       # without mounting or loading keys first (the credstore below loads it).
+      # zvol_wait: the credstore's /dev/zvol link appears after the import.
       preMountHook = ''
         if ! zpool list rpool >/dev/null 2>&1; then
           zpool import -N -R ${config.disko.rootMountPoint} rpool
+          zvol_wait
         fi
       '';
       # disko creates and mounts datasets in name order: "credstore" comes
