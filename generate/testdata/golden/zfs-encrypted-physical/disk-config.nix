@@ -81,8 +81,11 @@ in
             name = "credstore";
             passwordFile = "/tmp/secret.key";
             # Unlock with the TPM2 once enrolled, ask for the password
-            # otherwise; measure the volume key into PCR 15 once opened, so
-            # a later boot stage cannot unseal it again.
+            # otherwise. tpm2-measure-pcr=yes measures the volume key into
+            # PCR 15 once opened, but systemd does so only on a UKI boot
+            # measured by systemd-stub (it skips silently otherwise, as on
+            # GRUB today); with PCR 15 in the enrolled policy, nothing later
+            # in that boot could unseal the key again.
             settings.crypttabExtraOpts = [
               "tpm2-device=auto"
               "tpm2-measure-pcr=yes"
