@@ -234,5 +234,5 @@ func FuzzRender(f *testing.F) {
 // which is a module function when it needs lib (mkDefault is the identity
 // here).
 func diskModule(path string) string {
-	return fmt.Sprintf(`(let m = import %s; in if builtins.isFunction m then m { lib.mkDefault = v: v; } else m)`, path)
+	return fmt.Sprintf(`(let m = import %s; in if builtins.isFunction m then m { lib.mkDefault = v: v; config.disko.rootMountPoint = "/mnt"; } else m)`, path)
 }

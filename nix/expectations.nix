@@ -85,7 +85,26 @@ let
     attrNames zpools ++ map (fs: builtins.head (builtins.split "/" fs.device)) zfsMounts
   );
 
-  luksDevices = attrNames config.boot.initrd.luks.devices;
+  # Every LUKS device the initrd opens (boot.initrd.luks.devices, which
+  # disko's luks content fills in): the tpm check reads what unlocks each.
+  luksCfg = config.boot.initrd.luks.devices;
+  hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
+  luksVolumes = map (name: {
+    inherit name;
+    inherit (luksCfg.${name}) device;
+    # crypttab's tpm2-device= (luksroot.nix writes crypttabExtraOpts into
+    # the systemd initrd's crypttab): a TPM2 is meant to unlock it.
+    tpm2 = builtins.any (hasPrefix "tpm2-device=") (luksCfg.${name}.crypttabExtraOpts or [ ]);
+  }) (attrNames luksCfg);
+  # A device whose cryptsetup unit conflicts with initrd-switch-root.target
+  # is closed before switch-root (the zfs-encrypted layout's credstore): it
+  # is not open on the running host, so the luks check must not ask for it.
+  initrdUnits = config.boot.initrd.systemd.services or { };
+  closedBeforeSwitchRoot =
+    name:
+    (config.boot.initrd.systemd.enable or false)
+    && elem "initrd-switch-root.target" (initrdUnits."systemd-cryptsetup@${name}".conflicts or [ ]);
+  luksDevices = filter (name: !closedBeforeSwitchRoot name) (attrNames luksCfg);
 in
 {
   hostname = config.networking.hostName;
@@ -128,7 +147,14 @@ in
         inherit encryptionRoots;
       };
 
-  luks = if luksDevices == [ ] then null else { devices = luksDevices; };
+  luks =
+    if luksVolumes == [ ] then
+      null
+    else
+      {
+        devices = luksDevices;
+        volumes = luksVolumes;
+      };
 
   mounts = sort (a: b: a < b) (
     map (fs: fs.mountPoint) (

@@ -192,6 +192,9 @@ func TestExpectations(t *testing.T) {
 	// nixos-25.11's nixos/modules/services/networking/firewall.nix declares
 	// networking.firewall.backend (enum iptables, nftables, firewalld); the
 	// expectations read it only where `options` has it.
+	// These cases take their boot settings, and the LUKS devices disko
+	// derives (testdata/disko-config.nix), from a rendered layout.
+	layouts := map[string]string{"zfs-credstore": "zfs-encrypted-vm", "luks-layout": "luks-vm"}
 	withBackend := map[string]any{"networking": map[string]any{"firewall": map[string]any{"backend": map[string]any{}}}}
 	for _, tc := range []struct {
 		name    string
@@ -219,6 +222,25 @@ func TestExpectations(t *testing.T) {
 				"/boot": map[string]any{"mountPoint": "/boot", "device": "/dev/disk/by-partlabel/disk-main-ESP", "fsType": "vfat"},
 			},
 			"boot.initrd.luks.devices": map[string]any{"crypted": map[string]any{"device": "/dev/disk/by-partlabel/disk-main-luks"}},
+		}, nil},
+		// The rendered layouts: the credstore is a LUKS volume meant for
+		// the TPM2 but closed before switch-root, so not an open device.
+		{"zfs-credstore", nil, nil},
+		{"luks-layout", map[string]any{
+			"disko": map[string]any{"devices": map[string]any{"disk": map[string]any{}}},
+			"fileSystems": map[string]any{
+				"/":     map[string]any{"mountPoint": "/", "device": "/dev/mapper/crypted", "fsType": "ext4"},
+				"/boot": map[string]any{"mountPoint": "/boot", "device": "/dev/disk/by-partlabel/disk-main-ESP", "fsType": "vfat"},
+			},
+		}, nil},
+		// The same credstore under the scripted initrd: nothing closes it.
+		{"credstore-scripted-initrd", map[string]any{
+			"boot.initrd.luks.devices": map[string]any{"credstore": map[string]any{
+				"device": "/dev/zvol/rpool/credstore", "crypttabExtraOpts": []string{"tpm2-device=auto"},
+			}},
+			"boot.initrd.systemd": map[string]any{"enable": false, "services": map[string]any{
+				"systemd-cryptsetup@credstore": map[string]any{"conflicts": []string{"initrd-switch-root.target"}},
+			}},
 		}, nil},
 		{"nftables", map[string]any{
 			"networking.nftables.enable":                       true,
@@ -256,6 +278,16 @@ func TestExpectations(t *testing.T) {
 			cfg := fakeConfig()
 			for path, v := range tc.changes {
 				set(cfg, path, v)
+			}
+			if layout := layouts[tc.name]; layout != "" {
+				l := evalLayout(t, filepath.Join(repoRoot(t), "generate/testdata/golden", layout, "disk-config.nix"))
+				boot, _ := l.Config["boot"].(map[string]any)
+				initrd, _ := boot["initrd"].(map[string]any)
+				initrd["luks"] = map[string]any{"devices": l.Luks}
+				cfg["boot"] = boot
+				if strings.HasPrefix(layout, "zfs") {
+					cfg["disko"] = l.Disko
+				}
 			}
 			data, _ := json.Marshal(cfg)
 			in := filepath.Join(t.TempDir(), "config.json")
@@ -430,7 +462,7 @@ func TestFlakeOutputs(t *testing.T) {
 		Modules  []string                     `json:"modules"`
 		Module   string                       `json:"module"`
 		Lint     string                       `json:"lint"`
-		Disko    map[string]any               `json:"disko"`
+		Disko    map[string]diskoTest         `json:"disko"`
 		Version  string                       `json:"version"`
 		Shell    []string                     `json:"shell"`
 		Lib      []string                     `json:"lib"`
@@ -445,7 +477,7 @@ func TestFlakeOutputs(t *testing.T) {
 		modules = o.nixosConfigurations.test-server.modules;
 		module = toString o.nixosModules.default;
 		lint = o.checks.x86_64-linux.lint;
-		disko = o.checks.x86_64-linux.test-server-disko;
+		disko = { inherit (o.checks.x86_64-linux) test-server-disko test-server-tpm; };
 		version = o.packages.x86_64-linux.keystone.version;
 		shell = o.devShells.x86_64-linux.default.shell;
 		lib = builtins.attrNames o.lib;
@@ -466,7 +498,7 @@ func TestFlakeOutputs(t *testing.T) {
 	if !strings.Contains(got.Deploy, `/bin/keystone deploy "$@"`) {
 		t.Errorf("apps.deploy runs %q, want keystone deploy", got.Deploy)
 	}
-	wantChecks := []string{"eval-test-server", "keystone", "lint", "test-server-disko", "vm-test"}
+	wantChecks := []string{"eval-test-server", "keystone", "lint", "test-server-disko", "test-server-tpm", "vm-test"}
 	if !reflect.DeepEqual(got.Checks["x86_64-linux"], wantChecks) {
 		t.Errorf("x86_64 checks %v, want %v", got.Checks["x86_64-linux"], wantChecks)
 	}
@@ -484,26 +516,7 @@ func TestFlakeOutputs(t *testing.T) {
 	if !strings.Contains(got.Lint, "keystone check --fleet") || !strings.Contains(got.Lint, `"hostId":"e627eb83"`) {
 		t.Errorf("lint check: %s", got.Lint)
 	}
-	// The override names the dataset whose hook the template writes.
-	layout, _ := os.ReadFile(filepath.Join(root, "vms/test-server/disk-config.nix"))
-	if !strings.Contains(string(layout), "crypt = {") || !strings.Contains(string(layout), `zfs set keylocation="prompt" rpool/crypt`) {
-		t.Errorf("vms/test-server/disk-config.nix has no rpool/crypt postCreateHook for test-server-disko to clear")
-	}
-	if got.Disko["installTest"] != true || got.Disko["extra"] != float64(1) || !reflect.DeepEqual(got.Disko["hook"], map[string]any{"forced": ""}) {
-		t.Errorf("test-server-disko: %v", got.Disko)
-	}
-	// boot.initrd.preDeviceCommands exists only in the scripted initrd
-	// (stage-1.nix): under the systemd initrd it must not be defined, as
-	// disko's lib/tests.nix guards its own copy with
-	// lib.mkIf (!config.boot.initrd.systemd.enable).
-	line := "echo -n 'secretsecret' > /tmp/secret.key"
-	wantPre := map[string]any{
-		"scripted": map[string]any{"_type": "if", "condition": true, "content": line},
-		"systemd":  map[string]any{"_type": "if", "condition": false, "content": line},
-	}
-	if !reflect.DeepEqual(got.Disko["preDevice"], wantPre) {
-		t.Errorf("test-server-disko's preDeviceCommands: %v, want %v", got.Disko["preDevice"], wantPre)
-	}
+	checkDiskoTests(t, got.Disko)
 	// `nix fmt` runs the formatter with no arguments: it must format the tree.
 	for _, system := range []string{"x86_64-linux", "aarch64-linux"} {
 		if got.Fmt[system] != "nixfmt-tree" {
@@ -512,6 +525,67 @@ func TestFlakeOutputs(t *testing.T) {
 	}
 	if got.Version != "abc1234" || !reflect.DeepEqual(got.Lib, []string{"fleetInfo", "hostModules", "mkHosts"}) {
 		t.Errorf("version %q, lib %v", got.Version, got.Lib)
+	}
+}
+
+// diskoTest is what flake.nix asks of disko's installTest for one check:
+// disko v1.12.0 module.nix's disko.tests.{extraConfig,bootCommands,extraChecks}.
+type diskoTest struct {
+	InstallTest bool `json:"installTest"`
+	Extra       int  `json:"extra"`
+	Tests       struct {
+		ExtraConfig struct {
+			Boot struct {
+				KernelParams any `json:"kernelParams"`
+			} `json:"boot"`
+		} `json:"extraConfig"`
+		BootCommands string `json:"bootCommands"`
+		ExtraChecks  string `json:"extraChecks"`
+	} `json:"tests"`
+}
+
+// checkDiskoTests: both boots of test-server stop at the credstore's
+// password prompt and type disko's test password; the TPM2 check enrolls
+// and boots again without typing; the test driver's Python parses.
+func checkDiskoTests(t *testing.T, tests map[string]diskoTest) {
+	t.Helper()
+	// lib/tests.nix writes 'secretsecret' to /tmp/secret.key before formatting.
+	typed := "wait_for_console_text(\"[Pp]assphrase for disk\")\nmachine.send_console(\"secretsecret\\n\")"
+	for _, name := range []string{"test-server-disko", "test-server-tpm"} {
+		d, ok := tests[name]
+		if !ok || !d.InstallTest || d.Extra != 1 {
+			t.Errorf("%s is not test-server's installTest with one extra module: %+v", name, d)
+			continue
+		}
+		// The prompt is on /dev/console, the last console= of the kernel
+		// command line: the serial console the driver reads and types on.
+		if !strings.Contains(d.Tests.BootCommands, typed) || !reflect.DeepEqual(d.Tests.ExtraConfig.Boot.KernelParams, map[string]any{"after": []any{"console=ttyS0"}}) {
+			t.Errorf("%s does not type the password at the serial prompt (kernel params %v):\n%s", name, d.Tests.ExtraConfig.Boot.KernelParams, d.Tests.BootCommands)
+		}
+		for _, want := range []string{`wait_for_unit("multi-user.target")`, "keystatus rpool/crypt", `fail("cryptsetup status credstore")`} {
+			if !strings.Contains(d.Tests.ExtraChecks, want) {
+				t.Errorf("%s's checks lack %s", name, want)
+			}
+		}
+		py := filepath.Join(t.TempDir(), "test.py")
+		os.WriteFile(py, []byte(d.Tests.BootCommands+"\n"+d.Tests.ExtraChecks), 0o644)
+		if out, err := exec.Command("python3", "-c", "import ast, sys; ast.parse(open(sys.argv[1]).read())", py).CombinedOutput(); err != nil {
+			t.Errorf("%s: the test script is not Python: %v\n%s", name, err, out)
+		}
+	}
+	tpm := tests["test-server-tpm"].Tests.ExtraChecks
+	enroll := "systemd-cryptenroll --tpm2-device=auto --tpm2-pcrs=7 /dev/zvol/rpool/credstore"
+	i, j := strings.Index(tpm, enroll), strings.LastIndex(tpm, `boot_with_tpm("tpm_enrolled")`)
+	switch {
+	case !strings.Contains(tpm, "-device\", \"tpm-tis,tpmdev=tpm0") || !strings.Contains(tpm, "/fake/swtpm/bin/swtpm\", \"socket\", \"--tpm2"):
+		t.Errorf("test-server-tpm boots without a swtpm TPM2:\n%s", tpm)
+	case i < 0 || j < i:
+		t.Errorf("test-server-tpm does not enroll before its last boot:\n%s", tpm)
+	case strings.Contains(tpm[j:], "send_console"):
+		t.Errorf("test-server-tpm types a password after enrolling: the boot must be unattended")
+	}
+	if strings.Contains(tests["test-server-disko"].Tests.ExtraChecks, "tpm") {
+		t.Errorf("test-server-disko must boot without a TPM2")
 	}
 }
 
@@ -538,7 +612,7 @@ func TestDeployFacts(t *testing.T) {
 		}
 		evalJSON(t, fmt.Sprintf(`let
 			m = import %[2]s;
-			layout = if builtins.isFunction m then m { lib.mkDefault = v: v; } else m;
+			layout = if builtins.isFunction m then m { lib.mkDefault = v: v; config.disko.rootMountPoint = "/mnt"; } else m;
 			o = (import %[1]s/nix/modules/deploy.nix { config = { inherit (layout) disko; }; lib = %[3]s; }).options.keystone.deploy;
 		in { disks = o.disks.default; sizes = o.partitionSizes.default; secret = o.diskSecret.default; }`, repoRoot(t), disk, fakeLib), &got)
 		if len(got.Disks) != 1 || got.Secret != tc.secret {
