@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -36,9 +37,8 @@ func probeAuthMethods(ctx context.Context, _ *Expectations, h Host) Output {
 			// Nothing secret is sent, and the pinned key was checked on the
 			// main connection.
 			HostKeyCallback: ssh.InsecureIgnoreHostKey(),
-			Timeout:         10 * time.Second,
 		}
-		c, err := ssh.Dial("tcp", addr, cfg)
+		c, err := dialBounded(ctx, addr, cfg, cmp.Or(h.Timeout, 10*time.Second))
 		if c != nil {
 			c.Close()
 		}
@@ -55,6 +55,30 @@ func probeAuthMethods(ctx context.Context, _ *Expectations, h Host) Output {
 		offered = []string{"publickey-only"}
 	}
 	return Output{Stdout: strings.Join(offered, " ")}
+}
+
+// dialBounded is ssh.Dial with the handshake bounded too (ssh.Dial's
+// Timeout covers only the TCP connect) and ended by ctx.
+func dialBounded(ctx context.Context, addr string, cfg *ssh.ClientConfig, timeout time.Duration) (*ssh.Client, error) {
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	deadline, _ := dctx.Deadline()
+	conn.SetDeadline(deadline)
+	stop := context.AfterFunc(dctx, func() { conn.Close() })
+	defer stop()
+	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	if err != nil {
+		conn.Close()
+		if dctx.Err() != nil && !errors.Is(err, errProbe) {
+			return nil, fmt.Errorf("ssh handshake with %s: no answer within %s", addr, timeout)
+		}
+		return nil, err
+	}
+	return ssh.NewClient(c, chans, reqs), nil
 }
 
 // Scan settings: a closed port answers with a reset at once; a filtered
