@@ -21,7 +21,7 @@ func All() []Check {
 		bootCheck,
 		servicesCheck,
 		sshdCheck,
-		firewallCheck,
+		warnUnreadChains(firewallCheck),
 		exposureCheck,
 		zfsCheck,
 		luksCheck,
@@ -170,6 +170,10 @@ var sshdCheck = Check{
 		if got := get("kbdinteractiveauthentication") == "yes"; got != e.SSHD.KbdInteractiveAuthentication {
 			bad = append(bad, "kbdinteractiveauthentication "+get("kbdinteractiveauthentication"))
 		}
+		ports := sshdPorts(cfg["port"])
+		if want := sortedUnique(e.SSHD.Ports); len(want) > 0 && !slices.Equal(ports, want) {
+			bad = append(bad, fmt.Sprintf("sshd listens on port %s, want %s", joinInts(ports), joinInts(want)))
+		}
 		probe := outs[len(outs)-1]
 		offered := strings.Fields(probe.Stdout)
 		if probe.Err != nil {
@@ -184,8 +188,8 @@ var sshdCheck = Check{
 		if len(bad) > 0 {
 			return Fail, strings.Join(bad, "; ")
 		}
-		return Pass, fmt.Sprintf("permitrootlogin %s, passwordauthentication %s, kbdinteractiveauthentication %s; offers %s",
-			root, get("passwordauthentication"), get("kbdinteractiveauthentication"), strings.Join(offered, ","))
+		return Pass, fmt.Sprintf("port %s, permitrootlogin %s, passwordauthentication %s, kbdinteractiveauthentication %s; offers %s",
+			joinInts(ports), root, get("passwordauthentication"), get("kbdinteractiveauthentication"), strings.Join(offered, ","))
 	},
 }
 

@@ -35,7 +35,8 @@ func walkKeys(v any, t reflect.Type, path string) error {
 		}
 		fields := map[string]reflect.Type{}
 		var names []string
-		for f := range t.Fields() {
+		for i := range t.NumField() {
+			f := t.Field(i)
 			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 			if name == "" || name == "-" {
 				continue
