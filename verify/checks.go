@@ -338,7 +338,10 @@ var mdnsCheck = Check{
 			"avahi-resolve -4 -n -- " + shellQuote(e.Hostname+".local")}
 	},
 	Probe: func(ctx context.Context, e *Expectations, h Host) Output {
-		ip := net.ParseIP(h.Addr)
+		// An on-link IPv6 target is asked over IPv6; a link-local one
+		// names its interface after the %.
+		addr, zone, _ := strings.Cut(h.Addr, "%")
+		ip := net.ParseIP(addr)
 		if ip == nil {
 			ips, err := net.DefaultResolver.LookupIP(ctx, "ip4", h.Addr)
 			if err != nil || len(ips) == 0 {
@@ -346,7 +349,13 @@ var mdnsCheck = Check{
 			}
 			ip = ips[0]
 		}
-		ips, err := resolveMDNS(ctx, e.Hostname+".local", ip)
+		var ips []net.IP
+		var err error
+		if ip.To4() == nil {
+			ips, err = resolveMDNS6(ctx, e.Hostname+".local", ip, zone)
+		} else {
+			ips, err = resolveMDNS(ctx, e.Hostname+".local", ip)
+		}
 		if err != nil {
 			return Output{Err: err}
 		}

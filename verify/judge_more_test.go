@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"net"
 	"strings"
 	"testing"
 )
@@ -38,5 +39,26 @@ func TestEvidenceIsCapped(t *testing.T) {
 	}
 	if capEvidence("short") != "short" {
 		t.Error("short evidence changed")
+	}
+}
+
+func TestMDNSSkipWording(t *testing.T) {
+	_, ev := mdnsCheck.Judge(nixosExpect(), []Output{{Stdout: fixture(t, "avahi-resolve", "ok.stdout")}, {Err: errNotOnLink}})
+	if !strings.Contains(ev, "the verifier is not on the host's link") || strings.Count(ev, "verifier") != 1 {
+		t.Errorf("evidence %q", ev)
+	}
+}
+
+func TestMDNSAAAA(t *testing.T) {
+	q := mdnsQuery(7, "web1.local", typeAAAA)
+	resp := append([]byte(nil), q...)
+	resp[2], resp[7] = 0x84, 1
+	resp = append(resp, 0xC0, 12, 0, 28, 0, 1, 0, 0, 0, 120, 0, 16)
+	resp = append(resp, net.ParseIP("fd00:254::2")...)
+	if ips := mdnsAnswers(resp, "web1.local", typeAAAA); len(ips) != 1 || ips[0].String() != "fd00:254::2" {
+		t.Errorf("answers %v", ips)
+	}
+	if ips := mdnsAnswers(resp, "web1.local", typeA); len(ips) != 0 {
+		t.Errorf("an AAAA record was read as A: %v", ips)
 	}
 }

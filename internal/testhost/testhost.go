@@ -38,6 +38,7 @@ type Host struct {
 	Name        string        // hostname inside the host
 	NS          string        // network namespace, as listed by ip netns
 	Addr        string        // the host's IPv4 address, reachable from the root namespace
+	Addr6       string        // with IPv6: the host's unique-local IPv6 address, reachable too
 	Port        int           // sshd's port
 	HostKey     ssh.PublicKey // sshd's current ed25519 host key
 	HostKeyPath string        // sshd's private host key file, as seen from the root namespace
@@ -128,9 +129,14 @@ func (h *Host) Dial(t testing.TB, signer ssh.Signer) *ssh.Client {
 // closed.
 func (h *Host) Listen(t testing.TB, port int) {
 	t.Helper()
+	h.listen(t, "tcp4", port)
+}
+
+func (h *Host) listen(t testing.TB, network string, port int) {
+	t.Helper()
 	var l net.Listener
 	err := inNetNS(h.NS, func() (err error) {
-		l, err = net.Listen("tcp4", ":"+strconv.Itoa(port))
+		l, err = net.Listen(network, ":"+strconv.Itoa(port))
 		return err
 	})
 	if err != nil {
@@ -177,7 +183,7 @@ func (h *Host) onClose(f func()) {
 
 // newHost makes the network namespace and its veth pair, with the given
 // firewall, and registers Close.
-func newHost(t testing.TB, name string, port int, openTCP []int) *Host {
+func newHost(t testing.TB, name string, port int, openTCP []int, ipv6 bool) *Host {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("testhost needs root (network namespaces, nftables, sshd)")
@@ -238,6 +244,9 @@ func newHost(t testing.TB, name string, port int, openTCP []int) *Host {
 		if err := cmdRun(s[0], s[1:]...); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if ipv6 {
+		h.addIPv6(t)
 	}
 	nft := filepath.Join(h.dir, "nftables.conf")
 	writeFile(t, nft, Ruleset(openTCP), 0o644)
