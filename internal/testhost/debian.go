@@ -29,7 +29,7 @@ type DebianOptions struct {
 	// ExtraSSHDConfig lines go in /etc/ssh/sshd_config.d, which Debian's
 	// sshd_config reads first, so they override its defaults.
 	ExtraSSHDConfig []string
-	IPv6            bool // give the host a unique-local IPv6 address too (Addr6)
+	IPv6            bool          // give the host a unique-local IPv6 address too (Addr6)
 	OpenTCP         []int         // ports the firewall lets in; default {Port}
 	ExtraPackages   []string      // installed in the cached root, on top of BasePackages
 	BootTimeout     time.Duration // until sshd answers; default 90s

@@ -51,4 +51,6 @@ func (h *Host) ListenAny(t testing.TB, port int) {
 }
 
 // Address6 is Addr6:Port.
-func (h *Host) Address6() string { return "[" + h.Addr6 + "]:" + strings.TrimPrefix(h.Address(), h.Addr+":") }
+func (h *Host) Address6() string {
+	return "[" + h.Addr6 + "]:" + strings.TrimPrefix(h.Address(), h.Addr+":")
+}

@@ -23,7 +23,7 @@ type SSHDOptions struct {
 	// first value it reads for a keyword; from the first Match line on they
 	// go after them.
 	ExtraSSHDConfig []string
-	IPv6            bool // give the host a unique-local IPv6 address too (Addr6)
+	IPv6            bool  // give the host a unique-local IPv6 address too (Addr6)
 	OpenTCP         []int // ports the firewall lets in; default {Port}
 }
 
