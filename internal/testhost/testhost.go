@@ -363,6 +363,8 @@ func Ruleset(openTCP []int) string {
 		accept +
 		"\t\tudp dport 5353 accept\n" +
 		"\t\ticmp type echo-request accept\n" +
+		// NixOS's rule: IPv6 needs neighbour discovery to work at all.
+		"\t\ticmpv6 type != { nd-redirect, 139 } accept\n" +
 		"\t}\n" +
 		"}\n"
 }
