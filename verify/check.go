@@ -49,6 +49,8 @@ type Host struct {
 	// Timeout is the limit for each remote command, which bounds the
 	// probes too.
 	Timeout time.Duration
+	// Outs is what the check's commands printed, for its probe.
+	Outs []Output
 }
 
 // A Check is data plus a judge, as in goss: what to run on the host

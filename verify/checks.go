@@ -260,41 +260,6 @@ func quoteAll(ss []string) []string {
 	return out
 }
 
-var exposureCheck = Check{
-	Name:    "exposure",
-	Applies: always,
-	Probe: func(ctx context.Context, e *Expectations, h Host) Output {
-		return scanProbe(ctx, e, h)
-	},
-	Judge: func(e *Expectations, outs []Output) (Status, string) {
-		o := outs[0]
-		if o.Err != nil {
-			return Fail, "scanning: " + o.Err.Error()
-		}
-		open := parseInts(o.Stdout)
-		want := expectedTCP(e, o.Stderr)
-		var unexpected, missing []string
-		for _, p := range open {
-			if !slices.Contains(want, p) {
-				unexpected = append(unexpected, strconv.Itoa(p))
-			}
-		}
-		for _, p := range want {
-			if !slices.Contains(open, p) {
-				missing = append(missing, strconv.Itoa(p))
-			}
-		}
-		scanned := text.FirstLine(o.Stderr)
-		switch {
-		case len(unexpected) > 0:
-			return Fail, fmt.Sprintf("open TCP ports %s, only %s expected (%s)", strings.Join(unexpected, ","), joinInts(want), scanned)
-		case len(missing) > 0:
-			return Warn, fmt.Sprintf("open TCP %s; expected %s open too but nothing answers there (%s)", joinInts(open), strings.Join(missing, ","), scanned)
-		}
-		return Pass, fmt.Sprintf("open TCP %s (%s)", joinInts(open), scanned)
-	},
-}
-
 // expectedTCP is the firewall's TCP ports, or just SSH without a firewall.
 func expectedTCP(e *Expectations, _ string) []int {
 	if e.Firewall != nil && e.Firewall.Enable {

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -81,25 +79,19 @@ func dialBounded(ctx context.Context, addr string, cfg *ssh.ClientConfig, timeou
 	return ssh.NewClient(c, chans, reqs), nil
 }
 
-// Scan settings: a closed port answers with a reset at once; a filtered
-// one costs the whole timeout, so many run at a time, per host and in all
-// (verifying a fleet must not run out of file descriptors).
-const (
-	scanConcurrency = 256
-	scanTimeout     = 800 * time.Millisecond
-)
-
+// scanSockets bounds the scan sockets open at once in the whole process,
+// so verifying a fleet cannot run out of file descriptors; within that,
+// a scan opens as many connects at once as it has ports.
 var scanSockets = make(chan struct{}, socketBudget())
 
-// socketBudget is how many scan sockets may be open at once in the
-// process: most of the file descriptor limit, which Go raises to the hard
-// limit at start.
+// socketBudget is most of the file descriptor limit, which Go raises to
+// the hard limit at start.
 func socketBudget() int {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return scanConcurrency
+		return 256
 	}
-	return int(min(max(lim.Cur*3/4, scanConcurrency), 16384))
+	return int(min(max(lim.Cur*3/4, 256), 16384))
 }
 
 // DefaultScanPorts is 1-1024.
@@ -109,57 +101,6 @@ func DefaultScanPorts() []int {
 		ports[i] = i + 1
 	}
 	return ports
-}
-
-// scanProbe connects to every port to scan plus the expected ones, and
-// prints the open ones; stderr says what was scanned.
-func scanProbe(ctx context.Context, e *Expectations, h Host) Output {
-	ports := h.ScanPorts
-	if ports == nil {
-		ports = DefaultScanPorts()
-	}
-	set := map[int]bool{h.SSHPort: true}
-	for _, p := range ports {
-		set[p] = true
-	}
-	for _, p := range expectedTCP(e, "") {
-		set[p] = true
-	}
-	start := time.Now()
-	var (
-		mu   sync.Mutex
-		open []int
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, scanConcurrency)
-	)
-	for p := range set {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			scanSockets <- struct{}{}
-			defer func() { <-scanSockets }()
-			dctx, cancel := context.WithTimeout(ctx, scanTimeout)
-			defer cancel()
-			c, err := (&net.Dialer{}).DialContext(dctx, "tcp", net.JoinHostPort(h.Addr, strconv.Itoa(p)))
-			if err == nil {
-				c.Close()
-				mu.Lock()
-				open = append(open, p)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return Output{Err: ctx.Err()}
-	}
-	sort.Ints(open)
-	return Output{
-		Stdout: joinInts(open),
-		Stderr: fmt.Sprintf("%d ports scanned in %s", len(set), time.Since(start).Round(10*time.Millisecond)),
-	}
 }
 
 // ParsePorts reads a list such as "1-1024,8080,9000-9010".

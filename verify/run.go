@@ -219,6 +219,7 @@ func (r runner) check(ctx context.Context, c Check, e *Expectations, h Host) Res
 		}
 	}
 	if c.Probe != nil {
+		h.Outs = outs
 		outs = append(outs, c.Probe(ctx, e, h))
 	}
 	status, ev := c.Judge(e, outs)

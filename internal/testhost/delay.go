@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,10 +42,16 @@ var queueNums struct {
 	next uint16
 }
 
+// Delayer holds a host's packets; Set changes the delay.
+type Delayer struct{ q *delayQueue }
+
+// Set makes the delay d from the next packet on.
+func (d *Delayer) Set(delay time.Duration) { d.q.delay.Store(int64(delay)) }
+
 // Delay holds every packet the host sends or receives for d before it
 // lets it through (so a round trip takes 2d longer), until the test ends.
 // It needs iptables-nft.
-func (h *Host) Delay(t testing.TB, d time.Duration) {
+func (h *Host) Delay(t testing.TB, d time.Duration) *Delayer {
 	t.Helper()
 	queueNums.Lock()
 	queueNums.next++
@@ -68,7 +75,8 @@ func (h *Host) Delay(t testing.TB, d time.Duration) {
 		unix.Close(fd)
 		t.Fatalf("delay: bind: %v", err)
 	}
-	q := &delayQueue{fd: fd, num: num, delay: d, done: make(chan struct{})}
+	q := &delayQueue{fd: fd, num: num, done: make(chan struct{})}
+	q.delay.Store(int64(d))
 	for _, attrs := range [][]byte{
 		nla(nfqaCfgCmd, []byte{nfqnlCfgCmdBind, 0, 0, 0}),
 		nla(nfqaCfgParams, []byte{0, 0, 0, 0, nfqnlCopyMeta}),
@@ -108,12 +116,13 @@ func (h *Host) Delay(t testing.TB, d time.Duration) {
 		}
 		q.close()
 	})
+	return &Delayer{q}
 }
 
 type delayQueue struct {
 	fd    int
 	num   uint16
-	delay time.Duration
+	delay atomic.Int64
 	seq   uint32
 	mu    sync.Mutex // guards seq and writes
 	once  sync.Once
@@ -205,7 +214,7 @@ func (q *delayQueue) loop() {
 			}
 			if binary.NativeEndian.Uint16(msg[4:]) == nfnlSubsysQueue<<8|nfqnlMsgPacket {
 				if id, ok := packetID(msg[nlmsgHdrLen+nfgenHdrLen : l]); ok {
-					time.AfterFunc(q.delay, func() { q.accept(id) })
+					time.AfterFunc(time.Duration(q.delay.Load()), func() { q.accept(id) })
 				}
 			}
 			msg = msg[(l+3)&^3:]
