@@ -22,6 +22,7 @@ func All() []Check {
 		servicesCheck,
 		sshdCheck,
 		warnUnreadChains(firewallCheck),
+		ipv6Check,
 		exposureCheck,
 		zfsCheck,
 		luksCheck,

@@ -62,3 +62,33 @@ func TestMDNSAAAA(t *testing.T) {
 		t.Errorf("an AAAA record was read as A: %v", ips)
 	}
 }
+
+func TestIPv6Judge(t *testing.T) {
+	out := func(s string) Output { return Output{Stdout: s} }
+	linkOnly := `[{"ifname":"eth0","addr_info":[{"family":"inet","local":"192.0.2.10","scope":"global"},{"family":"inet6","local":"fe80::1","scope":"link"}]},{"ifname":"lo","addr_info":[{"family":"inet6","local":"::1","scope":"host"}]}]`
+	global := `[{"ifname":"eth0","addr_info":[{"family":"inet6","local":"2001:db8::10","scope":"global"}]}]`
+	nft := func(e *Expectations) { e.Firewall.Backend = "nftables" }
+	for _, tc := range []struct {
+		name   string
+		edit   func(e *Expectations)
+		outs   []Output
+		status Status
+		says   string
+	}{
+		{"link-local only", nil, []Output{out(linkOnly), out("")}, Pass, "no IPv6 address other than link-local"},
+		{"empty ip6tables", nil, []Output{out(global), out("")}, Fail, "2001:db8::10, and ip6tables has no nixos-fw rules: IPv6 is not firewalled"},
+		{"ip6tables right", nil, []Output{out(global), out(fixture(t, "iptables-save", "healthy.v6.txt"))}, Pass, "ip6tables opens tcp 22 udp 5353"},
+		{"ip6tables extra", nil, []Output{out(global), out(fixture(t, "iptables-save", "broken.v6.txt"))}, Fail, "opens"},
+		{"inet table", nft, []Output{out(global), out(fixture(t, "nft", "healthy.json"))}, Pass, "inet nixos-fw covers IPv6"},
+		{"no inet table", nft, []Output{out(global), out(`{"nftables": [{"metainfo": {}}]}`)}, Fail, "no table inet nixos-fw: IPv6 is not firewalled"},
+	} {
+		e := nixosExpect()
+		if tc.edit != nil {
+			tc.edit(e)
+		}
+		status, ev := ipv6Check.Judge(e, tc.outs)
+		if status != tc.status || !strings.Contains(ev, tc.says) {
+			t.Errorf("%s: %s %q, want %s with %q", tc.name, status, ev, tc.status, tc.says)
+		}
+	}
+}
