@@ -51,6 +51,8 @@ type Host struct {
 	Timeout time.Duration
 	// Outs is what the check's commands printed, for its probe.
 	Outs []Output
+	// System is Options.System.
+	System string
 }
 
 // A Check is data plus a judge, as in goss: what to run on the host

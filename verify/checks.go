@@ -17,6 +17,7 @@ import (
 func All() []Check {
 	return []Check{
 		installerCheck,
+		systemCheck,
 		hostnameCheck,
 		bootCheck,
 		servicesCheck,

@@ -30,6 +30,11 @@ type Options struct {
 	// ScanPorts is what the exposure check scans besides the expected
 	// ports; nil means DefaultScanPorts.
 	ScanPorts []int
+	// System is the out path of the flake's
+	// nixosConfigurations.NAME.config.system.build.toplevel, which the
+	// system check compares with the host's /run/current-system; "" skips
+	// that check ("not asked (--drift)").
+	System string
 }
 
 // Report is everything verify found about one host.
@@ -122,7 +127,7 @@ func Run(ctx context.Context, e *Expectations, o Options) Report {
 		r.waitForBoot(ctx, deadline)
 	}
 	host := Host{Addr: hostOf(o.SSH.Addr), SSHPort: portOf(o.SSH.Addr), ScanPorts: o.ScanPorts,
-		RTT: client.RTT, Timeout: o.Timeout}
+		RTT: client.RTT, Timeout: o.Timeout, System: o.System}
 	results := make([]Result, len(o.Checks))
 	var wg sync.WaitGroup
 	for i, c := range o.Checks {
