@@ -87,45 +87,41 @@ func probePort(ctx context.Context, addr string, timeout time.Duration, est *rtt
 	return silent, err
 }
 
-// scanAddr connects to every port of ip and returns the open ones.
+// scanAddr connects to every port of ip at once and returns the open
+// ones. Each port is asked again on its own when it stays silent, with a
+// timeout from what the estimate has learnt since, so that no round waits
+// for the slowest port of the one before.
 func scanAddr(ctx context.Context, ip string, ports []int, est *rttEstimator) ([]int, error) {
 	var (
 		mu      sync.Mutex
 		openOut []int
+		wg      sync.WaitGroup
 	)
-	pending := ports
-	for attempt := range scanAttempts {
-		if len(pending) == 0 {
-			break
-		}
-		timeout := est.timeout()
-		if attempt == scanAttempts-1 {
-			timeout *= lastAttemptBy
-		}
-		var (
-			wg      sync.WaitGroup
-			silence []int
-		)
-		for _, p := range pending {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				state, _ := probePort(ctx, net.JoinHostPort(ip, strconv.Itoa(p)), timeout, est)
-				mu.Lock()
-				defer mu.Unlock()
-				switch state {
-				case open:
-					openOut = append(openOut, p)
-				case silent:
-					silence = append(silence, p)
+	for _, p := range ports {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			addr := net.JoinHostPort(ip, strconv.Itoa(p))
+			for attempt := range scanAttempts {
+				timeout := est.timeout()
+				if attempt == scanAttempts-1 {
+					timeout *= lastAttemptBy
 				}
-			}()
-		}
-		wg.Wait()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		pending = silence
+				state, _ := probePort(ctx, addr, timeout, est)
+				if state == open {
+					mu.Lock()
+					openOut = append(openOut, p)
+					mu.Unlock()
+				}
+				if state != silent || ctx.Err() != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
 	}
 	slices.Sort(openOut)
 	return openOut, nil
