@@ -299,7 +299,11 @@ func cutNote(cmds []string, outs []Output) string {
 		}
 	}
 	if retries > 0 {
-		notes = append(notes, fmt.Sprintf("the server refused a session %d times before it opened", retries))
+		times := fmt.Sprintf("%d times", retries)
+		if retries == 1 {
+			times = "once"
+		}
+		notes = append(notes, "the server refused a session "+times+" before it opened")
 	}
 	if len(notes) == 0 {
 		return ""
