@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -23,6 +24,7 @@ const (
 	scanCeiling   = 10 * time.Second
 	scanFirst     = time.Second // before any sample, as nmap's initial RTT timeout
 	scanAttempts  = 3
+	lossyAttempts = 6 // once a port has answered only when asked again, as nmap -T4
 	lastAttemptBy = 2 // the last attempt waits this many timeouts
 )
 
@@ -96,24 +98,29 @@ func scanAddr(ctx context.Context, ip string, ports []int, est *rttEstimator) ([
 		mu      sync.Mutex
 		openOut []int
 		wg      sync.WaitGroup
+		lossy   atomic.Bool // a port answered only when asked again: packets get lost
 	)
 	for _, p := range ports {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			addr := net.JoinHostPort(ip, strconv.Itoa(p))
-			for attempt := range scanAttempts {
+			for attempt := 0; ; attempt++ {
+				last := attempt == scanAttempts-1 && !lossy.Load() || attempt == lossyAttempts-1
 				timeout := est.timeout()
-				if attempt == scanAttempts-1 {
+				if last {
 					timeout *= lastAttemptBy
 				}
 				state, _ := probePort(ctx, addr, timeout, est)
+				if state != silent && attempt > 0 {
+					lossy.Store(true)
+				}
 				if state == open {
 					mu.Lock()
 					openOut = append(openOut, p)
 					mu.Unlock()
 				}
-				if state != silent || ctx.Err() != nil {
+				if state != silent || last || ctx.Err() != nil {
 					return
 				}
 			}

@@ -43,9 +43,9 @@ func exposure(t *testing.T, e *verify.Expectations, o verify.Options) verify.Res
 	return verify.Result{}
 }
 
-// Added delay on the path does not turn open ports into silence: the scan
-// finds what it finds without delay, also with a 1 s round trip, more than
-// the fixed timeout it used to have.
+// Added delay or loss on the path does not turn open ports into silence:
+// the scan finds what it finds without, also with a 1 s round trip, more
+// than the fixed timeout it used to have, and with 5% of packets lost.
 func TestScanWithDelayFindsTheSamePorts(t *testing.T) {
 	signer, key := testhost.ClientKey(t)
 	h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}, OpenTCP: []int{22, 80, 8080}})
@@ -75,6 +75,16 @@ func TestScanWithDelayFindsTheSamePorts(t *testing.T) {
 			t.Errorf("with %s each way: %s %q, want %s %q", 2*each, got.Status, got.Evidence, want.Status, want.Evidence)
 		}
 		t.Logf("with a %s round trip: %s", 2*each, time.Since(start).Round(10*time.Millisecond))
+	}
+	d.Set(0)
+	d.SetLoss(0.05)
+	o.ScanPorts, _ = verify.ParsePorts("1-1024")
+	for i := range 3 {
+		start := time.Now()
+		if got := exposure(t, sshdExpect(h.Name), o); got != want {
+			t.Errorf("with 5%% loss, run %d: %s %q, want %s %q", i, got.Status, got.Evidence, want.Status, want.Evidence)
+		}
+		t.Logf("with 5%% loss: %s", time.Since(start).Round(10*time.Millisecond))
 	}
 }
 

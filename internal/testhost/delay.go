@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,7 @@ const (
 	nfqaCfgQueueMax  = 3
 	nfqnlCfgCmdBind  = 1
 	nfqnlCopyMeta    = 1
+	nfDrop           = 0
 	nfAccept         = 1
 	nlmsgHdrLen      = 16
 	nfgenHdrLen      = 4
@@ -47,6 +49,10 @@ type Delayer struct{ q *delayQueue }
 
 // Set makes the delay d from the next packet on.
 func (d *Delayer) Set(delay time.Duration) { d.q.delay.Store(int64(delay)) }
+
+// SetLoss drops each packet with probability p (0 to 1) from the next
+// packet on, as a lossy link would.
+func (d *Delayer) SetLoss(p float64) { d.q.loss.Store(int64(p * (1 << 32))) }
 
 // Delay holds every packet the host sends or receives for d before it
 // lets it through (so a round trip takes 2d longer), until the test ends.
@@ -123,6 +129,7 @@ type delayQueue struct {
 	fd    int
 	num   uint16
 	delay atomic.Int64
+	loss  atomic.Int64 // probability × 2^32
 	seq   uint32
 	mu    sync.Mutex // guards seq and writes
 	once  sync.Once
@@ -214,7 +221,11 @@ func (q *delayQueue) loop() {
 			}
 			if binary.NativeEndian.Uint16(msg[4:]) == nfnlSubsysQueue<<8|nfqnlMsgPacket {
 				if id, ok := packetID(msg[nlmsgHdrLen+nfgenHdrLen : l]); ok {
-					time.AfterFunc(time.Duration(q.delay.Load()), func() { q.accept(id) })
+					verdict := uint32(nfAccept)
+					if int64(rand.Uint32()) < q.loss.Load() {
+						verdict = nfDrop
+					}
+					time.AfterFunc(time.Duration(q.delay.Load()), func() { q.verdict(id, verdict) })
 				}
 			}
 			msg = msg[(l+3)&^3:]
@@ -237,11 +248,11 @@ func packetID(attrs []byte) (uint32, bool) {
 	return 0, false
 }
 
-func (q *delayQueue) accept(id uint32) {
+func (q *delayQueue) verdict(id, verdict uint32) {
 	if q.stopped() {
 		return
 	}
-	v := binary.BigEndian.AppendUint32(nil, nfAccept)
+	v := binary.BigEndian.AppendUint32(nil, verdict)
 	v = binary.BigEndian.AppendUint32(v, id)
 	if err := q.send(nfqnlMsgVerdict, unix.NLM_F_REQUEST, nla(nfqaVerdictHdr, v)); err != nil && !q.stopped() {
 		fmt.Println("testhost: delay: verdict:", err)
