@@ -28,7 +28,9 @@ func TestAuthProbeHandshakeIsBounded(t *testing.T) {
 	addr := l.Addr().(*net.TCPAddr)
 	done := make(chan Output, 1)
 	start := time.Now()
-	go func() { done <- probeAuthMethods(context.Background(), nil, Host{Addr: "127.0.0.1", SSHPort: addr.Port, Timeout: time.Second}) }()
+	go func() {
+		done <- probeAuthMethods(context.Background(), nil, Host{Addr: "127.0.0.1", SSHPort: addr.Port, Timeout: time.Second})
+	}()
 	select {
 	case o := <-done:
 		if o.Err == nil || !strings.Contains(o.Err.Error(), "no answer within 1s") || time.Since(start) > 3*time.Second {
