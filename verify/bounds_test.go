@@ -97,3 +97,23 @@ func TestTimeoutBoundsTheConnect(t *testing.T) {
 		t.Errorf("exit %d after %s (%s); want 2 within --timeout 1s", r.ExitCode(), took, r.Error)
 	}
 }
+
+// Ctrl-C during the checks: the run ends at once, the checks cut short
+// are not run, and the report says it was interrupted.
+func TestInterruptedRunSaysSo(t *testing.T) {
+	signer, key := testhost.ClientKey(t)
+	h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	o := options(h, key)
+	o.Checks = []verify.Check{sleeper("slow", 20*time.Second)}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(time.Second, cancel)
+	start := time.Now()
+	r := verify.Run(ctx, sshdExpect(h.Name), o)
+	logReport(t, r)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("took %s after the cancel", took)
+	}
+	if res := r.Results[len(r.Results)-1]; res.Status != verify.Skip || res.Evidence != "not run: interrupted" || !strings.Contains(r.Error, "interrupted") {
+		t.Errorf("%s %q, error %q", res.Status, res.Evidence, r.Error)
+	}
+}

@@ -38,7 +38,7 @@ func (r Report) Summary() string {
 	for _, res := range r.Results {
 		switch {
 		case res.Status != Skip:
-		case res.Evidence == notRun:
+		case res.Evidence == notRun || res.Evidence == notRunInterrupted:
 			notRunNames = append(notRunNames, res.Check)
 		default:
 			skipped = append(skipped, fmt.Sprintf("%s (%s)", res.Check, res.Evidence))

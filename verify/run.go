@@ -145,17 +145,16 @@ func Run(ctx context.Context, e *Expectations, o Options) Report {
 	rep.Results = append(rep.Results, results...)
 	// A session that failed may mean the whole connection went away: ask
 	// the server, which answers at once while the connection lives.
-	r.Alive(min(cmp.Or(o.SSH.Timeout, sshx.DefaultTimeout), closingWait))
+	r.Alive(cmp.Or(o.SSH.Timeout, sshx.DefaultTimeout))
 	if err := lost(); err != nil {
 		rep.Err, rep.Error = err, err.Error()
+	} else if ctx.Err() != nil {
+		rep.Err = errors.New("interrupted before the checks finished")
+		rep.Error = rep.Err.Error()
 	}
 	rep.Duration = time.Since(start)
 	return rep
 }
-
-// closingWait bounds the last keepalive, which tells a run whose
-// connection died from one that only had failing checks.
-const closingWait = 5 * time.Second
 
 // connectTimeout is one attempt's limit when Options leaves it zero; a
 // variable for tests.
@@ -218,9 +217,12 @@ func (r runner) check(ctx context.Context, c Check, e *Expectations, h Host) Res
 	}
 	wg.Wait()
 	for _, o := range outs {
-		if errors.Is(o.Err, remote.ErrLost) {
+		switch {
+		case errors.Is(o.Err, remote.ErrLost):
 			// The connection error says it once for the whole report.
 			return Result{c.Name, Skip, notRun}
+		case errors.Is(o.Err, context.Canceled):
+			return Result{c.Name, Skip, notRunInterrupted}
 		}
 	}
 	if c.Probe != nil {
@@ -267,6 +269,10 @@ func portOf(addr string) int {
 // notRun is the evidence of a check whose commands could not run because
 // the connection was lost (docs/verify-json.md).
 const notRun = "not run: the connection was lost"
+
+// notRunInterrupted is the evidence of a check stopped by Ctrl-C or
+// SIGTERM.
+const notRunInterrupted = "not run: interrupted"
 
 // maxEvidence caps one evidence line: it is shown in a table and written
 // twice in JUnit, for every host.

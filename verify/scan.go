@@ -1,31 +1,35 @@
 package verify
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The scan times a silent port out the way nmap does: after the smoothed
 // round-trip time plus four times its variation (RFC 6298), never less
-// than scanFloor, and asks it again before calling it filtered. A fixed
+// than scanFloor, and asks it again before calling it filtered: once, or
+// up to five times when some port answered only when asked again. A fixed
 // timeout shorter than the path's round trip would turn open ports into
 // silence, which for a security check is the wrong way to fail.
 const (
 	scanFloor     = 50 * time.Millisecond
 	scanCeiling   = 10 * time.Second
 	scanFirst     = time.Second // before any sample, as nmap's initial RTT timeout
-	scanAttempts  = 3
-	lossyAttempts = 6 // once a port has answered only when asked again, as nmap -T4
-	lastAttemptBy = 2 // the last attempt waits this many timeouts
+	scanAttempts  = 2           // as nmap: one retransmission, more once the path shows loss
+	lossyAttempts = 6           // once a port has answered only when asked again, as nmap -T4
+	lastAttemptBy = 2           // the last attempt waits this many timeouts
 )
 
 // rttEstimator is TCP's smoothed RTT and its variation, fed by every
@@ -67,71 +71,116 @@ const (
 )
 
 // probePort connects once, feeding est with the round trip when an answer
-// comes.
-func probePort(ctx context.Context, addr string, timeout time.Duration, est *rttEstimator) (portState, error) {
+// comes. It asks the kernel, not a timer race, whether the handshake
+// completed: on a busy verifier the answer may be noticed late, and a
+// late notice must not turn an open port into silence.
+func probePort(ctx context.Context, addr string, timeout time.Duration, est *rttEstimator) (portState, time.Duration, error) {
+	sa, family, err := sockaddr(addr)
+	if err != nil {
+		return answered, 0, err
+	}
 	scanSockets <- struct{}{}
 	defer func() { <-scanSockets }()
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return answered, 0, err
+	}
 	start := time.Now()
-	c, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr)
+	if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		took := time.Since(start)
+		state, err := classify(err, took, est)
+		return state, took, err
+	}
+	f := os.NewFile(uintptr(fd), "scan") // non-blocking: the runtime's poller waits on it
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return answered, 0, err
+	}
+	f.SetWriteDeadline(start.Add(timeout))
+	stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Now()) })
+	defer stop()
+	var result error
+	connected := false
+	var kernelRTT time.Duration
+	check := func(fd uintptr) bool {
+		if soErr, _ := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR); soErr != 0 {
+			result = unix.Errno(soErr)
+			return true
+		}
+		_, perr := unix.Getpeername(int(fd))
+		connected = perr == nil
+		if connected {
+			// The kernel's own measure of the handshake: what the path
+			// takes, without the time this process took to notice.
+			if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && info.Rtt > 0 {
+				kernelRTT = time.Duration(info.Rtt) * time.Microsecond
+			}
+		}
+		return connected
+	}
+	if werr := rc.Write(check); werr != nil {
+		// The deadline passed: the kernel may still have the answer.
+		rc.Control(func(fd uintptr) { check(fd) })
+	}
 	took := time.Since(start)
 	switch {
-	case err == nil:
-		c.Close()
-		est.sample(took)
-		return open, nil
+	case connected:
+		rtt := cmp.Or(kernelRTT, took)
+		est.sample(rtt)
+		return open, rtt, nil
+	case result != nil:
+		state, err := classify(result, took, est)
+		return state, took, err
+	}
+	return silent, 0, nil
+}
+
+// classify turns a connect error into a port state: a refusal (RST) is an
+// answer with a round trip, an ICMP error an answer without one.
+func classify(err error, took time.Duration, est *rttEstimator) (portState, error) {
+	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		est.sample(took)
 		return answered, err
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EACCES),
-		errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EADDRNOTAVAIL):
+		errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EADDRNOTAVAIL), errors.Is(err, syscall.ENETDOWN):
 		return answered, err
 	}
 	return silent, err
 }
 
-// scanAddr connects to every port of ip at once and returns the open
-// ones. Each port is asked again on its own when it stays silent, with a
-// timeout from what the estimate has learnt since, so that no round waits
-// for the slowest port of the one before.
-func scanAddr(ctx context.Context, ip string, ports []int, est *rttEstimator) ([]int, error) {
-	var (
-		mu      sync.Mutex
-		openOut []int
-		wg      sync.WaitGroup
-		lossy   atomic.Bool // a port answered only when asked again: packets get lost
-	)
-	for _, p := range ports {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			addr := net.JoinHostPort(ip, strconv.Itoa(p))
-			for attempt := 0; ; attempt++ {
-				last := attempt == scanAttempts-1 && !lossy.Load() || attempt == lossyAttempts-1
-				timeout := est.timeout()
-				if last {
-					timeout *= lastAttemptBy
-				}
-				state, _ := probePort(ctx, addr, timeout, est)
-				if state != silent && attempt > 0 {
-					lossy.Store(true)
-				}
-				if state == open {
-					mu.Lock()
-					openOut = append(openOut, p)
-					mu.Unlock()
-				}
-				if state != silent || last || ctx.Err() != nil {
-					return
-				}
-			}
-		}()
+// sockaddr reads "IP:port" (an IPv6 one may carry a %zone).
+func sockaddr(addr string) (unix.Sockaddr, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, 0, err
 	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return nil, 0, err
 	}
-	slices.Sort(openOut)
-	return openOut, nil
+	host, zone, _ := strings.Cut(host, "%")
+	ip := net.ParseIP(host)
+	switch {
+	case ip == nil:
+		return nil, 0, fmt.Errorf("%q is not an IP address", host)
+	case ip.To4() != nil:
+		sa := &unix.SockaddrInet4{Port: port}
+		copy(sa.Addr[:], ip.To4())
+		return sa, unix.AF_INET, nil
+	}
+	sa := &unix.SockaddrInet6{Port: port}
+	copy(sa.Addr[:], ip.To16())
+	if zone != "" {
+		ifc, err := net.InterfaceByName(zone)
+		if err != nil {
+			return nil, 0, err
+		}
+		sa.ZoneId = uint32(ifc.Index)
+	}
+	return sa, unix.AF_INET6, nil
 }
 
 // reach says whether the verifier can reach ip at all, asking its SSH
@@ -139,8 +188,8 @@ func scanAddr(ctx context.Context, ip string, ports []int, est *rttEstimator) ([
 func reach(ctx context.Context, ip string, port int, est *rttEstimator) error {
 	timeout := max(est.timeout()*lastAttemptBy, 2*time.Second)
 	var last error
-	for range scanAttempts - 1 {
-		state, err := probePort(ctx, net.JoinHostPort(ip, strconv.Itoa(port)), timeout, est)
+	for range 2 {
+		state, _, err := probePort(ctx, net.JoinHostPort(ip, strconv.Itoa(port)), timeout, est)
 		switch {
 		case state == open || errors.Is(err, syscall.ECONNREFUSED):
 			return nil
@@ -225,9 +274,18 @@ func scanProbe(ctx context.Context, e *Expectations, h Host) Output {
 		est.sample(h.RTT)
 	}
 	start := time.Now()
-	targets := []string{h.Addr}
+	first := h.Addr
+	if net.ParseIP(strings.SplitN(first, "%", 2)[0]) == nil {
+		// A name: scan the address it has now, as SSH reached it.
+		ips, err := net.DefaultResolver.LookupIP(ctx, "ip", first)
+		if err != nil || len(ips) == 0 {
+			return Output{Err: fmt.Errorf("resolving %s: %v", first, err)}
+		}
+		first = ips[0].String()
+	}
+	targets := []string{first}
 	seen := map[string]bool{}
-	if ip := net.ParseIP(h.Addr); ip != nil {
+	if ip := net.ParseIP(first); ip != nil {
 		seen[ip.String()] = true
 	}
 	var lines []string
@@ -243,7 +301,7 @@ func scanProbe(ctx context.Context, e *Expectations, h Host) Output {
 		targets = append(targets, ip.String())
 	}
 	if est.samples == 0 {
-		reach(ctx, h.Addr, h.SSHPort, est) // a first sample: its SSH port answers
+		reach(ctx, first, h.SSHPort, est) // a first sample: its SSH port answers
 	}
 	results := make([][]int, len(targets))
 	errs := make([]error, len(targets))

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
+	"golang.org/x/sys/unix"
 
 	"github.com/keystone-nix/keystone/internal/hint"
 )
@@ -175,6 +176,9 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		return nil, fmt.Errorf("cannot reach %s: %w", o.Addr, unwrapOp(err))
 	}
 	rtt := time.Since(start)
+	if k := kernelRTT(conn); k > 0 {
+		rtt = k
+	}
 	// The handshake has no context: a deadline bounds it, and closing the
 	// connection ends it when ctx is cancelled.
 	conn.SetDeadline(deadline)
@@ -292,4 +296,25 @@ func unwrapPath(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// kernelRTT is the kernel's round-trip estimate for a TCP connection, or 0:
+// unlike a stopwatch around the connect it leaves out how long this
+// process took to notice, which on a busy verifier can be far longer.
+func kernelRTT(conn net.Conn) time.Duration {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return 0
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var rtt time.Duration
+	rc.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			rtt = time.Duration(info.Rtt) * time.Microsecond
+		}
+	})
+	return rtt
 }
