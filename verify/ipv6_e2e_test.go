@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -76,5 +77,22 @@ func TestOpenIPv6SideFails(t *testing.T) {
 				t.Errorf("exit %d, want 1", r.ExitCode())
 			}
 		})
+	}
+}
+
+// A host verified at an IPv6 address on the verifier's link is asked over
+// IPv6 multicast, not skipped as off-link.
+func TestMDNSAtAnIPv6Address(t *testing.T) {
+	signer, key := testhost.ClientKey(t)
+	h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-mdns6", AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}, IPv6: true})
+	o := options(h, key)
+	o.SSH.Addr = h.Address6()
+	o.Wait = time.Minute
+	o.Checks = only("mdns")
+	r := verify.Run(context.Background(), debianExpect(h.Name), o)
+	logReport(t, r)
+	res := r.Results[len(r.Results)-1]
+	if res.Check != "mdns" || res.Status != verify.Pass || !strings.Contains(res.Evidence, h.Addr6) {
+		t.Errorf("%s %s %q, want PASS resolving to %s", res.Check, res.Status, res.Evidence, h.Addr6)
 	}
 }
