@@ -4,7 +4,7 @@
   inputs = {
     nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
     disko = {
-      url = "github:nix-community/disko/v1.13.0";
+      url = "github:nix-community/disko/v1.12.0";
       inputs.nixpkgs.follows = "nixpkgs";
     };
     flake-utils.url = "github:numtide/flake-utils";
@@ -118,13 +118,18 @@
             # would make every remount and the boot ask on a console nobody
             # types on, so here the ZFS key stays in /tmp/secret.key, which
             # the booted initrd writes (as in disko's zfs-encrypted-root test).
+            # preDeviceCommands is the scripted initrd's; disko's own test
+            # system guards its copy the same way (lib/tests.nix).
             test-server-disko =
               (hostsHere.test-server.extendModules {
                 modules = [
-                  {
-                    disko.devices.zpool.rpool.datasets.crypt.postCreateHook = pkgs.lib.mkForce "";
-                    boot.initrd.preDeviceCommands = "echo -n 'secretsecret' > /tmp/secret.key";
-                  }
+                  (
+                    { config, ... }:
+                    {
+                      disko.devices.zpool.rpool.datasets.crypt.postCreateHook = pkgs.lib.mkForce "";
+                      boot.initrd.preDeviceCommands = pkgs.lib.mkIf (!config.boot.initrd.systemd.enable) "echo -n 'secretsecret' > /tmp/secret.key";
+                    }
+                  )
                 ];
               }).config.system.build.installTest;
           };
@@ -139,7 +144,10 @@
           ];
         };
 
-        formatter = pkgs.nixfmt;
+        # `nix fmt` passes no file names since Nix 2.25, and bare nixfmt
+        # then reads stdin: nixfmt-tree is treefmt running nixfmt on every
+        # .nix file of the tree.
+        formatter = pkgs.nixfmt-tree;
       }
     );
 }

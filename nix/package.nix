@@ -49,8 +49,8 @@ buildGoApplication {
   checkPhase = ''
     runHook preCheck
     export HOME=$TMPDIR NIX_STATE_DIR=$TMPDIR/nix
-    go test -skip '^(TestVerify(CLI|Auth|ThroughTheFlake)|TestDeploy[A-Z])' \
-      ./cmd/... ./generate/... ./deploy/... ./internal/target/... ./internal/check/...
+    go test -skip '^(TestVerify(CLI|Auth|ThroughTheFlake)|TestDeploy[A-Z].*|TestFleetEvaluatesOnce|TestDisksAndAuto|TestImportsPointDown|TestRun|TestArgvReachesTheCheckedHost|TestGather(OnTestHosts|ThroughDoas))$' \
+      ./cmd/... ./generate/... ./deploy/... ./internal/target/... ./lint/... ./fleet/...
     runHook postCheck
   '';
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,19 +13,13 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/keystone-nix/keystone/internal/exit"
 	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/text"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
-
-// Exit codes shared by every command; commands add their own above 1.
-const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 64 // sysexits' EX_USAGE: 2 and up mean things to verify and deploy
-)
 
 // Main runs keystone with args (os.Args form) and returns the exit code.
 func Main(args []string) int {
@@ -64,8 +57,12 @@ func stopOnSignal(sigs <-chan os.Signal, cancel func(), grace time.Duration, std
 }
 
 // signalGrace is how long a command that talks to hosts may take to stop
-// after a signal: deploy gives nixos-anywhere 10 s to stop.
-var signalGrace = map[string]time.Duration{"deploy": 15 * time.Second, "verify": 3 * time.Second}
+// after a signal: deploy gives nixos-anywhere 10 s to stop, enroll may be
+// in the middle of systemd-cryptenroll; verify and disks only read.
+var signalGrace = map[string]time.Duration{
+	"deploy": 15 * time.Second, "enroll": 15 * time.Second,
+	"verify": 3 * time.Second, "disks": 3 * time.Second,
+}
 
 // exitSignal is the shell's exit status for a process ended by sig.
 func exitSignal(sig os.Signal) int {
@@ -110,13 +107,15 @@ read-only pre-flight checks, and verifies the live host over SSH.
 		OnUsageError:              onUsageError,
 		DisableSliceFlagSeparator: true, // a key line may hold commas
 		HideHelpCommand:           true,
-		Commands:                  []*cli.Command{newHostCommand(), deployCommand(), verifyCommand(), checkCommand()},
+		Commands:                  []*cli.Command{newHostCommand(), deployCommand(), verifyCommand(), checkCommand(), enrollCommand(), disksCommand()},
 	}
 }
 
+// usageError is a bad command line: exit status 64.
 type usageError struct{ error }
 
 func (e usageError) Unwrap() error { return e.error }
+func (e usageError) ExitCode() int { return exit.Usage }
 
 func onUsageError(_ *cli.Context, err error, _ bool) error {
 	return usageError{hint.Wrap(err, "see keystone --help")}
@@ -126,14 +125,18 @@ func commandUsageError(c *cli.Context, err error, _ bool) error {
 	return usageError{hint.Wrap(err, "see keystone "+c.Command.Name+" --help")}
 }
 
-// exitCoder is an error that sets its own exit code.
-type exitCoder interface{ ExitCode() int }
-
 // report prints err the way age does, a lower-case error line and an
-// optional hint line, and returns the exit code.
+// optional hint line, and returns the exit code. Joined errors (one a host)
+// are shown one after the other, and the worst status wins.
 func report(stderr io.Writer, err error) int {
+	if errs, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range errs.Unwrap() {
+			report(stderr, e)
+		}
+		return exit.Worst(errs.Unwrap())
+	}
 	if err == nil {
-		return exitOK
+		return exit.OK
 	}
 	if msg := err.Error(); msg != "" {
 		fmt.Fprintf(stderr, "keystone: error: %s\n", text.OneLine(msg))
@@ -141,20 +144,7 @@ func report(stderr io.Writer, err error) int {
 	if h := hint.Of(err); h != "" {
 		fmt.Fprintf(stderr, "keystone: hint: %s\n", text.OneLine(h))
 	}
-	return exitCodeOf(err)
-}
-
-// exitCodeOf is the exit status err asks for: its own, 64 for usage, else 1.
-func exitCodeOf(err error) int {
-	var ec exitCoder
-	var ue usageError
-	switch {
-	case errors.As(err, &ec):
-		return ec.ExitCode()
-	case errors.As(err, &ue):
-		return exitUsage
-	}
-	return exitError
+	return exit.Code(err)
 }
 
 // intersperse moves a subcommand's flags in front of its arguments, so that

@@ -3,6 +3,7 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -64,18 +65,38 @@ type Conn interface {
 // Runner runs commands on one connection.
 type Runner struct {
 	conn    Conn
-	sudo    bool
+	via     string // "", "sudo" or "doas"
 	timeout time.Duration
-	sem     chan struct{}
+	*shared
+}
 
+// shared is what every Runner on one connection shares (see As).
+type shared struct {
+	sem  chan struct{}
 	mu   sync.Mutex
 	lost error
 }
 
 // New returns a Runner; with sudo, commands run under `sudo -n`.
 func New(conn Conn, sudo bool, timeout time.Duration) *Runner {
-	return &Runner{conn: conn, sudo: sudo, timeout: timeout, sem: make(chan struct{}, MaxSessions)}
+	r := &Runner{conn: conn, timeout: timeout, shared: &shared{sem: make(chan struct{}, MaxSessions)}}
+	if sudo {
+		r.via = "sudo"
+	}
+	return r
 }
+
+// As returns a Runner on the same connection, sharing its session cap,
+// whose commands run under `via -n`: "sudo" or "doas" (which takes -n
+// too), or as the login user for "".
+func (r *Runner) As(via string) *Runner {
+	c := *r
+	c.via = via
+	return &c
+}
+
+// Via names what commands run under: "", "sudo" or "doas".
+func (r *Runner) Via() string { return r.via }
 
 // Lost is why the connection was given up on (wrapping ErrLost), or nil.
 func (r *Runner) Lost() error {
@@ -122,7 +143,15 @@ func (r *Runner) Alive(wait time.Duration) error {
 // Run runs cmd with sh, bounded twice: by timeout(1) on the host, so nothing
 // is left running there, and by a local timer that also covers opening the
 // session, so a dead connection cannot hang the caller.
-func (r *Runner) Run(ctx context.Context, cmd string) Output {
+func (r *Runner) Run(ctx context.Context, cmd string) Output { return r.start(ctx, cmd, nil) }
+
+// RunInput is Run with input on the command's stdin: for secrets, which
+// must never be in a command line (every user of the host can read those).
+func (r *Runner) RunInput(ctx context.Context, cmd string, input []byte) Output {
+	return r.start(ctx, cmd, input)
+}
+
+func (r *Runner) start(ctx context.Context, cmd string, input []byte) Output {
 	if err := r.Lost(); err != nil {
 		return Output{Err: err}
 	}
@@ -139,13 +168,13 @@ func (r *Runner) Run(ctx context.Context, cmd string) Output {
 	// Whole seconds, at least 1: `timeout 0` would mean no limit at all.
 	secs := max(1, int(math.Ceil(r.timeout.Seconds())))
 	line := fmt.Sprintf("timeout -k 2 %d sh -c %s", secs, Quote(cmd))
-	if r.sudo {
-		line = "sudo -n " + line
+	if r.via != "" {
+		line = r.via + " -n " + line
 	}
 	deadline := time.Now().Add(r.timeout + grace)
 	c := &call{}
 	done := make(chan Output, 1)
-	go func() { done <- r.run(c, line, deadline) }()
+	go func() { done <- r.run(c, line, input, deadline) }()
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
@@ -196,7 +225,7 @@ func (c *call) stop() {
 	}
 }
 
-func (r *Runner) run(c *call, line string, deadline time.Time) Output {
+func (r *Runner) run(c *call, line string, input []byte, deadline time.Time) Output {
 	s, retries, err := r.openSession(deadline)
 	if err != nil {
 		return Output{Err: err, Retries: retries}
@@ -209,6 +238,9 @@ func (r *Runner) run(c *call, line string, deadline time.Time) Output {
 	onCut := func() { cut.Do(func() { s.Signal(ssh.SIGKILL); s.Close() }) }
 	stdout, stderr := &capped{max: MaxOutput, onCut: onCut}, &capped{max: MaxOutput, onCut: onCut}
 	s.Stdout, s.Stderr = stdout, stderr
+	if input != nil {
+		s.Stdin = bytes.NewReader(input)
+	}
 	err = s.Run(line)
 	o := Output{Stdout: stdout.String(), Stderr: stderr.String(), Retries: retries, Cut: stdout.cut || stderr.cut}
 	var exit *ssh.ExitError

@@ -1,61 +1,47 @@
-package remote
+package remote_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/keystone-nix/keystone/internal/remote"
 	"github.com/keystone-nix/keystone/internal/testhost"
 )
 
-// A server that refuses sessions beyond its MaxSessions ("open failed")
-// slows the commands down but fails none of them.
-func TestRefusedSessionsAreRetried(t *testing.T) {
+// A host with doas and no sudo, as nixos-anywhere's get-facts finds it
+// (hasDoas=y, hasSudo=n): commands run under `doas -n`.
+func TestRunAsDoas(t *testing.T) {
+	bin := t.TempDir()
+	record := filepath.Join(t.TempDir(), "doas-argv")
+	// doas takes -n as sudo does: fail rather than ask.
+	doas := "#!/bin/sh\nprintf '%s\\n' \"$@\" > " + record + "\n[ \"$1\" = -n ] || exit 1\nshift\nexec \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "doas"), []byte(doas), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	signer, _ := testhost.ClientKey(t)
 	h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()},
-		ExtraSSHDConfig: []string{"MaxSessions 2"}})
-	r := New(h.Dial(t, signer), false, 20*time.Second)
-	outs := make([]Output, MaxSessions)
-	var wg sync.WaitGroup
-	for i := range outs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			outs[i] = r.Run(context.Background(), "sleep 0.3; echo ok")
-		}()
+		ExtraSSHDConfig: []string{"SetEnv PATH=" + bin + ":/usr/sbin:/usr/bin:/sbin:/bin"}})
+	c := h.Dial(t, signer)
+	r := remote.New(c, true, 10*time.Second)
+	if r.Via() != "sudo" {
+		t.Errorf("New(sudo) runs under %q", r.Via())
 	}
-	wg.Wait()
-	retries := 0
-	for i, o := range outs {
-		if o.Err != nil || strings.TrimSpace(o.Stdout) != "ok" {
-			t.Errorf("command %d: %q, %v", i, o.Stdout, o.Err)
-		}
-		retries += o.Retries
+	d := r.As("doas")
+	out := d.Run(context.Background(), "echo hi")
+	if out.Err != nil || out.Exit != 0 || out.Stdout != "hi\n" || d.Via() != "doas" {
+		t.Fatalf("under doas: %+v", out)
 	}
-	if retries == 0 {
-		t.Error("no session was refused: the test does not test anything")
+	argv, _ := os.ReadFile(record)
+	if got := strings.Join(strings.Split(strings.TrimSpace(string(argv)), "\n"), " "); got != "-n timeout -k 2 10 sh -c echo hi" {
+		t.Errorf("doas got %q", got)
 	}
-}
-
-// A command that prints without end is stopped at MaxOutput, and says so.
-func TestOutputIsCapped(t *testing.T) {
-	signer, _ := testhost.ClientKey(t)
-	h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
-	r := New(h.Dial(t, signer), false, 20*time.Second)
-	start := time.Now()
-	o := r.Run(context.Background(), "yes failed-unit-name.service")
-	if o.Err != nil || !o.Cut || len(o.Stdout) != MaxOutput {
-		t.Errorf("err %v, cut %v, %d bytes; want no error, cut at %d", o.Err, o.Cut, len(o.Stdout), MaxOutput)
-	}
-	if took := time.Since(start); took > 10*time.Second {
-		t.Errorf("took %s", took)
-	}
-	// The connection is still good for the next command.
-	if o := r.Run(context.Background(), "echo ok"); strings.TrimSpace(o.Stdout) != "ok" {
-		t.Errorf("after the cut: %q, %v", o.Stdout, o.Err)
+	if out := r.As("").Run(context.Background(), "echo plain"); out.Stdout != "plain\n" {
+		t.Errorf("as the login user: %+v", out)
 	}
 }

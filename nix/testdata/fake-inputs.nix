@@ -15,6 +15,11 @@ let
     nameValuePair = name: value: { inherit name value; };
     optionalAttrs = cond: set: if cond then set else { };
     mkForce = v: { forced = v; };
+    # nixpkgs lib/modules.nix: mkIf = condition: content: { _type = "if"; inherit condition content; };
+    mkIf = condition: content: {
+      _type = "if";
+      inherit condition content;
+    };
   };
 
   pkgsFor = system: {
@@ -37,6 +42,9 @@ let
     gopls = "gopls";
     nixos-anywhere = "nixos-anywhere";
     nixfmt = "nixfmt";
+    # pkgs/by-name/ni/nixfmt-tree/package.nix (treefmt with nixfmt; in
+    # nixpkgs since before 25.05, see its runtimePackages note of 2025-04-01)
+    nixfmt-tree = "nixfmt-tree";
     inherit system;
   };
 
@@ -60,14 +68,27 @@ let
       };
       system.build.toplevel.drvPath = "/nix/store/fake-toplevel.drv";
     };
-    extendModules = extra: {
-      config.system.build.installTest = {
-        installTest = true;
-        extra = builtins.length extra.modules;
-        # what the one extra module does to the layout
-        hook = (builtins.head extra.modules).disko.devices.zpool.rpool.datasets.crypt.postCreateHook;
+    extendModules =
+      extra:
+      let
+        # The one extra module, as the module system calls a function
+        # module: with the config (here only what it reads).
+        m = builtins.head extra.modules;
+        with' = systemd: if builtins.isFunction m then m { config.boot.initrd.systemd.enable = systemd; } else m;
+      in
+      {
+        config.system.build.installTest = {
+          installTest = true;
+          extra = builtins.length extra.modules;
+          # what the one extra module does to the layout
+          hook = (with' false).disko.devices.zpool.rpool.datasets.crypt.postCreateHook;
+          # its initrd line, under the scripted and the systemd initrd
+          preDevice = {
+            scripted = (with' false).boot.initrd.preDeviceCommands;
+            systemd = (with' true).boot.initrd.preDeviceCommands;
+          };
+        };
       };
-    };
   };
 
   inputs = {
