@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keystone-nix/keystone/internal/testhost"
 )
 
 // A verify stuck in an SSH handshake with a host that never answers stops
@@ -40,10 +42,7 @@ func TestSignalStopsAStuckVerify(t *testing.T) {
 	cmd := exec.Command(bin, "verify", "--expect", expect, "--target", "root@"+l.Addr().String(),
 		"--insecure-ignore-host-key", "--timeout", "60s", "--wait", "5m")
 	cmd.Env = append(os.Environ(), "HOME="+dir, "SSH_AUTH_SOCK=")
-	key := filepath.Join(dir, "id_ed25519")
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v %s", err, out)
-	}
+	_, key := testhost.ClientKey(t)
 	cmd.Args = append(cmd.Args, "-i", key)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
