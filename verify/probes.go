@@ -71,7 +71,9 @@ func dialBounded(ctx context.Context, addr string, cfg *ssh.ClientConfig, timeou
 	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
 	if err != nil {
 		conn.Close()
-		if dctx.Err() != nil && !errors.Is(err, errProbe) {
+		// The connection's deadline and the context's timer fire at the
+		// same moment: either says the server did not answer in time.
+		if (dctx.Err() != nil || isTimeout(err)) && !errors.Is(err, errProbe) {
 			return nil, fmt.Errorf("ssh handshake with %s: no answer within %s", addr, timeout)
 		}
 		return nil, err
