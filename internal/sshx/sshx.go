@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -250,7 +251,12 @@ func authMethods(identities []string, deadline time.Time) (methods []ssh.AuthMet
 			case err != nil:
 				notes = append(notes, fmt.Sprintf("ssh-agent at %s: %v", sock, err))
 			default:
-				signers = append(signers, s...)
+				for _, signer := range s {
+					if as, ok := signer.(ssh.AlgorithmSigner); ok {
+						signer = agentSigner{as, sock, deadline}
+					}
+					signers = append(signers, signer)
+				}
 			}
 			conn.SetDeadline(deadline)
 		}
@@ -317,4 +323,25 @@ func kernelRTT(conn net.Conn) time.Duration {
 		}
 	})
 	return rtt
+}
+
+// agentSigner says which agent failed when a signature does not come
+// before the dial's deadline (an agent waiting for a touch or a prompt
+// that never comes).
+type agentSigner struct {
+	ssh.AlgorithmSigner
+	sock     string
+	deadline time.Time
+}
+
+func (s agentSigner) Sign(rand io.Reader, data []byte) (*ssh.Signature, error) {
+	return s.SignWithAlgorithm(rand, data, "")
+}
+
+func (s agentSigner) SignWithAlgorithm(rand io.Reader, data []byte, algorithm string) (*ssh.Signature, error) {
+	sig, err := s.AlgorithmSigner.SignWithAlgorithm(rand, data, algorithm)
+	if err != nil && !time.Now().Before(s.deadline) {
+		return nil, fmt.Errorf("ssh-agent at %s does not answer", s.sock)
+	}
+	return sig, err
 }

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+
 	"github.com/keystone-nix/keystone/internal/testhost"
 )
 
@@ -78,5 +81,49 @@ func TestHandshakeEndsWithContext(t *testing.T) {
 		HostKeys: HostKeys{Insecure: true}, Timeout: 30 * time.Second})
 	if err == nil || time.Since(start) > 3*time.Second {
 		t.Errorf("error %v after %s; want an error soon after the cancel", err, time.Since(start))
+	}
+}
+
+// hangingAgent lists its keys and never signs.
+type hangingAgent struct{ agent.Agent }
+
+func (hangingAgent) Sign(ssh.PublicKey, []byte) (*ssh.Signature, error) { select {} }
+
+func (hangingAgent) SignWithFlags(ssh.PublicKey, []byte, agent.SignatureFlags) (*ssh.Signature, error) {
+	select {}
+}
+
+// An agent that lists a key and never signs with it: the dial ends at its
+// timeout and says which agent hung.
+func TestAgentThatNeverSignsIsBounded(t *testing.T) {
+	signer, pemBytes := testhost.GenerateKey(t)
+	h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	real := agent.NewKeyring()
+	key, err := ssh.ParseRawPrivateKey(pemBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real.Add(agent.AddedKey{PrivateKey: key})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go agent.ServeAgent(hangingAgent{real}, c)
+		}
+	}()
+	t.Setenv("SSH_AUTH_SOCK", sock)
+	t.Setenv("HOME", t.TempDir())
+	start := time.Now()
+	_, err = Dial(context.Background(), Options{Addr: h.Address(), User: "root", HostKeys: HostKeys{Insecure: true}, Timeout: 2 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "ssh-agent at "+sock+" does not answer") || time.Since(start) > 5*time.Second {
+		t.Errorf("after %s: %v", time.Since(start), err)
 	}
 }
