@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/keystone-nix/keystone/internal/remote"
 	"github.com/keystone-nix/keystone/internal/text"
@@ -42,6 +43,16 @@ type Host struct {
 	Addr      string // IP or name the verifier reached it at
 	SSHPort   int
 	ScanPorts []int // nil: DefaultScanPorts
+	// RTT is the SSH connection's TCP connect time, a first round-trip
+	// sample; 0 if unknown.
+	RTT time.Duration
+	// Timeout is the limit for each remote command, which bounds the
+	// probes too.
+	Timeout time.Duration
+	// Outs is what the check's commands printed, for its probe.
+	Outs []Output
+	// System is Options.System.
+	System string
 }
 
 // A Check is data plus a judge, as in goss: what to run on the host

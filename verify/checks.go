@@ -17,11 +17,13 @@ import (
 func All() []Check {
 	return []Check{
 		installerCheck,
+		systemCheck,
 		hostnameCheck,
 		bootCheck,
 		servicesCheck,
 		sshdCheck,
-		firewallCheck,
+		warnUnreadChains(firewallCheck),
+		ipv6Check,
 		exposureCheck,
 		zfsCheck,
 		luksCheck,
@@ -171,6 +173,10 @@ var sshdCheck = Check{
 		if got := get("kbdinteractiveauthentication") == "yes"; got != e.SSHD.KbdInteractiveAuthentication {
 			bad = append(bad, "kbdinteractiveauthentication "+get("kbdinteractiveauthentication"))
 		}
+		ports := sshdPorts(cfg["port"])
+		if want := sortedUnique(e.SSHD.Ports); len(want) > 0 && !slices.Equal(ports, want) {
+			bad = append(bad, fmt.Sprintf("sshd listens on port %s, want %s", joinInts(ports), joinInts(want)))
+		}
 		probe := outs[len(outs)-1]
 		offered := strings.Fields(probe.Stdout)
 		if probe.Err != nil {
@@ -185,8 +191,8 @@ var sshdCheck = Check{
 		if len(bad) > 0 {
 			return Fail, strings.Join(bad, "; ")
 		}
-		return Pass, fmt.Sprintf("permitrootlogin %s, passwordauthentication %s, kbdinteractiveauthentication %s; offers %s",
-			root, get("passwordauthentication"), get("kbdinteractiveauthentication"), strings.Join(offered, ","))
+		return Pass, fmt.Sprintf("port %s, permitrootlogin %s, passwordauthentication %s, kbdinteractiveauthentication %s; offers %s",
+			joinInts(ports), root, get("passwordauthentication"), get("kbdinteractiveauthentication"), strings.Join(offered, ","))
 	},
 }
 
@@ -266,41 +272,6 @@ func quoteAll(ss []string) []string {
 	return out
 }
 
-var exposureCheck = Check{
-	Name:    "exposure",
-	Applies: always,
-	Probe: func(ctx context.Context, e *Expectations, h Host) Output {
-		return scanProbe(ctx, e, h)
-	},
-	Judge: func(e *Expectations, outs []Output) (Status, string) {
-		o := outs[0]
-		if o.Err != nil {
-			return Fail, "scanning: " + o.Err.Error()
-		}
-		open := parseInts(o.Stdout)
-		want := expectedTCP(e, o.Stderr)
-		var unexpected, missing []string
-		for _, p := range open {
-			if !slices.Contains(want, p) {
-				unexpected = append(unexpected, strconv.Itoa(p))
-			}
-		}
-		for _, p := range want {
-			if !slices.Contains(open, p) {
-				missing = append(missing, strconv.Itoa(p))
-			}
-		}
-		scanned := text.FirstLine(o.Stderr)
-		switch {
-		case len(unexpected) > 0:
-			return Fail, fmt.Sprintf("open TCP ports %s, only %s expected (%s)", strings.Join(unexpected, ","), joinInts(want), scanned)
-		case len(missing) > 0:
-			return Warn, fmt.Sprintf("open TCP %s; expected %s open too but nothing answers there (%s)", joinInts(open), strings.Join(missing, ","), scanned)
-		}
-		return Pass, fmt.Sprintf("open TCP %s (%s)", joinInts(open), scanned)
-	},
-}
-
 // expectedTCP is the firewall's TCP ports, or just SSH without a firewall.
 func expectedTCP(e *Expectations, _ string) []int {
 	if e.Firewall != nil && e.Firewall.Enable {
@@ -344,7 +315,10 @@ var mdnsCheck = Check{
 			"avahi-resolve -4 -n -- " + shellQuote(e.Hostname+".local")}
 	},
 	Probe: func(ctx context.Context, e *Expectations, h Host) Output {
-		ip := net.ParseIP(h.Addr)
+		// An on-link IPv6 target is asked over IPv6; a link-local one
+		// names its interface after the %.
+		addr, zone, _ := strings.Cut(h.Addr, "%")
+		ip := net.ParseIP(addr)
 		if ip == nil {
 			ips, err := net.DefaultResolver.LookupIP(ctx, "ip4", h.Addr)
 			if err != nil || len(ips) == 0 {
@@ -352,7 +326,13 @@ var mdnsCheck = Check{
 			}
 			ip = ips[0]
 		}
-		ips, err := resolveMDNS(ctx, e.Hostname+".local", ip)
+		var ips []net.IP
+		var err error
+		if ip.To4() == nil {
+			ips, err = resolveMDNS6(ctx, e.Hostname+".local", ip, zone)
+		} else {
+			ips, err = resolveMDNS(ctx, e.Hostname+".local", ip)
+		}
 		if err != nil {
 			return Output{Err: err}
 		}

@@ -76,12 +76,16 @@ var (
 	rootLogin  = []string{"yes", "no", "prohibit-password", "without-password", "forced-commands-only"}
 )
 
-// ParseExpectations reads the JSON contract. Unknown keys are allowed (keys
-// may be added); a value no NixOS config could produce is an error.
+// ParseExpectations reads the JSON contract. A key it does not know, in
+// any case but the exact one, is an error: a check reading nothing would
+// SKIP and pass. A value no NixOS config could produce is an error too.
 func ParseExpectations(data []byte) (*Expectations, error) {
 	var e Expectations
 	if err := json.Unmarshal(data, &e); err != nil {
 		return nil, fmt.Errorf("reading expectations: %w", err)
+	}
+	if err := checkKeys(data); err != nil {
+		return nil, fmt.Errorf("expectations: %w", err)
 	}
 	if err := e.check(); err != nil {
 		return nil, fmt.Errorf("expectations: %w", err)

@@ -43,6 +43,12 @@ func TestParseExpectationsRefuses(t *testing.T) {
 		{`{"hostname": "web1", "zfs": {"pools": ["rpool"], "encryptionRoots": ["rpool/../x\n"]}}`, "zfs encryption root"},
 		{`{"hostname": "web1", "luks": {"devices": ["--help"]}}`, `luks device "--help"`},
 		{`{"hostname": "web1", "mounts": ["home"]}`, `mount point "home"`},
+		{`{"hostname": "web1", "sshdd": {}}`, `unknown key "sshdd" (known at the top level: hostname, services, firewall, sshd,`},
+		{`{"hostname": "web1", "service": ["sshd.service"]}`, `unknown key "service"`},
+		{`{"Hostname": "web1"}`, `unknown key "Hostname"`},
+		{`{"hostname": "web1", "SSHD": {"ports": [22], "permitRootLogin": "no"}}`, `unknown key "SSHD"`},
+		{`{"hostname": "web1", "firewall": {"enable": true, "backend": "nftables", "tcpp": [22]}}`, `unknown key "firewall.tcpp" (known in firewall: enable, backend`},
+		{`{"hostname": "web1", "sshd": {"ports": [22], "permitRootLogin": "no", "passwordauthentication": true}}`, `unknown key "sshd.passwordauthentication"`},
 	} {
 		_, err := ParseExpectations([]byte(tc.json))
 		if err == nil || !strings.Contains(err.Error(), tc.msg) {

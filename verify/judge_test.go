@@ -43,10 +43,10 @@ func TestJudges(t *testing.T) {
 		}, []Output{out(fixture(t, "systemctl-show", "healthy.txt"))}, Pass, "firewall (exited)"},
 		{"unknown unit", servicesCheck, func(e *Expectations) { e.Services = []string{"nope.service"} },
 			[]Output{out("Id=nope.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\n")}, Fail, "nope.service not found"},
-		{"sshd key only", sshdCheck, nil, []Output{out(fixture(t, "sshd-T", "keyonly.txt")), out("publickey-only")}, Pass, "permitrootlogin prohibit-password"},
+		{"sshd key only", sshdCheck, func(e *Expectations) { e.SSHD.Ports = []int{2222, 22} }, []Output{out(fixture(t, "sshd-T", "keyonly.txt")), out("publickey-only")}, Pass, "permitrootlogin prohibit-password"},
 		{"sshd passwords", sshdCheck, nil, []Output{out(fixture(t, "sshd-T", "password.txt")), out("password keyboard-interactive")}, Fail, "the server offers password login"},
 		{"old sshd says without-password", sshdCheck, nil,
-			[]Output{out("permitrootlogin without-password\npasswordauthentication no\nkbdinteractiveauthentication no\n"), out("publickey-only")}, Pass, ""},
+			[]Output{out("port 22\npermitrootlogin without-password\npasswordauthentication no\nkbdinteractiveauthentication no\n"), out("publickey-only")}, Pass, ""},
 		{"iptables healthy", firewallCheck, nil, []Output{out(fixture(t, "iptables-save", "healthy.v4.txt")), out(fixture(t, "iptables-save", "healthy.v6.txt"))}, Pass, "iptables opens tcp 22 udp 5353"},
 		{"iptables extra port", firewallCheck, nil, []Output{out(fixture(t, "iptables-save", "broken.v4.txt")), out("")}, Fail, "want tcp 22 udp 5353"},
 		{"iptables stopped", firewallCheck, nil, []Output{out(fixture(t, "iptables-save", "stopped.v4.txt")), out("")}, Fail, "the firewall is not running"},
@@ -87,33 +87,33 @@ func TestJudges(t *testing.T) {
 }
 
 func TestMDNSMessages(t *testing.T) {
-	q := mdnsQuery(7, "web1.local")
+	q := mdnsQuery(7, "web1.local", typeA)
 	// A response that repeats the question and answers with a compressed
 	// name pointing at it, as avahi does.
 	resp := append([]byte(nil), q...)
 	resp[2] = 0x84 // response, authoritative
 	resp[7] = 1    // one answer
 	resp = append(resp, 0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 120, 0, 4, 192, 0, 2, 10)
-	ips := mdnsAnswers(resp, "web1.local")
+	ips := mdnsAnswers(resp, "web1.local", typeA)
 	if len(ips) != 1 || ips[0].String() != "192.0.2.10" {
 		t.Errorf("answers %v", ips)
 	}
-	if got := mdnsAnswers(resp, "other.local"); len(got) != 0 {
+	if got := mdnsAnswers(resp, "other.local", typeA); len(got) != 0 {
 		t.Errorf("an answer for another name was taken: %v", got)
 	}
 	for i := range resp {
-		mdnsAnswers(resp[:i], "web1.local") // truncated: no panic
+		mdnsAnswers(resp[:i], "web1.local", typeA) // truncated: no panic
 	}
-	if got := mdnsAnswers(q, "web1.local"); len(got) != 0 {
+	if got := mdnsAnswers(q, "web1.local", typeA); len(got) != 0 {
 		t.Errorf("a query was read as an answer")
 	}
 }
 
 func FuzzMDNSAnswers(f *testing.F) {
-	f.Add(mdnsQuery(1, "a.local"))
+	f.Add(mdnsQuery(1, "a.local", typeA))
 	f.Add([]byte{0, 0, 0x84, 0, 0, 0, 0, 1, 0xC0, 12, 0xC0, 8})
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		mdnsAnswers(msg, "a.local")
+		mdnsAnswers(msg, "a.local", typeA)
 	})
 }
 

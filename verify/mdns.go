@@ -22,7 +22,7 @@ const (
 )
 
 // errNotOnLink is the SKIP reason: multicast does not cross routers.
-var errNotOnLink = errors.New("not on the same link as the verifier")
+var errNotOnLink = errors.New("not on the host's link")
 
 // resolveMDNS asks the local network for name's IPv4 address with one
 // multicast query, sent from the interface whose network holds near, the
@@ -31,6 +31,9 @@ var errNotOnLink = errors.New("not on the same link as the verifier")
 // firewall) lets in. When 5353 cannot be shared, it asks from an ephemeral
 // port (RFC 6762 section 6.7), and the answer comes back by unicast.
 func resolveMDNS(ctx context.Context, name string, near net.IP) ([]net.IP, error) {
+	if near.To4() == nil {
+		return resolveMDNS6(ctx, name, near, "")
+	}
 	ifaceAddr, err := onLink(near)
 	if err != nil {
 		return nil, err
@@ -54,7 +57,7 @@ func resolveMDNS(ctx context.Context, name string, near net.IP) ([]net.IP, error
 	// avahi has probed and announced its name.
 	buf := make([]byte, 9000)
 	for time.Now().Before(deadline) {
-		if _, err := conn.WriteToUDP(mdnsQuery(id, name), mdnsGroup); err != nil {
+		if _, err := conn.WriteToUDP(mdnsQuery(id, name, typeA), mdnsGroup); err != nil {
 			return nil, err
 		}
 		conn.SetReadDeadline(minTime(deadline, time.Now().Add(mdnsRetry)))
@@ -63,7 +66,7 @@ func resolveMDNS(ctx context.Context, name string, near net.IP) ([]net.IP, error
 			if err != nil {
 				break
 			}
-			if ips := mdnsAnswers(buf[:n], name); len(ips) > 0 {
+			if ips := mdnsAnswers(buf[:n], name, typeA); len(ips) > 0 {
 				return ips, nil
 			}
 		}
@@ -134,20 +137,32 @@ func onLink(ip net.IP) (net.IP, error) {
 	return nil, errNotOnLink
 }
 
-// mdnsQuery is a DNS query for name's A record.
-func mdnsQuery(id uint16, name string) []byte {
+// DNS record types asked for.
+const (
+	typeA    = 1
+	typeAAAA = 28
+)
+
+// mdnsQuery is a DNS query for name's record of type qtype.
+func mdnsQuery(id uint16, name string, qtype uint16) []byte {
 	msg := binary.BigEndian.AppendUint16(nil, id)
 	msg = append(msg, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0) // flags, one question
 	for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
 		msg = append(msg, byte(len(label)))
 		msg = append(msg, label...)
 	}
-	return append(msg, 0, 0, 1, 0, 1) // root, type A, class IN
+	msg = append(msg, 0) // root
+	msg = binary.BigEndian.AppendUint16(msg, qtype)
+	return append(msg, 0, 1) // class IN
 }
 
-// mdnsAnswers returns the A records for name in a DNS response; anything
-// malformed yields none.
-func mdnsAnswers(msg []byte, name string) []net.IP {
+// mdnsAnswers returns the A or AAAA (qtype) records for name in a DNS
+// response; anything malformed yields none.
+func mdnsAnswers(msg []byte, name string, qtype uint16) []net.IP {
+	size := 4
+	if qtype == typeAAAA {
+		size = 16
+	}
 	if len(msg) < 12 || msg[2]&0x80 == 0 {
 		return nil // not a response
 	}
@@ -172,8 +187,8 @@ func mdnsAnswers(msg []byte, name string) []net.IP {
 		if rdata+rdlen > len(msg) {
 			return ips
 		}
-		if typ == 1 && rdlen == 4 && strings.EqualFold(owner, strings.TrimSuffix(name, ".")) {
-			ips = append(ips, net.IP(append([]byte(nil), msg[rdata:rdata+4]...)))
+		if typ == qtype && rdlen == size && strings.EqualFold(owner, strings.TrimSuffix(name, ".")) {
+			ips = append(ips, net.IP(append([]byte(nil), msg[rdata:rdata+size]...)))
 		}
 		off = rdata + rdlen
 	}

@@ -1,14 +1,13 @@
 package verify
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -36,9 +35,8 @@ func probeAuthMethods(ctx context.Context, _ *Expectations, h Host) Output {
 			// Nothing secret is sent, and the pinned key was checked on the
 			// main connection.
 			HostKeyCallback: ssh.InsecureIgnoreHostKey(),
-			Timeout:         10 * time.Second,
 		}
-		c, err := ssh.Dial("tcp", addr, cfg)
+		c, err := dialBounded(ctx, addr, cfg, cmp.Or(h.Timeout, 10*time.Second))
 		if c != nil {
 			c.Close()
 		}
@@ -57,25 +55,45 @@ func probeAuthMethods(ctx context.Context, _ *Expectations, h Host) Output {
 	return Output{Stdout: strings.Join(offered, " ")}
 }
 
-// Scan settings: a closed port answers with a reset at once; a filtered
-// one costs the whole timeout, so many run at a time, per host and in all
-// (verifying a fleet must not run out of file descriptors).
-const (
-	scanConcurrency = 256
-	scanTimeout     = 800 * time.Millisecond
-)
+// dialBounded is ssh.Dial with the handshake bounded too (ssh.Dial's
+// Timeout covers only the TCP connect) and ended by ctx.
+func dialBounded(ctx context.Context, addr string, cfg *ssh.ClientConfig, timeout time.Duration) (*ssh.Client, error) {
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	deadline, _ := dctx.Deadline()
+	conn.SetDeadline(deadline)
+	stop := context.AfterFunc(dctx, func() { conn.Close() })
+	defer stop()
+	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	if err != nil {
+		conn.Close()
+		// The connection's deadline and the context's timer fire at the
+		// same moment: either says the server did not answer in time.
+		if (dctx.Err() != nil || isTimeout(err)) && !errors.Is(err, errProbe) {
+			return nil, fmt.Errorf("ssh handshake with %s: no answer within %s", addr, timeout)
+		}
+		return nil, err
+	}
+	return ssh.NewClient(c, chans, reqs), nil
+}
 
+// scanSockets bounds the scan sockets open at once in the whole process,
+// so verifying a fleet cannot run out of file descriptors; within that,
+// a scan opens as many connects at once as it has ports.
 var scanSockets = make(chan struct{}, socketBudget())
 
-// socketBudget is how many scan sockets may be open at once in the
-// process: most of the file descriptor limit, which Go raises to the hard
-// limit at start.
+// socketBudget is most of the file descriptor limit, which Go raises to
+// the hard limit at start.
 func socketBudget() int {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return scanConcurrency
+		return 256
 	}
-	return int(min(max(lim.Cur*3/4, scanConcurrency), 16384))
+	return int(min(max(lim.Cur*3/4, 256), 16384))
 }
 
 // DefaultScanPorts is 1-1024.
@@ -85,57 +103,6 @@ func DefaultScanPorts() []int {
 		ports[i] = i + 1
 	}
 	return ports
-}
-
-// scanProbe connects to every port to scan plus the expected ones, and
-// prints the open ones; stderr says what was scanned.
-func scanProbe(ctx context.Context, e *Expectations, h Host) Output {
-	ports := h.ScanPorts
-	if ports == nil {
-		ports = DefaultScanPorts()
-	}
-	set := map[int]bool{h.SSHPort: true}
-	for _, p := range ports {
-		set[p] = true
-	}
-	for _, p := range expectedTCP(e, "") {
-		set[p] = true
-	}
-	start := time.Now()
-	var (
-		mu   sync.Mutex
-		open []int
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, scanConcurrency)
-	)
-	for p := range set {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			scanSockets <- struct{}{}
-			defer func() { <-scanSockets }()
-			dctx, cancel := context.WithTimeout(ctx, scanTimeout)
-			defer cancel()
-			c, err := (&net.Dialer{}).DialContext(dctx, "tcp", net.JoinHostPort(h.Addr, strconv.Itoa(p)))
-			if err == nil {
-				c.Close()
-				mu.Lock()
-				open = append(open, p)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return Output{Err: ctx.Err()}
-	}
-	sort.Ints(open)
-	return Output{
-		Stdout: joinInts(open),
-		Stderr: fmt.Sprintf("%d ports scanned in %s", len(set), time.Since(start).Round(10*time.Millisecond)),
-	}
 }
 
 // ParsePorts reads a list such as "1-1024,8080,9000-9010".

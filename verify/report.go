@@ -32,6 +32,24 @@ func (r Report) Summary() string {
 		}
 	}
 	line := fmt.Sprintf("%d checks: %s in %s", len(r.Results), strings.Join(parts, ", "), r.Duration.Round(10*time.Millisecond))
+	// A SKIP is named with its reason, so that one cannot hide a check
+	// that checked nothing.
+	var skipped, notRunNames []string
+	for _, res := range r.Results {
+		switch {
+		case res.Status != Skip:
+		case res.Evidence == notRun || res.Evidence == notRunInterrupted:
+			notRunNames = append(notRunNames, res.Check)
+		default:
+			skipped = append(skipped, fmt.Sprintf("%s (%s)", res.Check, res.Evidence))
+		}
+	}
+	if len(skipped) > 0 {
+		line += "; skipped " + strings.Join(skipped, ", ")
+	}
+	if len(notRunNames) > 0 {
+		line += "; not run " + strings.Join(notRunNames, ", ")
+	}
 	if r.Error != "" {
 		line += "; " + text.OneLine(r.Error)
 	}
@@ -85,6 +103,8 @@ func WriteJSON(w io.Writer, reports []Report) error {
 		if r.Results == nil {
 			r.Results = []Result{}
 		}
+		// What the host said, cleaned as evidence is.
+		r.Error = text.OneLine(r.Error)
 		doc.Hosts = append(doc.Hosts, jsonHost{r, r.ExitCode(), r.Duration.Milliseconds()})
 	}
 	enc := json.NewEncoder(w)
@@ -125,6 +145,7 @@ type junitMessage struct {
 func WriteJUnit(w io.Writer, reports []Report) error {
 	var doc junitSuites
 	for _, r := range reports {
+		r.Error = text.OneLine(r.Error)
 		s := junitSuite{Name: "keystone verify " + r.Host, Time: fmt.Sprintf("%.3f", r.Duration.Seconds())}
 		if !r.Connected {
 			name := "ssh"

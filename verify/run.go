@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
 
@@ -29,6 +30,11 @@ type Options struct {
 	// ScanPorts is what the exposure check scans besides the expected
 	// ports; nil means DefaultScanPorts.
 	ScanPorts []int
+	// System is the out path of the flake's
+	// nixosConfigurations.NAME.config.system.build.toplevel, which the
+	// system check compares with the host's /run/current-system; "" skips
+	// that check ("not asked (--drift)").
+	System string
 }
 
 // Report is everything verify found about one host.
@@ -82,6 +88,9 @@ func (r Report) ExitCode() int {
 func Run(ctx context.Context, e *Expectations, o Options) Report {
 	start := time.Now()
 	rep := Report{Host: o.Name, Target: o.SSH.User + "@" + o.SSH.Addr}
+	if o.SSH.Timeout == 0 && o.Timeout > 0 {
+		o.SSH.Timeout = o.Timeout // --timeout bounds the connect too
+	}
 	if o.Timeout == 0 {
 		o.Timeout = defaultCmdTimeout
 	}
@@ -100,11 +109,15 @@ func Run(ctx context.Context, e *Expectations, o Options) Report {
 	rep.Results = append(rep.Results, Result{"ssh", Pass, fmt.Sprintf("%s, key auth, host key %s",
 		rep.Target, ssh.FingerprintSHA256(client.HostKey))})
 
-	r := runner{remote.New(client.Client, o.SSH.User != "root", o.Timeout)}
+	r := runner{remote.New(client, o.SSH.User != "root", o.Timeout)}
+	lost := func() error { return cmp.Or(client.Lost(), r.Lost()) }
 	if o.SSH.User != "root" {
 		// Every check reads as root; without it each would FAIL for the
 		// same reason, which is a login problem, not twelve host problems.
 		if err := r.canBeRoot(ctx); err != nil {
+			if l := lost(); l != nil {
+				err = l
+			}
 			rep.Err, rep.Error = err, err.Error()
 			rep.Duration = time.Since(start)
 			return rep
@@ -113,7 +126,8 @@ func Run(ctx context.Context, e *Expectations, o Options) Report {
 	if o.Wait > 0 {
 		r.waitForBoot(ctx, deadline)
 	}
-	host := Host{Addr: hostOf(o.SSH.Addr), SSHPort: portOf(o.SSH.Addr), ScanPorts: o.ScanPorts}
+	host := Host{Addr: hostOf(o.SSH.Addr), SSHPort: portOf(o.SSH.Addr), ScanPorts: o.ScanPorts,
+		RTT: client.RTT, Timeout: o.Timeout, System: o.System}
 	results := make([]Result, len(o.Checks))
 	var wg sync.WaitGroup
 	for i, c := range o.Checks {
@@ -131,9 +145,12 @@ func Run(ctx context.Context, e *Expectations, o Options) Report {
 	rep.Results = append(rep.Results, results...)
 	// A session that failed may mean the whole connection went away: ask
 	// the server, which answers at once while the connection lives.
-	if _, _, err := client.SendRequest("keepalive@openssh.com", true, nil); err != nil {
-		rep.Error = fmt.Sprintf("the connection to %s was lost during the checks", rep.Target)
-		rep.Err = errors.New(rep.Error)
+	r.Alive(cmp.Or(o.SSH.Timeout, sshx.DefaultTimeout))
+	if err := lost(); err != nil {
+		rep.Err, rep.Error = err, err.Error()
+	} else if ctx.Err() != nil {
+		rep.Err = errors.New("interrupted before the checks finished")
+		rep.Error = rep.Err.Error()
 	}
 	rep.Duration = time.Since(start)
 	return rep
@@ -199,11 +216,21 @@ func (r runner) check(ctx context.Context, c Check, e *Expectations, h Host) Res
 		}()
 	}
 	wg.Wait()
+	for _, o := range outs {
+		switch {
+		case errors.Is(o.Err, remote.ErrLost):
+			// The connection error says it once for the whole report.
+			return Result{c.Name, Skip, notRun}
+		case errors.Is(o.Err, context.Canceled):
+			return Result{c.Name, Skip, notRunInterrupted}
+		}
+	}
 	if c.Probe != nil {
+		h.Outs = outs
 		outs = append(outs, c.Probe(ctx, e, h))
 	}
 	status, ev := c.Judge(e, outs)
-	return Result{c.Name, status, text.OneLine(ev)}
+	return Result{c.Name, status, capEvidence(text.OneLine(ev) + cutNote(cmds, outs))}
 }
 
 // waitForBoot waits while systemd says the host is still starting.
@@ -237,4 +264,55 @@ func portOf(addr string) int {
 	}
 	n, _ := strconv.Atoi(p)
 	return n
+}
+
+// notRun is the evidence of a check whose commands could not run because
+// the connection was lost (docs/verify-json.md).
+const notRun = "not run: the connection was lost"
+
+// notRunInterrupted is the evidence of a check stopped by Ctrl-C or
+// SIGTERM.
+const notRunInterrupted = "not run: interrupted"
+
+// maxEvidence caps one evidence line: it is shown in a table and written
+// twice in JUnit, for every host.
+const maxEvidence = 4096
+
+func capEvidence(s string) string {
+	if len(s) <= maxEvidence {
+		return s
+	}
+	cut := maxEvidence
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf(" … (cut at %d of %d bytes)", cut, len(s))
+}
+
+// cutNote says which commands' output passed remote.MaxOutput, and how
+// often the server refused a session before it opened.
+func cutNote(cmds []string, outs []Output) string {
+	var notes []string
+	retries := 0
+	for i, o := range outs {
+		retries += o.Retries
+		if o.Cut {
+			what := "a probe"
+			if i < len(cmds) {
+				what = strings.Fields(cmds[i] + " ?")[0]
+			}
+			notes = append(notes, fmt.Sprintf("the output of %s was cut at %d MiB", what, remote.MaxOutput>>20))
+		}
+	}
+	if retries > 0 {
+		times := fmt.Sprintf("%d times", retries)
+		if retries == 1 {
+			times = "once"
+		}
+		notes = append(notes, "the server refused a session "+times+" before it opened")
+	}
+	if len(notes) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(notes, "; ") + ")"
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -23,17 +24,53 @@ var version = "dev"
 // Main runs keystone with args (os.Args form) and returns the exit code.
 func Main(args []string) int {
 	ctx := context.Background()
-	if len(args) > 1 && talksToHosts[args[1]] {
-		// Ctrl-C cancels the context: deploy stops nixos-anywhere and says
-		// what state the target may be in. The other commands just stop.
-		var stop context.CancelFunc
-		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-		defer stop()
+	if len(args) > 1 && signalGrace[args[1]] > 0 {
+		// Ctrl-C or SIGTERM cancels the context: deploy stops
+		// nixos-anywhere and says what state the target may be in, verify
+		// reports what it has. Whatever still waits after the grace
+		// period, or after a second signal, is cut short by exiting.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		sigs := make(chan os.Signal, 2)
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(sigs)
+		go stopOnSignal(sigs, cancel, signalGrace[args[1]], os.Stderr, os.Exit)
 	}
 	return run(ctx, args, os.Stdout, os.Stderr)
 }
 
-var talksToHosts = map[string]bool{"deploy": true, "verify": true, "enroll": true, "disks": true}
+// stopOnSignal cancels the run at the first signal, and exits after
+// grace or at the second signal, whichever comes first.
+func stopOnSignal(sigs <-chan os.Signal, cancel func(), grace time.Duration, stderr io.Writer, exit func(int)) {
+	sig, ok := <-sigs
+	if !ok {
+		return
+	}
+	cancel()
+	fmt.Fprintf(stderr, "keystone: stopping (%s): exiting within %s, or at once on a second signal\n", sig, grace)
+	select {
+	case <-sigs:
+	case <-time.After(grace):
+	}
+	exit(exitSignal(sig))
+}
+
+// signalGrace is how long a command that talks to hosts may take to stop
+// after a signal: deploy gives nixos-anywhere 10 s to stop, enroll may be
+// in the middle of systemd-cryptenroll; verify and disks only read.
+var signalGrace = map[string]time.Duration{
+	"deploy": 15 * time.Second, "enroll": 15 * time.Second,
+	"verify": 3 * time.Second, "disks": 3 * time.Second,
+}
+
+// exitSignal is the shell's exit status for a process ended by sig.
+func exitSignal(sig os.Signal) int {
+	if s, ok := sig.(syscall.Signal); ok {
+		return 128 + int(s)
+	}
+	return 128 + int(syscall.SIGINT)
+}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)

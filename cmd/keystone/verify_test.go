@@ -29,7 +29,7 @@ func writeExpect(t *testing.T, hostname string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "expect.json")
 	data := `{"hostname": "` + hostname + `", "services": [], "firewall": {"enable": true, "backend": "nftables", "tcp": [22], "udp": [5353]},
-		"sshd": null, "zfs": null, "luks": null, "mounts": [], "mdns": null, "someFutureKey": 1}`
+		"sshd": null, "zfs": null, "luks": null, "mounts": [], "mdns": null}`
 	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -148,6 +148,8 @@ func TestVerifyCLIRefusals(t *testing.T) {
 		{[]string{"verify", "--expect", expect, "--target", "h", "--only", "hostnme"}, 64, `--only: no check named "hostnme"`},
 		{[]string{"verify", "--expect", expect, "--target", "h", "--ports", "0-10"}, 64, "--ports"},
 		{[]string{"verify", "--expect", "/nonexistent.json", "--target", "h"}, 3, "no such file"},
+		{[]string{"verify", "--expect", writeFile(t, `{"hostname": "web1", "sshdd": {}}`), "--target", "h"}, 3, `unknown key "sshdd" (known at the top level: hostname, services,`},
+		{[]string{"verify", "--expect", writeFile(t, `{"hostname": "web1", "firewall": {"Enable": true}}`), "--target", "h"}, 3, `unknown key "firewall.Enable"`},
 		{[]string{"verify", "a", "b", "--target", "h"}, 64, "--target applies to one host"},
 	} {
 		code, _, stderr := keystone(t, tc.args...)

@@ -8,14 +8,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
+	"golang.org/x/sys/unix"
 
 	"github.com/keystone-nix/keystone/internal/hint"
 )
@@ -26,8 +29,19 @@ type Options struct {
 	User       string
 	Identities []string // private key files; empty means OpenSSH's defaults
 	HostKeys   HostKeys
-	Timeout    time.Duration // for the TCP connect and the handshake
+	Timeout    time.Duration // for the TCP connect, the handshake and each keepalive's answer
+	// Keepalive is how often an SSH keepalive asks the server whether it
+	// is still there; 0 means DefaultKeepalive, negative none.
+	Keepalive time.Duration
 }
+
+// DefaultKeepalive is how often a connection asks the server for a sign
+// of life when Options leaves Keepalive zero.
+const DefaultKeepalive = 2 * time.Second
+
+// agentTimeout bounds asking ssh-agent for its keys: a socket that accepts
+// and never answers must not hang the dial. A variable for tests.
+var agentTimeout = 5 * time.Second
 
 // DefaultTimeout bounds the TCP connect and the handshake when Options
 // leaves Timeout zero.
@@ -40,12 +54,97 @@ var ErrAuth = errors.New("authentication failed")
 type Client struct {
 	*ssh.Client
 	HostKey ssh.PublicKey
+	// RTT is how long the TCP connect took: one round trip, a first
+	// sample for anything that needs to know how far the host is.
+	RTT time.Duration
+
+	addr      string
+	timeout   time.Duration
+	stop      chan struct{}
+	closeOnce sync.Once
+	mu        sync.Mutex
+	lost      error
+}
+
+// ErrStoppedAnswering is the class of a connection that was up and then
+// went silent: the server did not answer a keepalive in time.
+var ErrStoppedAnswering = errors.New("stopped answering")
+
+// Close closes the connection and stops its keepalives.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() { close(c.stop) })
+	return c.Client.Close()
+}
+
+// Lost is why the connection was given up on, or nil while it lives (or
+// was closed by its owner).
+func (c *Client) Lost() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lost
+}
+
+// Alive asks the server for a sign of life and waits at most the dial
+// timeout. A server that does not answer in time is given up on: the
+// connection is closed, so that every wait on it ends, and Lost says why.
+func (c *Client) Alive() error {
+	if err := c.Lost(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := c.SendRequest("keepalive@openssh.com", true, nil)
+		done <- err
+	}()
+	timer := time.NewTimer(c.timeout)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			c.giveUp(fmt.Errorf("the connection to %s was lost: %w", c.addr, err))
+		}
+	case <-timer.C:
+		c.giveUp(fmt.Errorf("the connection to %s %w (no answer to a keepalive within %s)", c.addr, ErrStoppedAnswering, c.timeout))
+	case <-c.stop:
+		return nil
+	}
+	return c.Lost()
+}
+
+func (c *Client) giveUp(err error) {
+	c.mu.Lock()
+	if c.lost == nil {
+		select {
+		case <-c.stop: // closed by its owner: not lost
+		default:
+			c.lost = err
+		}
+	}
+	c.mu.Unlock()
+	c.Client.Close()
+}
+
+func (c *Client) keepalive(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			if c.Alive() != nil {
+				return
+			}
+		}
+	}
 }
 
 // Dial connects and authenticates. Every error it returns means "cannot
 // connect": the network, the host key (ErrHostKey) or auth (ErrAuth).
 func Dial(ctx context.Context, o Options) (*Client, error) {
-	auth, notes, closeAgent := authMethods(o.Identities)
+	timeout := cmp.Or(o.Timeout, DefaultTimeout)
+	deadline := time.Now().Add(timeout)
+	auth, notes, closeAgent := authMethods(o.Identities, deadline)
 	defer closeAgent()
 	if len(auth) == 0 {
 		why := "no ssh-agent, and no ~/.ssh/id_ed25519, id_ecdsa or id_rsa"
@@ -59,7 +158,6 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	timeout := cmp.Or(o.Timeout, DefaultTimeout)
 	var hostKey ssh.PublicKey
 	cfg := &ssh.ClientConfig{
 		User: o.User,
@@ -71,17 +169,35 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		HostKeyAlgorithms: algos,
 		Timeout:           timeout,
 	}
-	dctx, cancel := context.WithTimeout(ctx, timeout)
+	dctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	start := time.Now()
 	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", o.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach %s: %w", o.Addr, unwrapOp(err))
 	}
-	// The handshake has no context: a deadline bounds it instead.
-	conn.SetDeadline(time.Now().Add(timeout))
+	rtt := time.Since(start)
+	if k := kernelRTT(conn); k > 0 {
+		rtt = k
+	}
+	// The handshake has no context: a deadline bounds it, and closing the
+	// connection ends it when ctx is cancelled.
+	conn.SetDeadline(deadline)
+	handshakeDone := make(chan struct{})
+	go func() {
+		select {
+		case <-dctx.Done():
+			conn.Close()
+		case <-handshakeDone:
+		}
+	}()
 	c, chans, reqs, err := ssh.NewClientConn(conn, o.Addr, cfg)
+	close(handshakeDone)
 	if err != nil {
 		conn.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("ssh handshake with %s: %w", o.Addr, ctx.Err())
+		}
 		switch {
 		case errors.Is(err, ErrHostKey):
 			return nil, err
@@ -93,10 +209,18 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 			return nil, hint.Wrap(fmt.Errorf("%w: %s@%s accepted none of the keys tried%s", ErrAuth, o.User, o.Addr, why),
 				"check that the user's authorized keys on the host hold one of your keys")
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, fmt.Errorf("ssh handshake with %s: no answer within %s", o.Addr, timeout)
+		}
 		return nil, fmt.Errorf("ssh handshake with %s: %w", o.Addr, err)
 	}
 	conn.SetDeadline(time.Time{})
-	return &Client{ssh.NewClient(c, chans, reqs), hostKey}, nil
+	client := &Client{Client: ssh.NewClient(c, chans, reqs), HostKey: hostKey, RTT: rtt,
+		addr: o.Addr, timeout: timeout, stop: make(chan struct{})}
+	if every := cmp.Or(o.Keepalive, DefaultKeepalive); every > 0 {
+		go client.keepalive(every)
+	}
+	return client, nil
 }
 
 func unwrapOp(err error) error {
@@ -109,15 +233,32 @@ func unwrapOp(err error) error {
 
 // authMethods collects ssh-agent's keys and the identity files. Notes say
 // why a file was not used, such as a passphrase, which we never prompt for.
-func authMethods(identities []string) (methods []ssh.AuthMethod, notes []string, closeAgent func()) {
+// Every exchange with ssh-agent is bounded: listing its keys by
+// agentTimeout, signing during the handshake by deadline.
+func authMethods(identities []string, deadline time.Time) (methods []ssh.AuthMethod, notes []string, closeAgent func()) {
 	closeAgent = func() {}
 	var signers []ssh.Signer
 	if sock := os.Getenv("SSH_AUTH_SOCK"); sock != "" {
-		if conn, err := net.Dial("unix", sock); err == nil {
+		if conn, err := net.DialTimeout("unix", sock, agentTimeout); err == nil {
 			closeAgent = func() { conn.Close() }
-			if s, err := agent.NewClient(conn).Signers(); err == nil {
-				signers = append(signers, s...)
+			listBy := time.Now().Add(agentTimeout)
+			conn.SetDeadline(listBy)
+			s, err := agent.NewClient(conn).Signers()
+			switch {
+			// The agent package formats the cause away: the clock says it.
+			case err != nil && !time.Now().Before(listBy):
+				notes = append(notes, fmt.Sprintf("ssh-agent at %s does not answer", sock))
+			case err != nil:
+				notes = append(notes, fmt.Sprintf("ssh-agent at %s: %v", sock, err))
+			default:
+				for _, signer := range s {
+					if as, ok := signer.(ssh.AlgorithmSigner); ok {
+						signer = agentSigner{as, sock, deadline}
+					}
+					signers = append(signers, signer)
+				}
 			}
+			conn.SetDeadline(deadline)
 		}
 	}
 	explicit := len(identities) > 0
@@ -161,4 +302,46 @@ func unwrapPath(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// kernelRTT is the kernel's round-trip estimate for a TCP connection, or 0:
+// unlike a stopwatch around the connect it leaves out how long this
+// process took to notice, which on a busy verifier can be far longer.
+func kernelRTT(conn net.Conn) time.Duration {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return 0
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var rtt time.Duration
+	rc.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			rtt = time.Duration(info.Rtt) * time.Microsecond
+		}
+	})
+	return rtt
+}
+
+// agentSigner says which agent failed when a signature does not come
+// before the dial's deadline (an agent waiting for a touch or a prompt
+// that never comes).
+type agentSigner struct {
+	ssh.AlgorithmSigner
+	sock     string
+	deadline time.Time
+}
+
+func (s agentSigner) Sign(rand io.Reader, data []byte) (*ssh.Signature, error) {
+	return s.SignWithAlgorithm(rand, data, "")
+}
+
+func (s agentSigner) SignWithAlgorithm(rand io.Reader, data []byte, algorithm string) (*ssh.Signature, error) {
+	sig, err := s.AlgorithmSigner.SignWithAlgorithm(rand, data, algorithm)
+	if err != nil && !time.Now().Before(s.deadline) {
+		return nil, fmt.Errorf("ssh-agent at %s does not answer", s.sock)
+	}
+	return sig, err
 }

@@ -29,6 +29,7 @@ type DebianOptions struct {
 	// ExtraSSHDConfig lines go in /etc/ssh/sshd_config.d, which Debian's
 	// sshd_config reads first, so they override its defaults.
 	ExtraSSHDConfig []string
+	IPv6            bool          // give the host a unique-local IPv6 address too (Addr6)
 	OpenTCP         []int         // ports the firewall lets in; default {Port}
 	ExtraPackages   []string      // installed in the cached root, on top of BasePackages
 	BootTimeout     time.Duration // until sshd answers; default 90s
@@ -71,7 +72,7 @@ func Debian(t testing.TB, o DebianOptions) *Host {
 	lower := cachedRoot(t, append(slices.Clone(BasePackages), o.ExtraPackages...))
 
 	start0 := time.Now()
-	h := newHost(t, o.Hostname, o.Port, o.OpenTCP)
+	h := newHost(t, o.Hostname, o.Port, o.OpenTCP, o.IPv6)
 	h.logPath = filepath.Join(h.dir, "console.log")
 	h.Root = filepath.Join(h.dir, "root")
 	upper, work := filepath.Join(h.dir, "upper"), filepath.Join(h.dir, "work")

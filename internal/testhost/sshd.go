@@ -23,6 +23,7 @@ type SSHDOptions struct {
 	// first value it reads for a keyword; from the first Match line on they
 	// go after them.
 	ExtraSSHDConfig []string
+	IPv6            bool  // give the host a unique-local IPv6 address too (Addr6)
 	OpenTCP         []int // ports the firewall lets in; default {Port}
 }
 
@@ -45,7 +46,7 @@ func SSHD(t testing.TB, o SSHDOptions) *Host {
 		o.OpenTCP = []int{o.Port}
 	}
 	start0 := time.Now()
-	h := newHost(t, o.Hostname, o.Port, o.OpenTCP)
+	h := newHost(t, o.Hostname, o.Port, o.OpenTCP, o.IPv6)
 	h.logPath = filepath.Join(h.dir, "sshd.log")
 
 	// The holder owns the UTS namespace, so the hostname outlives sshd

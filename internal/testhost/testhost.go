@@ -38,6 +38,7 @@ type Host struct {
 	Name        string        // hostname inside the host
 	NS          string        // network namespace, as listed by ip netns
 	Addr        string        // the host's IPv4 address, reachable from the root namespace
+	Addr6       string        // with IPv6: the host's unique-local IPv6 address, reachable too
 	Port        int           // sshd's port
 	HostKey     ssh.PublicKey // sshd's current ed25519 host key
 	HostKeyPath string        // sshd's private host key file, as seen from the root namespace
@@ -128,9 +129,14 @@ func (h *Host) Dial(t testing.TB, signer ssh.Signer) *ssh.Client {
 // closed.
 func (h *Host) Listen(t testing.TB, port int) {
 	t.Helper()
+	h.listen(t, "tcp4", port)
+}
+
+func (h *Host) listen(t testing.TB, network string, port int) {
+	t.Helper()
 	var l net.Listener
 	err := inNetNS(h.NS, func() (err error) {
-		l, err = net.Listen("tcp4", ":"+strconv.Itoa(port))
+		l, err = net.Listen(network, ":"+strconv.Itoa(port))
 		return err
 	})
 	if err != nil {
@@ -177,7 +183,7 @@ func (h *Host) onClose(f func()) {
 
 // newHost makes the network namespace and its veth pair, with the given
 // firewall, and registers Close.
-func newHost(t testing.TB, name string, port int, openTCP []int) *Host {
+func newHost(t testing.TB, name string, port int, openTCP []int, ipv6 bool) *Host {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("testhost needs root (network namespaces, nftables, sshd)")
@@ -239,6 +245,9 @@ func newHost(t testing.TB, name string, port int, openTCP []int) *Host {
 			t.Fatal(err)
 		}
 	}
+	if ipv6 {
+		h.addIPv6(t)
+	}
 	nft := filepath.Join(h.dir, "nftables.conf")
 	writeFile(t, nft, Ruleset(openTCP), 0o644)
 	if err := cmdRun("ip", "netns", "exec", h.NS, "nft", "-f", nft); err != nil {
@@ -278,18 +287,23 @@ func sweepStale(t testing.TB) {
 			continue
 		}
 		var mounts, cgroups []string
-		alive := false
+		alive, owned := false, false
 		for _, l := range strings.Split(string(b), "\n") {
 			f := strings.Fields(l)
 			switch {
 			case len(f) == 3 && f[0] == "owner":
 				pid, _ := strconv.Atoi(f[1])
-				alive = startTime(pid) == f[2]
+				alive, owned = startTime(pid) == f[2], true
 			case len(f) == 2 && f[0] == "mount":
 				mounts = append(mounts, f[1])
 			case len(f) == 2 && f[0] == "cgroup":
 				cgroups = append(cgroups, f[1])
 			}
+		}
+		// A record without its owner line is being written by a host
+		// starting right now, unless it is old.
+		if fi, err := e.Info(); !owned && err == nil && time.Since(fi.ModTime()) < time.Minute {
+			continue
 		}
 		if alive {
 			continue
@@ -354,6 +368,8 @@ func Ruleset(openTCP []int) string {
 		accept +
 		"\t\tudp dport 5353 accept\n" +
 		"\t\ticmp type echo-request accept\n" +
+		// NixOS's rule: IPv6 needs neighbour discovery to work at all.
+		"\t\ticmpv6 type != { nd-redirect, 139 } accept\n" +
 		"\t}\n" +
 		"}\n"
 }
