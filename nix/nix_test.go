@@ -378,7 +378,7 @@ func TestFlakeOutputs(t *testing.T) {
 				t.Errorf("%s: apps.%s missing or without meta.description", system, app)
 			}
 		}
-		if !reflect.DeepEqual(got.Packages[system], []string{"default", "keystone"}) {
+		if !reflect.DeepEqual(got.Packages[system], []string{"default", "installer-iso", "keystone"}) {
 			t.Errorf("%s: packages %v", system, got.Packages[system])
 		}
 	}
@@ -411,7 +411,7 @@ func TestFlakeOutputs(t *testing.T) {
 	if got.Disko["installTest"] != true || got.Disko["extra"] != float64(1) || !reflect.DeepEqual(got.Disko["hook"], map[string]any{"forced": ""}) {
 		t.Errorf("test-server-disko: %v", got.Disko)
 	}
-	if got.Version != "abc1234" || !reflect.DeepEqual(got.Lib, []string{"fleetInfo", "hostModules", "mkHosts"}) {
+	if got.Version != "abc1234" || !reflect.DeepEqual(got.Lib, []string{"fleetInfo", "hostModules", "installerIso", "mkHosts"}) {
 		t.Errorf("version %q, lib %v", got.Version, got.Lib)
 	}
 }

@@ -72,6 +72,7 @@ let
 
   inputs = {
     nixpkgs = {
+      outPath = "/fake/nixpkgs";
       lib = fakeLib // {
         inherit nixosSystem;
       };
