@@ -115,6 +115,13 @@ func Up(ctx context.Context, o Options) (*State, error) {
 	if err := os.MkdirAll(m.dir, 0o755); err != nil {
 		return nil, err
 	}
+	// Disks and TPM state never belong in the flake's git.
+	ignore := filepath.Join(filepath.Dir(StateDir(o.Dir)), ".gitignore")
+	if _, err := os.Stat(ignore); err != nil {
+		if err := os.WriteFile(ignore, []byte("# keystone vm state: disks, firmware variables, TPM state, logs\n*\n"), 0o644); err != nil {
+			return nil, err
+		}
+	}
 	unlock, err := m.lock()
 	if err != nil {
 		return nil, err
