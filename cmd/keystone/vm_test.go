@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -128,14 +129,23 @@ func TestVMLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "QEMU to die", func() bool { return vmStatusJSON(t, dir).Status == "crashed" })
-	code, out = keystoneVM(t, dir, "up", "web1", "--tpm", "--memory", "2G")
+	// Started again the fast way (SeaBIOS, direct kernel boot), as tests
+	// that need many boots would.
+	code, out = keystoneVM(t, dir, "up", "web1", "--tpm", "--memory", "2G", "--bios",
+		"--kernel", img.Kernel, "--initrd", img.Initrd, "--append", img.Cmdline)
 	if code != 0 || !strings.Contains(out, "is gone; cleaning up") {
 		t.Fatalf("vm up after a crash: exit %d", code)
 	}
 	st2 := vmStatusJSON(t, dir)
-	if st2.Port != st.Port || st2.Status != "running" || st2.PID == st.PID {
+	if st2.Port != st.Port || st2.Status != "running" || st2.PID == st.PID || st2.Firmware != "bios+kernel" {
 		t.Errorf("after recovery: %+v; want running on port %d", st2, st.Port)
 	}
+	g.MustRun(t, "test -b /dev/disk/by-id/virtio-ks-web1 && test -c /dev/tpmrm0")
+	g.LookLikeInstaller(t)
+	if v := g.MustRun(t, ". /etc/os-release && echo $ID $VARIANT_ID"); v != "nixos installer\n" {
+		t.Errorf("os-release after LookLikeInstaller: %q", v)
+	}
+	checkConsole(t, dir)
 	if boot3 := g.BootID(t); boot3 == boot2 {
 		t.Error("the same boot after the restart")
 	}
@@ -159,6 +169,45 @@ func TestVMLifecycle(t *testing.T) {
 		t.Error("destroy left the state")
 	}
 }
+
+// checkConsole attaches to the serial console as vm console does, presses
+// Enter, sees getty's login prompt, and leaves with Ctrl-].
+func checkConsole(t *testing.T, dir string) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var mu sync.Mutex
+	var seen strings.Builder
+	out := writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen.Write(p)
+	})
+	done := make(chan error, 1)
+	go func() { done <- vm.Console(context.Background(), dir, "web1", r, out) }()
+	waitFor(t, 30*time.Second, "login prompt on the console", func() bool {
+		w.Write([]byte("\r"))
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(seen.String(), "kstest login:")
+	})
+	w.Write([]byte{0x1d})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("vm console: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("Ctrl-] did not leave the console")
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 	t.Helper()

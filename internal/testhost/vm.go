@@ -120,3 +120,26 @@ func (g *VMGuest) WaitBoot(t testing.TB, prevBootID string, timeout time.Duratio
 		time.Sleep(time.Second)
 	}
 }
+
+// NixOSInstallerOSRelease is /etc/os-release of a NixOS 25.11 installer, as
+// deploy's pre-flight reads it.
+const NixOSInstallerOSRelease = `ANSI_COLOR="0;38;2;126;186;228"
+BUG_REPORT_URL="https://github.com/NixOS/nixpkgs/issues"
+BUILD_ID="25.11.20251201.8fd9daa"
+HOME_URL="https://nixos.org/"
+ID=nixos
+LOGO="nix-snowflake"
+NAME=NixOS
+PRETTY_NAME="NixOS 25.11 (Xantusia)"
+VARIANT_ID=installer
+VERSION="25.11 (Xantusia)"
+VERSION_CODENAME=xantusia
+VERSION_ID="25.11"
+`
+
+// LookLikeInstaller makes the guest's /etc/os-release say it is the NixOS
+// installer (until the disk is reinstalled or the overlay thrown away).
+func (g *VMGuest) LookLikeInstaller(t testing.TB) {
+	t.Helper()
+	g.MustRun(t, "rm -f /etc/os-release && cat >/etc/os-release <<'EOF'\n"+NixOSInstallerOSRelease+"EOF\n")
+}
