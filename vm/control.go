@@ -22,7 +22,7 @@ import (
 // Info is a VM's state as Status finds it.
 type Info struct {
 	State
-	Status string `json:"status"`           // running, stopped or crashed (recorded as running, but QEMU is gone)
+	Status string `json:"status"`           // running, stopped (also: the guest powered itself off) or crashed (QEMU is gone otherwise)
 	Uptime string `json:"uptime,omitempty"` // while running
 	Dir    string `json:"dir"`              // its state directory
 }
@@ -46,10 +46,27 @@ func (m machine) info(st *State) *Info {
 	case alive(st.PID, st.PIDStart):
 		i.Status = "running"
 		i.Uptime = time.Since(st.Started).Round(time.Second).String()
-	case st.PID != 0:
+	case st.PID != 0 && !poweredOff(m.path("console.log")):
 		i.Status = "crashed"
 	}
 	return i
+}
+
+// poweredOff reports whether the guest's kernel said last that it powers
+// off: QEMU then exits by itself, which is no crash.
+func poweredOff(log string) bool {
+	f, err := os.Open(log)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	if st, err := f.Stat(); err == nil && st.Size() > int64(len(buf)) {
+		f.Seek(-int64(len(buf)), io.SeekEnd)
+	}
+	n, _ := io.ReadFull(f, buf)
+	tail := strings.TrimSpace(string(buf[:n]))
+	return strings.HasSuffix(tail, "reboot: Power down")
 }
 
 // List reports on every VM of the flake in dir, by name.

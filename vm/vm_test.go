@@ -187,6 +187,15 @@ func TestCrashedState(t *testing.T) {
 	if i, err := Status(dir, "web1"); err != nil || i.Status != "crashed" {
 		t.Fatalf("Status = %+v, %v; want crashed", i, err)
 	}
+	// A guest that powered itself off took QEMU with it: no crash.
+	os.WriteFile(m.path("console.log"), []byte("[  OK  ] Reached target System Power Off.\r\n[   12.3] reboot: Power down\r\n"), 0o644)
+	if i, _ := Status(dir, "web1"); i.Status != "stopped" {
+		t.Errorf("after a power-off inside: %s, want stopped", i.Status)
+	}
+	os.WriteFile(m.path("console.log"), []byte("[   12.3] reboot: Power down\r\nSeaBIOS\r\n"), 0o644)
+	if i, _ := Status(dir, "web1"); i.Status != "crashed" {
+		t.Errorf("died after booting again: %s, want crashed", i.Status)
+	}
 	if l, err := List(dir); err != nil || len(l) != 1 || l[0].Name != "web1" {
 		t.Fatalf("List = %v, %v", l, err)
 	}
