@@ -3,6 +3,7 @@ package vm
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -67,6 +68,33 @@ func poweredOff(log string) bool {
 	n, _ := io.ReadFull(f, buf)
 	tail := strings.TrimSpace(string(buf[:n]))
 	return strings.HasSuffix(tail, "reboot: Power down")
+}
+
+// WriteStatus prints infos as a table (one line a VM) or as JSON.
+func WriteStatus(w io.Writer, infos []*Info, format string) error {
+	switch format {
+	case "json":
+		if infos == nil {
+			infos = []*Info{}
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(infos)
+	case "table", "":
+		if len(infos) == 0 {
+			fmt.Fprintln(w, "no VMs here; start one with keystone vm up NAME")
+		}
+		for _, i := range infos {
+			line := fmt.Sprintf("%s: %s ssh=127.0.0.1:%d accel=%s firmware=%s tpm=%v disk=%s",
+				i.Name, i.Status, i.Port, i.Accel, i.Firmware, i.TPM, i.DiskByID())
+			if i.Status == "running" {
+				line += fmt.Sprintf(" pid=%d uptime=%s", i.PID, i.Uptime)
+			}
+			fmt.Fprintln(w, line)
+		}
+		return nil
+	}
+	return hint.Errorf("use table or json", "bad --format %q", format)
 }
 
 // List reports on every VM of the flake in dir, by name.

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 
@@ -106,34 +104,21 @@ Examples:
 
 func vmStatus(c *cli.Context) error {
 	var infos []*vm.Info
+	var err error
 	if c.NArg() > 0 {
-		i, err := vm.Status(c.String("flake"), c.Args().First())
-		if err != nil {
-			return err
-		}
+		var i *vm.Info
+		i, err = vm.Status(c.String("flake"), c.Args().First())
 		infos = []*vm.Info{i}
-	} else if l, err := vm.List(c.String("flake")); err != nil {
-		return err
 	} else {
-		infos = l
+		infos, err = vm.List(c.String("flake"))
 	}
-	w := c.App.Writer
-	switch c.String("format") {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(infos)
-	case "table":
-		if len(infos) == 0 {
-			fmt.Fprintln(w, "no VMs here; start one with keystone vm up NAME")
-		}
-		for _, i := range infos {
-			fmt.Fprintf(w, "%s: %s pid=%d ssh=127.0.0.1:%d accel=%s firmware=%s tpm=%v disk=%s uptime=%s\n",
-				i.Name, i.Status, i.PID, i.Port, i.Accel, i.Firmware, i.TPM, i.DiskByID(), i.Uptime)
-		}
-		return nil
+	if err != nil {
+		return err
 	}
-	return usageError{hint.Errorf("use table or json", "bad --format %q", c.String("format"))}
+	if err := vm.WriteStatus(c.App.Writer, infos, c.String("format")); err != nil {
+		return usageError{err}
+	}
+	return nil
 }
 
 // silentExit passes a program's exit status on without a message of ours.
