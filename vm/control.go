@@ -490,7 +490,42 @@ func Unlock(ctx context.Context, o UnlockOptions) error {
 		return err
 	}
 	fmt.Fprintf(out, "vm: typed the disk password of %s at its prompt\n", o.Name)
+	return m.accepted(ctx, o.Name, at, st)
+}
+
+// accepted watches the console after the password was typed: the prompt
+// coming back means it was wrong; a login prompt, or quiet for AcceptWait,
+// means the boot goes on.
+func (m machine) accepted(ctx context.Context, name string, at int64, st *State) error {
+	typed := fileSize(m.path("console.log"))
+	deadline := time.Now().Add(AcceptWait)
+	for time.Now().Before(deadline) && alive(st.PID, st.PIDStart) {
+		if findPrompt(m.path("console.log"), at+1) >= 0 {
+			return hint.Errorf(fmt.Sprintf("check the password file, then run keystone vm unlock %s again", name),
+				"the disk password was not accepted: %s asks again", name)
+		}
+		if b, err := os.ReadFile(m.path("console.log")); err == nil && int64(len(b)) > typed && strings.Contains(string(b[typed:]), "login:") {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 	return nil
+}
+
+// AcceptWait is how long Unlock watches for the prompt to come back: a
+// wrong password is told within seconds even with argon2 under TCG.
+var AcceptWait = 30 * time.Second
+
+func fileSize(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
 }
 
 // findPrompt returns the offset of the first prompt in the log at or after

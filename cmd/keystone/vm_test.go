@@ -112,6 +112,11 @@ func TestVMLifecycle(t *testing.T) {
 	if g.SSHBanner() {
 		t.Fatal("sshd answers while the boot waits for the disk password")
 	}
+	wrongFile := filepath.Join(t.TempDir(), "wrong")
+	os.WriteFile(wrongFile, []byte("not-the-password"), 0o600)
+	if code, out := keystoneVM(t, dir, "unlock", "web1", "--disk-password-file", wrongFile); code != 1 || !strings.Contains(out, "not accepted") {
+		t.Errorf("vm unlock with a wrong password: exit %d", code)
+	}
 	if code, _ := keystoneVM(t, dir, "unlock", "web1", "--disk-password-file", pwFile); code != 0 {
 		t.Fatalf("vm unlock: exit %d", code)
 	}
@@ -119,7 +124,7 @@ func TestVMLifecycle(t *testing.T) {
 	boot2 := g.WaitBoot(t, boot1, 4*time.Minute)
 	t.Logf("unlock to SSH: %v", time.Since(unlockAt).Round(time.Second))
 	g.MustRun(t, "test -b /dev/mapper/spare && cryptsetup status spare >/dev/null")
-	if b, _ := os.ReadFile(log); strings.Contains(string(b), password) || !strings.Contains(string(b), "login:") {
+	if b, _ := os.ReadFile(log); strings.Contains(string(b), password) || strings.Contains(string(b), "not-the-password") || !strings.Contains(string(b), "login:") {
 		t.Errorf("the console log holds the password, or no login prompt:\n%s", b)
 	}
 	g.MustRun(t, "rm /etc/crypttab && sync")
