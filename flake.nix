@@ -4,7 +4,7 @@
   inputs = {
     nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
     disko = {
-      url = "github:nix-community/disko/v1.13.0";
+      url = "github:nix-community/disko/v1.12.0";
       inputs.nixpkgs.follows = "nixpkgs";
     };
     flake-utils.url = "github:numtide/flake-utils";
@@ -125,22 +125,22 @@
               )
             )
           ) hostsHere
-          // pkgs.lib.optionalAttrs (hostsHere ? test-server) {
-            # disko formats, mounts, unmounts, mounts again, installs and
-            # boots test-server's layout in a VM. The switch to "prompt"
-            # would make every remount and the boot ask on a console nobody
-            # types on, so here the ZFS key stays in /tmp/secret.key, which
-            # the booted initrd writes (as in disko's zfs-encrypted-root test).
-            test-server-disko =
-              (hostsHere.test-server.extendModules {
-                modules = [
-                  {
-                    disko.devices.zpool.rpool.datasets.crypt.postCreateHook = pkgs.lib.mkForce "";
-                    boot.initrd.preDeviceCommands = "echo -n 'secretsecret' > /tmp/secret.key";
-                  }
-                ];
-              }).config.system.build.installTest;
-          };
+          // pkgs.lib.optionalAttrs (hostsHere ? test-server) (
+            let
+              # disko formats, mounts, unmounts, mounts again, installs and
+              # boots test-server's layout in a VM (disko's installTest);
+              # nix/disko-tests.nix says what that boot must do.
+              tests = import ./nix/disko-tests.nix { inherit pkgs; };
+              installTest =
+                m: (hostsHere.test-server.extendModules { modules = [ m ]; }).config.system.build.installTest;
+            in
+            {
+              # No TPM2: the boot asks for the password, the test types it.
+              test-server-disko = installTest tests.password;
+              # Then with a TPM2: enrolled, the boot is unattended.
+              test-server-tpm = installTest tests.tpm;
+            }
+          );
 
         devShells.default = pkgs.mkShell {
           packages = [
@@ -152,7 +152,10 @@
           ];
         };
 
-        formatter = pkgs.nixfmt;
+        # `nix fmt` passes no file names since Nix 2.25, and bare nixfmt
+        # then reads stdin: nixfmt-tree is treefmt running nixfmt on every
+        # .nix file of the tree.
+        formatter = pkgs.nixfmt-tree;
       }
     );
 }

@@ -3,9 +3,9 @@ package deploy
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -13,37 +13,126 @@ import (
 	"github.com/keystone-nix/keystone/verify"
 )
 
-// MinRAM is what nixos-anywhere's kexec image needs to unpack and run.
-const MinRAM = 1536 << 20 // 1.5 GiB, swap not counted
+// What nixos-anywhere documents its kexec installer needs, in decimal
+// GB as it writes them: "At least 1.5 GB of RAM (excluding swap space)"
+// (docs/requirements.md), and "around 1GB" with --no-disko-deps
+// (docs/howtos/limited-ram.md, README.md). MemTotal is less than the RAM
+// a machine is sold with (firmware and the kernel keep some), so Judge
+// allows ramSlack below it.
+const (
+	MinRAM            = 1_500_000_000
+	MinRAMNoDiskoDeps = 1_000_000_000
+	ramSlack          = 10 // percent
+)
 
-// Disk is one disk of the layout as the target sees it.
+// Disk is one disk as the target sees it: a disk of the layout (Gather),
+// or one of all the target's disks (ListDisks).
 type Disk struct {
-	Path     string // as the config names it, e.g. /dev/disk/by-id/…
-	Resolved string // the kernel name it points to
-	Size     int64
-	Model    string
-	Serial   string
-	Missing  bool
+	Path       string   `json:"path"`      // as the config names it, e.g. /dev/disk/by-id/…; for ListDisks the stable name, or the kernel name without one
+	Stable     bool     `json:"stable"`    // ListDisks: Path is a /dev/disk/by-id link
+	Resolved   string   `json:"kernel"`    // the kernel name it points to, e.g. /dev/nvme0n1
+	Size       int64    `json:"size"`      // bytes
+	Model      string   `json:"model"`     //
+	Serial     string   `json:"serial"`    //
+	Transport  string   `json:"transport"` // nvme, sata, usb, virtio, … ("" unknown)
+	Removable  bool     `json:"removable"`
+	System     bool     `json:"runningSystem"` // holds the running system's /
+	BootMedium bool     `json:"bootMedium"`    // the live installer booted from it (/iso, /nix/.ro-store)
+	Type       string   `json:"type"`          // lsblk's: disk, rom, loop, …
+	ByID       []string `json:"byId"`          // every /dev/disk/by-id link to it
+	MajMin     string   `json:"-"`
+	Missing    bool     `json:"-"`
 }
 
 // Facts is what the read-only pre-flight learned about the target.
 type Facts struct {
-	Root      bool // logged in as root, or sudo works without a password
+	Root      bool   // logged in as root, or sudo (or doas, without sudo) works without a password
+	Via       string // how commands got root: "", "sudo" or "doas", as nixos-anywhere picks
+	NoRoot    string // why the login user cannot become root, when !Root
 	OS        map[string]string
 	Arch      string
 	MemTotal  int64
 	BootID    string   // boot id and PID 1's start: changes on every boot
 	RootDisks []string // disks the running system is on
-	Disks     []Disk
+	BootDisks []string // disks the live installer booted from
+	Disks     []Disk   // the layout's disks
+	Inventory []Disk   // every disk of the target, as ListDisks reads them
+
+	// What nixos-anywhere needs to kexec (judged only when it will).
+	MissingTools      []string // of tar, cpio, setsid, "setsid --wait"
+	Container         string   // the container the target runs in, "" for none
+	KexecLoadDisabled string   // /proc/sys/kernel/kexec_load_disabled; "" when the kernel has no kexec
+	Lockdown          string   // the kernel's lockdown mode: none, integrity, confidentiality; "" unknown
 }
 
-// Installer says the target runs the NixOS installer.
-func (f *Facts) Installer() bool { return f.OS["VARIANT_ID"] == "installer" }
+// Installer says the target runs the NixOS installer, judged as
+// nixos-anywhere's get-facts.sh does: ID or ID_LIKE nixos, and
+// VARIANT_ID installer.
+func (f *Facts) Installer() bool {
+	return f.nixos() && strings.HasPrefix(f.OS["VARIANT_ID"], "installer")
+}
 
-// Gather reads the facts, changing nothing on the target.
+// nixos is get-facts.sh's isNixos: grep -Eq 'ID(_LIKE)?="?nixos"?'.
+func (f *Facts) nixos() bool {
+	return strings.HasPrefix(f.OS["ID"], "nixos") || strings.HasPrefix(f.OS["ID_LIKE"], "nixos")
+}
+
+// rootProbe says, as the login user, who that is and whether sudo or
+// doas give root without a password.
+const rootProbe = `echo uid=$(id -u)
+if command -v sudo >/dev/null 2>&1; then echo sudo=$(sudo -n id -u 2>/dev/null || echo no); else echo sudo=absent; fi
+if command -v doas >/dev/null 2>&1; then echo doas=$(doas -n id -u 2>/dev/null || echo no); else echo doas=absent; fi`
+
+// escalation reads rootProbe's output: how to become root, or why not.
+// nixos-anywhere uses sudo whenever it is installed, and doas only
+// without it (importFacts: isRoot, then hasSudo, then hasDoas), and it
+// runs both without a terminal: so sudo must work without a password
+// where it is installed, even if doas would.
+func escalation(probe string) (via, why string) {
+	kv := map[string]string{}
+	for _, line := range strings.Split(probe, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
+			kv[k] = v
+		}
+	}
+	switch {
+	case kv["uid"] == "0":
+		return "", ""
+	case kv["sudo"] == "0":
+		return "sudo", ""
+	case kv["sudo"] != "absent":
+		return "", "the target user is not root and cannot sudo without a password (nixos-anywhere uses sudo where it is installed)"
+	case kv["doas"] == "0":
+		return "doas", ""
+	case kv["doas"] != "absent":
+		return "", "the target user is not root and cannot doas without a password"
+	}
+	return "", "the target user is not root, and the target has neither sudo nor doas"
+}
+
+// factsScript prints key=value lines, read as get-facts.sh reads them.
+const factsScript = `has() { command -v "$1" >/dev/null 2>&1 && echo y || echo n; }
+echo "arch=$(uname -m)"
+echo "memTotal=$(awk '$1 == "MemTotal:" {print $2}' /proc/meminfo)"
+echo "bootID=$(cat /proc/sys/kernel/random/boot_id)/$(cut -d' ' -f22 /proc/1/stat)"
+echo "tar=$(has tar)"
+echo "cpio=$(has cpio)"
+echo "setsid=$(has setsid)"
+echo "setsidWait=$(if command -v setsid >/dev/null 2>&1 && setsid --wait true 2>/dev/null; then echo y; else echo n; fi)"
+c=none
+if command -v systemd-detect-virt >/dev/null 2>&1; then c=$(systemd-detect-virt --container 2>/dev/null); fi
+[ -n "$c" ] || c=none
+if [ "$c" = none ] && [ -e /run/.containerenv ]; then c=podman; fi
+if [ "$c" = none ] && [ -e /.dockerenv ]; then c=docker; fi
+echo "container=$c"
+echo "kexecLoadDisabled=$(cat /proc/sys/kernel/kexec_load_disabled 2>/dev/null)"
+echo "lockdown=$(cat /sys/kernel/security/lockdown 2>/dev/null)"`
+
+// Gather reads the facts, changing nothing on the target. r may run as
+// the login user or under sudo: Gather finds out which works.
 func Gather(ctx context.Context, r *remote.Runner, disks []string) (*Facts, error) {
 	f := &Facts{OS: map[string]string{}}
-	run := func(cmd string) (string, error) {
+	run := func(r *remote.Runner, cmd string) (string, error) {
 		o := r.Run(ctx, cmd)
 		if o.Err != nil {
 			return "", fmt.Errorf("%s: %w", cmd, o.Err)
@@ -53,75 +142,89 @@ func Gather(ctx context.Context, r *remote.Runner, disks []string) (*Facts, erro
 		}
 		return o.Stdout, nil
 	}
-	id, err := run("id -u")
+	probe, err := run(r.As(""), rootProbe)
 	if err != nil {
-		if strings.Contains(err.Error(), "sudo") {
-			return f, nil // not root, and sudo wants a password
-		}
-		return nil, err
+		return nil, fmt.Errorf("pre-flight: %w", err)
 	}
-	f.Root = strings.TrimSpace(id) == "0"
-	if !f.Root {
+	f.Via, f.NoRoot = escalation(probe)
+	if f.NoRoot != "" {
 		return f, nil
 	}
-	osRelease, err := run("cat /etc/os-release")
+	f.Root = true
+	r = r.As(f.Via)
+	osRelease, err := run(r, "cat /etc/os-release")
 	if err != nil {
 		return nil, err
 	}
 	f.OS = verify.ParseOSRelease(osRelease)
-	arch, err := run("uname -m")
+	out, err := run(r, factsScript)
 	if err != nil {
 		return nil, err
 	}
-	f.Arch = strings.TrimSpace(arch)
-	mem, err := run("cat /proc/meminfo")
-	if err != nil {
+	kv := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			kv[k] = strings.TrimSpace(v)
+		}
+	}
+	f.Arch = kv["arch"]
+	kb, _ := strconv.ParseInt(kv["memTotal"], 10, 64)
+	f.MemTotal = kb << 10
+	f.BootID = kv["bootID"]
+	for _, t := range []string{"tar", "cpio", "setsid"} {
+		if kv[t] != "y" {
+			f.MissingTools = append(f.MissingTools, t)
+		}
+	}
+	if kv["setsid"] == "y" && kv["setsidWait"] != "y" {
+		f.MissingTools = append(f.MissingTools, "setsid --wait")
+	}
+	if c := kv["container"]; c != "none" && c != "" {
+		f.Container = c
+	}
+	f.KexecLoadDisabled = kv["kexecLoadDisabled"]
+	f.Lockdown = lockdownMode(kv["lockdown"])
+
+	if f.Inventory, err = ListDisks(ctx, r); err != nil {
 		return nil, err
 	}
-	f.MemTotal = memTotal(mem)
-	boot, err := run("cat /proc/sys/kernel/random/boot_id; cut -d' ' -f22 /proc/1/stat")
-	if err != nil {
-		return nil, err
+	for _, d := range f.Inventory {
+		if d.System {
+			f.RootDisks = append(f.RootDisks, d.Resolved)
+		}
+		if d.BootMedium {
+			f.BootDisks = append(f.BootDisks, d.Resolved)
+		}
 	}
-	f.BootID = strings.Join(strings.Fields(boot), "/")
-	// The disks under /, through any LVM, LUKS or partition layers.
-	rootDisks, _ := run(`lsblk -n -s -p -o NAME,TYPE "$(findmnt -n -o SOURCE /)" 2>/dev/null | awk '$2 == "disk" {print $1}'`)
-	f.RootDisks = strings.Fields(rootDisks)
 	for _, d := range disks {
 		f.Disks = append(f.Disks, disk(ctx, r, d))
 	}
 	return f, nil
 }
 
+// lockdownMode reads /sys/kernel/security/lockdown: "none [integrity]
+// confidentiality" is in integrity mode.
+func lockdownMode(s string) string {
+	_, rest, ok := strings.Cut(s, "[")
+	mode, _, ok2 := strings.Cut(rest, "]")
+	if !ok || !ok2 {
+		return ""
+	}
+	return mode
+}
+
+// disk reads one disk of the layout with the same lsblk as ListDisks.
 func disk(ctx context.Context, r *remote.Runner, path string) Disk {
-	d := Disk{Path: path}
-	q := remote.Quote(path)
-	o := r.Run(ctx, fmt.Sprintf(`test -b %[1]s && lsblk -J -b -d -p -o NAME,SIZE,MODEL,SERIAL "$(readlink -f -- %[1]s)"`, q))
+	o := r.Run(ctx, "test -b "+remote.Quote(path))
 	if o.Err != nil || o.Exit != 0 {
-		d.Missing = true
-		return d
+		return Disk{Path: path, Missing: true}
 	}
-	var out struct {
-		Blockdevices []struct {
-			Name   string      `json:"name"`
-			Size   json.Number `json:"size"`
-			Model  *string     `json:"model"`
-			Serial *string     `json:"serial"`
-		} `json:"blockdevices"`
+	ds, err := readDisks(ctx, r, path)
+	if err != nil || len(ds) == 0 {
+		return Disk{Path: path, Missing: true}
 	}
-	if json.Unmarshal([]byte(o.Stdout), &out) != nil || len(out.Blockdevices) == 0 {
-		d.Missing = true
-		return d
-	}
-	b := out.Blockdevices[0]
-	d.Resolved = b.Name
-	d.Size, _ = b.Size.Int64()
-	if b.Model != nil {
-		d.Model = strings.TrimSpace(*b.Model)
-	}
-	if b.Serial != nil {
-		d.Serial = strings.TrimSpace(*b.Serial)
-	}
+	d := ds[0]
+	d.Path, d.Stable = path, strings.HasPrefix(path, "/dev/disk/by-id/")
 	return d
 }
 
@@ -145,6 +248,11 @@ type Policy struct {
 	Reinstall    bool             // the user knows the target is installed and wants it wiped
 	PinnedKey    bool             // the target answered with this host's pinned key
 	MinDiskBytes map[string]int64 // per disk path
+	// Extra is what the flow passes nixos-anywhere after keystone's own
+	// arguments (Install.Extra): the flow must set it, because
+	// --no-disko-deps lowers the RAM the kexec installer needs and
+	// --kexec brings an image for other architectures.
+	Extra []string
 }
 
 // Judge returns every reason to refuse, or none.
@@ -152,7 +260,7 @@ func Judge(f *Facts, p Policy) []Refusal {
 	var out []Refusal
 	add := func(what, hint string) { out = append(out, Refusal{what, hint}) }
 	if !f.Root {
-		add("the target user is not root and cannot sudo without a password",
+		add(cmp.Or(f.NoRoot, "the target user is not root and cannot sudo without a password"),
 			"use root@HOST, or give the user passwordless sudo on the target")
 		return out
 	}
@@ -161,28 +269,26 @@ func Judge(f *Facts, p Policy) []Refusal {
 	case p.PinnedKey && !p.Reinstall:
 		add("the target answers with this host's pinned key: it is already installed",
 			"pass --reinstall to wipe and install it again")
-	case f.OS["ID"] == "nixos" && !p.Reinstall:
+	case f.nixos() && !p.Reinstall:
 		add(fmt.Sprintf("the target runs %s from disk, not the installer", cmp.Or(f.OS["PRETTY_NAME"], "NixOS")),
 			"boot the NixOS installer, or pass --reinstall to wipe this system")
 	}
 	if !f.Installer() {
-		switch f.Arch {
-		case "x86_64", "aarch64":
-		default:
-			add(fmt.Sprintf("the target is %s; nixos-anywhere can kexec only x86_64 and aarch64", f.Arch),
-				"boot the NixOS installer on it instead")
-		}
-		if f.MemTotal < MinRAM {
-			add(fmt.Sprintf("the target has %s of RAM; kexec into the installer needs at least %s", bytesString(f.MemTotal), bytesString(MinRAM)),
-				"boot the NixOS installer from a USB stick or ISO instead")
-		}
+		out = append(out, judgeKexec(f, p)...)
 	}
 	for _, d := range f.Disks {
 		switch {
 		case d.Missing:
 			add("disk "+d.Path+" does not exist on the target",
-				"list the target's disks with `ls -l /dev/disk/by-id/` and fix disk-config.nix")
-		case contains(f.RootDisks, d.Resolved):
+				"list the target's disks with `keystone disks TARGET` and fix disk-config.nix")
+		// After kexec the running system is in RAM and every disk is free:
+		// wiping the disk the old system ran from is what a kexec install
+		// is for. In the live installer it is not, nor is the medium the
+		// installer runs from.
+		case f.Installer() && d.BootMedium:
+			add(fmt.Sprintf("disk %s (%s) is the medium the installer booted from", d.Path, d.Resolved),
+				"pick another disk; `keystone disks TARGET` lists them")
+		case f.Installer() && d.System:
 			add(fmt.Sprintf("disk %s (%s) holds the running system", d.Path, d.Resolved),
 				"boot the installer from other media, or pick another disk")
 		case p.MinDiskBytes[d.Path] > 0 && d.Size < p.MinDiskBytes[d.Path]:
@@ -193,14 +299,63 @@ func Judge(f *Facts, p Policy) []Refusal {
 	return out
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
+// judgeKexec refuses what makes nixos-anywhere's kexec fail.
+func judgeKexec(f *Facts, p Policy) []Refusal {
+	var out []Refusal
+	add := func(what, hint string) { out = append(out, Refusal{what, hint}) }
+	const boot = "boot the NixOS installer on it instead"
+	if !slices.Contains(p.Extra, "--kexec") {
+		switch f.Arch {
+		case "x86_64", "aarch64":
+		default:
+			add(fmt.Sprintf("the target is %s; nixos-anywhere can kexec only x86_64 and aarch64", f.Arch),
+				"boot the NixOS installer on it instead, or pass -- --kexec with an image for it")
 		}
 	}
-	return false
+	need, which := int64(MinRAM), "1.5 GB, nixos-anywhere's documented minimum"
+	if slices.Contains(p.Extra, "--no-disko-deps") {
+		need, which = MinRAMNoDiskoDeps, "1 GB, nixos-anywhere's documented minimum with --no-disko-deps"
+	}
+	if f.MemTotal < need*(100-ramSlack)/100 {
+		h := "pass -- --no-disko-deps (it needs about 1 GB), or boot the NixOS installer from a USB stick or ISO"
+		if need == MinRAMNoDiskoDeps {
+			h = "boot the NixOS installer from a USB stick or ISO instead"
+		}
+		add(fmt.Sprintf("the target has %s of RAM (MemTotal, %s); kexec into the installer needs %s (less %d%% allowed for what the kernel keeps)",
+			gbString(f.MemTotal), bytesString(f.MemTotal), which, ramSlack), h)
+	}
+	// nixos-anywhere aborts without them (src/nixos-anywhere.sh, main,
+	// after importFacts); 1.13 tests `setsid --wait` (get-facts.sh), and
+	// both run the kexec script under `setsid --wait`.
+	for _, t := range f.MissingTools {
+		why := map[string]string{
+			"tar":           "to unpack the kexec tarball",
+			"cpio":          "to build the new initrd",
+			"setsid":        "to run the kexec script in a new session",
+			"setsid --wait": "to run the kexec script in a new session and wait for it (util-linux 2.31 or later)",
+		}[t]
+		add(fmt.Sprintf("the target has no %s, which nixos-anywhere needs %s", t, why),
+			"install it on the target (tar, cpio, util-linux), or "+boot)
+	}
+	if f.Container != "" {
+		add(fmt.Sprintf("the target is a %s container, which cannot kexec a new kernel", f.Container),
+			"install on the machine (or VM) the container runs on, booted into the NixOS installer")
+	}
+	switch {
+	case f.KexecLoadDisabled == "":
+		add("the target's kernel has no kexec (no /proc/sys/kernel/kexec_load_disabled)", boot)
+	case f.KexecLoadDisabled != "0":
+		add("the target's kernel refuses kexec (kernel.kexec_load_disabled = "+f.KexecLoadDisabled+", which lasts until reboot)", boot)
+	}
+	if f.Lockdown == "integrity" || f.Lockdown == "confidentiality" {
+		add("the target's kernel is in lockdown mode "+f.Lockdown+" (Secure Boot), which refuses to kexec an unsigned kernel",
+			"boot the NixOS installer on it, or turn Secure Boot off")
+	}
+	return out
 }
+
+// gbString prints n in decimal GB, as nixos-anywhere's docs count RAM.
+func gbString(n int64) string { return strconv.FormatFloat(float64(n)/1e9, 'f', 1, 64) + " GB" }
 
 // bytesString prints n in binary units, e.g. 1.5 GiB.
 func bytesString(n int64) string {

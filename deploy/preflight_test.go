@@ -16,6 +16,16 @@ func installer() *Facts {
 	}
 }
 
+// debian is a Debian VPS nixos-anywhere can kexec: / on the disk the
+// layout wipes.
+func debian(f *Facts) {
+	f.OS = map[string]string{"ID": "debian", "PRETTY_NAME": "Debian GNU/Linux 12 (bookworm)"}
+	f.KexecLoadDisabled = "0"
+	f.Lockdown = "none"
+	f.Disks[0].System = true
+	f.RootDisks = []string{"/dev/vda"}
+}
+
 func TestJudge(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -24,25 +34,56 @@ func TestJudge(t *testing.T) {
 		want   []string // one substring per refusal, in order
 	}{
 		{"installer", func(*Facts) {}, Policy{}, nil},
-		{"debian to kexec", func(f *Facts) { f.OS = map[string]string{"ID": "debian"} }, Policy{}, nil},
+		// Defect 1: the disk the old system runs from is what a kexec
+		// install wipes, with or without --reinstall.
+		{"debian to kexec, / on the layout's disk", debian, Policy{}, nil},
+		{"debian to kexec, reinstall", debian, Policy{Reinstall: true}, nil},
 		{"not root", func(f *Facts) { f.Root = false }, Policy{}, []string{"not root and cannot sudo"}},
-		{"pinned key answers", func(f *Facts) { f.OS = map[string]string{"ID": "nixos"} }, Policy{PinnedKey: true},
+		{"not root, with a reason", func(f *Facts) { f.Root = false; f.NoRoot = "the target has neither sudo nor doas" }, Policy{},
+			[]string{"neither sudo nor doas"}},
+		{"pinned key answers", func(f *Facts) { debian(f); f.OS = map[string]string{"ID": "nixos"} }, Policy{PinnedKey: true},
 			[]string{"answers with this host's pinned key: it is already installed"}},
-		{"pinned key, reinstall", func(f *Facts) { f.OS = map[string]string{"ID": "nixos"} }, Policy{PinnedKey: true, Reinstall: true}, nil},
-		{"installed nixos", func(f *Facts) { f.OS = map[string]string{"ID": "nixos", "PRETTY_NAME": "NixOS 25.11"} }, Policy{},
+		{"pinned key, reinstall", func(f *Facts) { debian(f); f.OS = map[string]string{"ID": "nixos"} }, Policy{PinnedKey: true, Reinstall: true}, nil},
+		{"installed nixos", func(f *Facts) { debian(f); f.OS = map[string]string{"ID": "nixos", "PRETTY_NAME": "NixOS 25.11"} }, Policy{},
 			[]string{"runs NixOS 25.11 from disk, not the installer"}},
-		{"too little ram to kexec", func(f *Facts) { f.OS = map[string]string{"ID": "debian"}; f.MemTotal = 1 << 30 }, Policy{},
-			[]string{"1.0 GiB of RAM; kexec into the installer needs at least 1.5 GiB"}},
+		// Defect 7: get-facts.sh wants ID or ID_LIKE nixos as well.
+		{"installer variant of another distribution", func(f *Facts) {
+			debian(f)
+			f.OS = map[string]string{"ID": "fedora", "VARIANT_ID": "installer"}
+			f.Container = "docker"
+		}, Policy{}, []string{"docker container"}},
+		{"id_like nixos installer", func(f *Facts) { f.OS = map[string]string{"ID": "mynix", "ID_LIKE": "nixos", "VARIANT_ID": "installer"} },
+			Policy{}, nil},
+		// Defect 8: nixos-anywhere's documented 1.5 GB and 1 GB, with slack.
+		{"1.5 GB machine", func(f *Facts) { debian(f); f.MemTotal = 1_430_000_000 }, Policy{}, nil},
+		{"too little ram to kexec", func(f *Facts) { debian(f); f.MemTotal = 1 << 30 }, Policy{},
+			[]string{"1.1 GB of RAM (MemTotal, 1.0 GiB); kexec into the installer needs 1.5 GB, nixos-anywhere's documented minimum (less 10%"}},
+		{"1 GB with --no-disko-deps", func(f *Facts) { debian(f); f.MemTotal = 960_000_000 }, Policy{Extra: []string{"--no-disko-deps"}}, nil},
+		{"too little even with --no-disko-deps", func(f *Facts) { debian(f); f.MemTotal = 512 << 20 },
+			Policy{Extra: []string{"--no-disko-deps"}}, []string{"needs 1 GB, nixos-anywhere's documented minimum with --no-disko-deps"}},
 		{"little ram is fine in the installer", func(f *Facts) { f.MemTotal = 1 << 30 }, Policy{}, nil},
-		{"arch", func(f *Facts) { f.OS = map[string]string{"ID": "debian"}; f.Arch = "riscv64" }, Policy{},
+		{"arch", func(f *Facts) { debian(f); f.Arch = "riscv64" }, Policy{},
 			[]string{"riscv64; nixos-anywhere can kexec only x86_64 and aarch64"}},
+		{"arch with its own kexec image", func(f *Facts) { debian(f); f.Arch = "riscv64" }, Policy{Extra: []string{"--kexec", "k.tar.gz"}}, nil},
+		// Defect 6: what nixos-anywhere aborts on, or kexec cannot do.
+		{"no tar, cpio, setsid --wait", func(f *Facts) { debian(f); f.MissingTools = []string{"tar", "cpio", "setsid --wait"} }, Policy{},
+			[]string{"no tar, which nixos-anywhere needs to unpack", "no cpio", "no setsid --wait"}},
+		{"tools do not matter in the installer", func(f *Facts) { f.MissingTools = []string{"cpio"}; f.KexecLoadDisabled = "" }, Policy{}, nil},
+		{"container", func(f *Facts) { debian(f); f.Container = "systemd-nspawn" }, Policy{},
+			[]string{"systemd-nspawn container, which cannot kexec"}},
+		{"kexec disabled", func(f *Facts) { debian(f); f.KexecLoadDisabled = "1" }, Policy{}, []string{"kexec_load_disabled = 1"}},
+		{"no kexec in the kernel", func(f *Facts) { debian(f); f.KexecLoadDisabled = "" }, Policy{}, []string{"has no kexec"}},
+		{"lockdown", func(f *Facts) { debian(f); f.Lockdown = "integrity" }, Policy{}, []string{"lockdown mode integrity"}},
 		{"missing disk", func(f *Facts) { f.Disks[0] = Disk{Path: "/dev/disk/by-id/nvme-X", Missing: true} }, Policy{},
 			[]string{"disk /dev/disk/by-id/nvme-X does not exist on the target"}},
-		{"running system's disk", func(f *Facts) { f.RootDisks = []string{"/dev/vda"} }, Policy{},
+		{"installer's own disk", func(f *Facts) { f.Disks[0].System = true }, Policy{},
 			[]string{"disk /dev/vda (/dev/vda) holds the running system"}},
+		{"installer's boot medium", func(f *Facts) { f.Disks[0].BootMedium = true }, Policy{},
+			[]string{"disk /dev/vda (/dev/vda) is the medium the installer booted from"}},
 		{"too small", func(*Facts) {}, Policy{MinDiskBytes: map[string]int64{"/dev/vda": 30 << 30}},
 			[]string{"disk /dev/vda is 20.0 GiB; the layout needs at least 30.0 GiB"}},
 		{"several", func(f *Facts) {
+			debian(f)
 			f.OS = map[string]string{"ID": "nixos"}
 			f.Disks = append(f.Disks, Disk{Path: "/dev/vdb", Missing: true})
 		}, Policy{}, []string{"from disk", "/dev/vdb does not exist"}},
@@ -59,6 +100,26 @@ func TestJudge(t *testing.T) {
 				t.Errorf("%s: refusal %q (hint %q), want it to contain %q and a hint", tc.name, got[i].What, got[i].Hint, w)
 			}
 		}
+	}
+}
+
+func TestEscalation(t *testing.T) {
+	for _, tc := range []struct{ probe, via, why string }{
+		{"uid=0\nsudo=absent\ndoas=absent", "", ""},
+		{"uid=1000\nsudo=0\ndoas=absent", "sudo", ""},
+		// Defect 9: doas -n where there is no sudo, as nixos-anywhere does.
+		{"uid=1000\nsudo=absent\ndoas=0", "doas", ""},
+		{"uid=1000\nsudo=no\ndoas=0", "", "cannot sudo without a password (nixos-anywhere uses sudo where it is installed)"},
+		{"uid=1000\nsudo=absent\ndoas=no", "", "cannot doas without a password"},
+		{"uid=1000\nsudo=absent\ndoas=absent", "", "neither sudo nor doas"},
+	} {
+		via, why := escalation(tc.probe)
+		if via != tc.via || (tc.why == "") != (why == "") || !strings.Contains(why, tc.why) {
+			t.Errorf("%q: %q, %q; want %q, %q", tc.probe, via, why, tc.via, tc.why)
+		}
+	}
+	if lockdownMode("none [integrity] confidentiality\n") != "integrity" || lockdownMode("[none] integrity confidentiality") != "none" || lockdownMode("") != "" {
+		t.Error("lockdownMode")
 	}
 }
 

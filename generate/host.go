@@ -142,3 +142,21 @@ func CheckSwap(s string) (string, error) {
 	return "", hint.Errorf("give a size like 512M, 8G or 1T, or 0 for no swap",
 		"--swap %q is not a size", s)
 }
+
+// MinRootSize is the least space a layout leaves the system: a NixOS
+// server's closure and a few generations of it.
+const MinRootSize = "4G"
+
+// PartitionSizes are the disko sizes of the layout o renders, with the
+// last ("100%") at its least: for choosing a disk before there is one.
+func PartitionSizes(o Options) ([]string, error) {
+	swap, err := CheckSwap(o.Swap)
+	if err != nil {
+		return nil, err
+	}
+	sizes := []string{"1M", "1G"}
+	if swap != "" {
+		sizes = append(sizes, swap)
+	}
+	return append(sizes, MinRootSize), nil
+}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/keystone-nix/keystone/internal/nixeval"
 )
 
 // Str is a user-supplied string headed for a Nix file. Templates print it
@@ -17,30 +19,7 @@ func (s Str) String() string { return Quote(string(s)) }
 
 // Quote renders s as a double-quoted Nix string literal that evaluates to s
 // byte for byte. Nix strings cannot hold NUL: CheckNix rejects it first.
-func Quote(s string) string {
-	var b strings.Builder
-	b.Grow(len(s) + 2)
-	b.WriteByte('"')
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '"', '\\', '$':
-			// Escaping every '$' (not only "${") keeps "$${" and a trailing
-			// '$' unambiguous too.
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\r':
-			b.WriteString(`\r`)
-		case '\t':
-			b.WriteString(`\t`)
-		default:
-			b.WriteByte(c)
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
-}
+func Quote(s string) string { return nixeval.Quote(s) }
 
 // CheckNix reports whether s can be written as a Nix string.
 func CheckNix(s string) error {

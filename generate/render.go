@@ -33,6 +33,9 @@ type view struct {
 	BIOS                       bool // x86_64: GRUB for BIOS and UEFI firmware
 	Swap                       Str  // "" for no swap
 	Config                     Path // path of configuration.nix from the flake root, for entry.nix.tmpl
+	// SudoUser is the target's user when it is not root: the host gets
+	// that user, with the keys and passwordless sudo, as verify needs.
+	SudoUser Str
 }
 
 type targetView struct {
@@ -50,6 +53,9 @@ func newView(h *Host) view {
 	}
 	if t := h.Target; t != nil {
 		v.Target = &targetView{Host: Str(t.Host), User: Str(t.User), Port: t.Port}
+		if t.User != "root" {
+			v.SudoUser = Str(t.User)
+		}
 	}
 	return v
 }
@@ -96,7 +102,7 @@ func execute(fsys fs.FS, name string, v view) ([]byte, error) {
 	}
 	var b bytes.Buffer
 	if err := t.Execute(&b, v); err != nil {
-		return nil, hint.Wrap(err, "fix the template; it can use .Name .HostID .System .Disk .Keys .Target (.Host .User .Port) .Layout .VM .BIOS .Swap")
+		return nil, hint.Wrap(err, "fix the template; it can use .Name .HostID .System .Disk .Keys .Target (.Host .User .Port) .SudoUser .Layout .VM .BIOS .Swap")
 	}
 	return b.Bytes(), nil
 }

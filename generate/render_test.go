@@ -105,6 +105,15 @@ type evaluated struct {
 		Port int    `json:"sshPort"`
 	} `json:"target"`
 	Disk string `json:"disk"`
+	// Users is every users.users entry but root's.
+	Users map[string]struct {
+		Keys   []string `json:"keys"`
+		Normal bool     `json:"isNormalUser"`
+		Groups []string `json:"extraGroups"`
+	} `json:"users"`
+	// SudoAsks is security.sudo.wheelNeedsPassword, null when unset (its
+	// NixOS default is true).
+	SudoAsks *bool `json:"sudoAsks"`
 }
 
 // evalHost writes h's files, evaluates them with Nix and returns what they say.
@@ -134,6 +143,10 @@ func evalHost(t *testing.T, h *Host) evaluated {
 		keys = c.users.users.root.openssh.authorizedKeys.keys;
 		target = c.keystone.deploy or null;
 		disk = d.disko.devices.disk.main.device;
+		users = builtins.mapAttrs (_: u: {
+			keys = u.openssh.authorizedKeys.keys; isNormalUser = u.isNormalUser or false; extraGroups = u.extraGroups or [ ];
+		}) (builtins.removeAttrs c.users.users [ "root" ]);
+		sudoAsks = c.security.sudo.wheelNeedsPassword or null;
 	}`, dir, diskModule(dir+"/disk-config.nix"))
 	out, err := nixtest.Run(t, "--eval", "--strict", "--json", "--expr", expr)
 	if err != nil {
@@ -160,6 +173,22 @@ func checkEvaluated(t *testing.T, h *Host, e evaluated) {
 		t.Errorf("keystone.deploy set without a target: %+v", e.Target)
 	case h.Target != nil && (e.Target == nil || e.Target.Host != h.Target.Host || e.Target.User != h.Target.User || e.Target.Port != h.Target.Port):
 		t.Errorf("keystone.deploy = %+v, want %+v", e.Target, h.Target)
+	}
+	// A non-root target user must exist after the install, log in with the
+	// keys and sudo without a password, or deploy waits for it in vain and
+	// verify cannot connect.
+	if h.Target == nil || h.Target.User == "root" {
+		if len(e.Users) != 0 || e.SudoAsks != nil {
+			t.Errorf("users %v and sudo settings for a root target", e.Users)
+		}
+		return
+	}
+	u, ok := e.Users[h.Target.User]
+	if !ok || len(e.Users) != 1 || !u.Normal || !reflect.DeepEqual(u.Groups, []string{"wheel"}) || !reflect.DeepEqual(u.Keys, keys) {
+		t.Errorf("users %+v, want only %q, a normal user in wheel with keys %q", e.Users, h.Target.User, keys)
+	}
+	if e.SudoAsks == nil || *e.SudoAsks {
+		t.Errorf("security.sudo.wheelNeedsPassword is %v, want false for %q", e.SudoAsks, h.Target.User)
 	}
 }
 
@@ -205,5 +234,5 @@ func FuzzRender(f *testing.F) {
 // which is a module function when it needs lib (mkDefault is the identity
 // here).
 func diskModule(path string) string {
-	return fmt.Sprintf(`(let m = import %s; in if builtins.isFunction m then m { lib.mkDefault = v: v; } else m)`, path)
+	return fmt.Sprintf(`(let m = import %s; in if builtins.isFunction m then m { lib.mkDefault = v: v; config.disko.rootMountPoint = "/mnt"; } else m)`, path)
 }

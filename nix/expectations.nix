@@ -3,7 +3,11 @@
 # added, never renamed; null means "not applicable to this host".
 #
 # Builtins only, so it evaluates offline with a fake config in tests.
-{ config }:
+# `options` is the module system's, to tell which options this nixpkgs has.
+{
+  config,
+  options ? { },
+}:
 let
   inherit (builtins)
     attrNames
@@ -34,7 +38,24 @@ let
   expandRanges = concatMap (r: genList (i: r.from + i) (r.to - r.from + 1));
 
   fw = config.networking.firewall;
-  nftables = config.networking.nftables.enable;
+  # nixos-25.11's firewall.nix declares networking.firewall.backend, one of
+  # iptables, nftables, firewalld (default: firewalld with
+  # services.firewalld.enable, else nftables with networking.nftables.enable,
+  # else iptables); older releases have only networking.nftables.enable.
+  backend =
+    if options ? networking.firewall.backend then
+      fw.backend
+    else if config.networking.nftables.enable then
+      "nftables"
+    else
+      "iptables";
+  firewallUnit =
+    {
+      iptables = "firewall.service";
+      nftables = "nftables.service";
+      firewalld = "firewalld.service";
+    }
+    .${backend};
   ssh = config.services.openssh;
   avahi = config.services.avahi;
   resolved = config.services.resolved.enable;
@@ -42,43 +63,64 @@ let
   zpools = config.disko.devices.zpool or { };
   encrypted = o: (o.encryption or "off") != "off";
   # The pool's own dataset (rootFsOptions) and any dataset (options) can
-  # be an encryption root.
-  encryptionRoots = concatMap (
-    pool:
-    (if encrypted (zpools.${pool}.rootFsOptions or { }) then [ pool ] else [ ])
-    ++ map (ds: "${pool}/${ds}") (
-      filter (ds: encrypted (zpools.${pool}.datasets.${ds}.options or { })) (
-        attrNames (zpools.${pool}.datasets or { })
+  # be an encryption root. disko adds a pseudo-dataset "__root" to every
+  # pool (lib/types/zpool.nix: the pool's own dataset, options =
+  # rootFsOptions); names starting with "__" are disko's, not ZFS's, and
+  # `zfs get` on POOL/__root would fail, so they are skipped: rootFsOptions
+  # already stands for the pool.
+  isPseudo = ds: builtins.substring 0 2 ds == "__";
+  encryptionRoots = uniqueSorted (
+    concatMap (
+      pool:
+      (if encrypted (zpools.${pool}.rootFsOptions or { }) then [ pool ] else [ ])
+      ++ map (ds: "${pool}/${ds}") (
+        filter (ds: !isPseudo ds && encrypted (zpools.${pool}.datasets.${ds}.options or { })) (
+          attrNames (zpools.${pool}.datasets or { })
+        )
       )
-    )
-  ) (attrNames zpools);
+    ) (attrNames zpools)
+  );
   zfsMounts = filter (fs: fs.fsType == "zfs") (attrValues config.fileSystems);
   pools = uniqueSorted (
     attrNames zpools ++ map (fs: builtins.head (builtins.split "/" fs.device)) zfsMounts
   );
 
-  luksDevices = attrNames config.boot.initrd.luks.devices;
+  # Every LUKS device the initrd opens (boot.initrd.luks.devices, which
+  # disko's luks content fills in): the tpm check reads what unlocks each.
+  luksCfg = config.boot.initrd.luks.devices;
+  hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
+  luksVolumes = map (name: {
+    inherit name;
+    inherit (luksCfg.${name}) device;
+    # crypttab's tpm2-device= (luksroot.nix writes crypttabExtraOpts into
+    # the systemd initrd's crypttab): a TPM2 is meant to unlock it.
+    tpm2 = builtins.any (hasPrefix "tpm2-device=") (luksCfg.${name}.crypttabExtraOpts or [ ]);
+  }) (attrNames luksCfg);
+  # A device whose cryptsetup unit conflicts with initrd-switch-root.target
+  # is closed before switch-root (the zfs-encrypted layout's credstore): it
+  # is not open on the running host, so the luks check must not ask for it.
+  initrdUnits = config.boot.initrd.systemd.services or { };
+  closedBeforeSwitchRoot =
+    name:
+    (config.boot.initrd.systemd.enable or false)
+    && elem "initrd-switch-root.target" (initrdUnits."systemd-cryptsetup@${name}".conflicts or [ ]);
+  luksDevices = filter (name: !closedBeforeSwitchRoot name) (attrNames luksCfg);
 in
 {
   hostname = config.networking.hostName;
 
   services =
     [ ]
-    ++ (if ssh.enable then [ "sshd.service" ] else [ ])
+    # With startWhenNeeded, sshd.nix declares the socket sshd.socket, which
+    # starts one sshd@ instance per connection: no sshd.service runs.
+    ++ (if ssh.enable then [ (if ssh.startWhenNeeded or false then "sshd.socket" else "sshd.service") ] else [ ])
     ++ (if avahi.enable then [ "avahi-daemon.service" ] else [ ])
     ++ (if resolved then [ "systemd-resolved.service" ] else [ ])
-    ++ (
-      if fw.enable then
-        [
-          (if nftables then "nftables.service" else "firewall.service")
-        ]
-      else
-        [ ]
-    );
+    ++ (if fw.enable then [ firewallUnit ] else [ ]);
 
   firewall = {
     inherit (fw) enable;
-    backend = if nftables then "nftables" else "iptables";
+    inherit backend;
     # Only what is open on every interface: networking.firewall.interfaces.*
     # opens ports to some networks, not to everyone.
     tcp = if fw.enable then uniqueSorted (fw.allowedTCPPorts ++ expandRanges fw.allowedTCPPortRanges) else [ ];
@@ -102,10 +144,17 @@ in
     else
       {
         inherit pools;
-        encryptionRoots = sort (a: b: a < b) encryptionRoots;
+        inherit encryptionRoots;
       };
 
-  luks = if luksDevices == [ ] then null else { devices = luksDevices; };
+  luks =
+    if luksVolumes == [ ] then
+      null
+    else
+      {
+        devices = luksDevices;
+        volumes = luksVolumes;
+      };
 
   mounts = sort (a: b: a < b) (
     map (fs: fs.mountPoint) (

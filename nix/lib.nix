@@ -41,7 +41,7 @@
     );
 
   # fleetInfo host: what `keystone check` lints about one host. The same
-  # expression is in internal/check (FleetApply) for runs without this flake.
+  # fields are read by fleet.Apply for runs without this flake.
   fleetInfo = host: {
     inherit (host.config.networking) hostName hostId;
     keys = host.config.users.users.root.openssh.authorizedKeys.keys;

@@ -52,8 +52,8 @@ buildGoApplication {
   checkPhase = ''
     runHook preCheck
     export HOME=$TMPDIR NIX_STATE_DIR=$TMPDIR/nix
-    go test -skip '^(TestVerify(CLI|Auth|ThroughTheFlake)|TestDeploy[A-Z]|TestVMLifecycle)' \
-      ./cmd/... ./generate/... ./deploy/... ./vm/... ./internal/target/... ./internal/check/...
+    go test -skip '^(TestVerify(CLI|Auth|ThroughTheFlake)|TestDeploy[A-Z].*|TestFleetEvaluatesOnce|TestDisksAndAuto|TestImportsPointDown|TestRun|TestArgvReachesTheCheckedHost|TestGather(OnTestHosts|ThroughDoas)|TestVMLifecycle)$' \
+      ./cmd/... ./generate/... ./deploy/... ./vm/... ./internal/target/... ./lint/... ./fleet/...
     runHook postCheck
   '';
 

@@ -28,7 +28,7 @@ type Expectations struct {
 
 type Firewall struct {
 	Enable  bool   `json:"enable"`
-	Backend string `json:"backend"` // "iptables" or "nftables"
+	Backend string `json:"backend"` // "iptables", "nftables" or "firewalld"
 	TCP     []int  `json:"tcp"`
 	UDP     []int  `json:"udp"`
 }
@@ -46,7 +46,20 @@ type ZFS struct {
 }
 
 type LUKS struct {
+	// Devices are opened at boot and stay open (/ lives on one): the luks
+	// check.
 	Devices []string `json:"devices"`
+	// Volumes are every LUKS device of the host, open or not (a credstore
+	// is closed again before switch-root): the tpm check.
+	Volumes []LUKSVolume `json:"volumes"`
+}
+
+// LUKSVolume is one LUKS device: its name, its backing device, and whether
+// a TPM2 is meant to unlock it.
+type LUKSVolume struct {
+	Name   string `json:"name"`
+	Device string `json:"device"`
+	TPM2   bool   `json:"tpm2"`
 }
 
 type MDNS struct {
@@ -87,8 +100,9 @@ func (e *Expectations) check() error {
 		return err
 	}
 	if f := e.Firewall; f != nil {
-		if f.Enable && f.Backend != "iptables" && f.Backend != "nftables" {
-			return fmt.Errorf("firewall backend %q is neither iptables nor nftables", f.Backend)
+		// networking.firewall.backend's enum in nixos-25.11's firewall.nix.
+		if f.Enable && !slices.Contains([]string{"iptables", "nftables", "firewalld"}, f.Backend) {
+			return fmt.Errorf("firewall backend %q is not iptables, nftables or firewalld", f.Backend)
 		}
 		if err := checkPorts("firewall tcp", f.TCP); err != nil {
 			return err
@@ -116,6 +130,14 @@ func (e *Expectations) check() error {
 	if l := e.LUKS; l != nil {
 		if err := matchAll("luks device", l.Devices, dmNameRE); err != nil {
 			return err
+		}
+		for _, v := range l.Volumes {
+			if !dmNameRE.MatchString(v.Name) {
+				return fmt.Errorf("luks volume %q is not a valid name", v.Name)
+			}
+			if !strings.HasPrefix(v.Device, "/dev/") || strings.ContainsFunc(v.Device, unicode.IsControl) {
+				return fmt.Errorf("luks volume %s: device %q is not a path under /dev", v.Name, v.Device)
+			}
 		}
 	}
 	for _, m := range e.Mounts {

@@ -34,7 +34,7 @@ func TestParseExpectationsRefuses(t *testing.T) {
 		{`{"hostname": "-web1"}`, "is not a host name"},
 		{`{"hostname": "web1", "services": ["--help"]}`, `service "--help" is not a valid name`},
 		{`{"hostname": "web1", "services": ["sshd.service; id"]}`, "is not a valid name"},
-		{`{"hostname": "web1", "firewall": {"enable": true, "backend": "pf"}}`, "neither iptables nor nftables"},
+		{`{"hostname": "web1", "firewall": {"enable": true, "backend": "pf"}}`, "is not iptables, nftables or firewalld"},
 		{`{"hostname": "web1", "firewall": {"enable": true, "backend": "nftables", "tcp": [0]}}`, "firewall tcp port 0"},
 		{`{"hostname": "web1", "firewall": {"enable": true, "backend": "nftables", "udp": [70000]}}`, "firewall udp port 70000"},
 		{`{"hostname": "web1", "sshd": {"ports": [-1], "permitRootLogin": "no"}}`, "sshd port -1"},

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,19 +12,13 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/keystone-nix/keystone/internal/exit"
 	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/text"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
-
-// Exit codes shared by every command; commands add their own above 1.
-const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 64 // sysexits' EX_USAGE: 2 and up mean things to verify and deploy
-)
 
 // Main runs keystone with args (os.Args form) and returns the exit code.
 func Main(args []string) int {
@@ -40,7 +33,7 @@ func Main(args []string) int {
 	return run(ctx, args, os.Stdout, os.Stderr)
 }
 
-var talksToHosts = map[string]bool{"deploy": true, "verify": true}
+var talksToHosts = map[string]bool{"deploy": true, "verify": true, "enroll": true, "disks": true}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
@@ -77,13 +70,15 @@ read-only pre-flight checks, and verifies the live host over SSH.
 		OnUsageError:              onUsageError,
 		DisableSliceFlagSeparator: true, // a key line may hold commas
 		HideHelpCommand:           true,
-		Commands:                  []*cli.Command{newHostCommand(), deployCommand(), verifyCommand(), checkCommand(), vmCommand(), isoCommand()},
+		Commands:                  []*cli.Command{newHostCommand(), deployCommand(), verifyCommand(), checkCommand(), enrollCommand(), disksCommand(), vmCommand(), isoCommand()},
 	}
 }
 
+// usageError is a bad command line: exit status 64.
 type usageError struct{ error }
 
 func (e usageError) Unwrap() error { return e.error }
+func (e usageError) ExitCode() int { return exit.Usage }
 
 func onUsageError(_ *cli.Context, err error, _ bool) error {
 	return usageError{hint.Wrap(err, "see keystone --help")}
@@ -93,14 +88,18 @@ func commandUsageError(c *cli.Context, err error, _ bool) error {
 	return usageError{hint.Wrap(err, "see keystone "+c.Command.Name+" --help")}
 }
 
-// exitCoder is an error that sets its own exit code.
-type exitCoder interface{ ExitCode() int }
-
 // report prints err the way age does, a lower-case error line and an
-// optional hint line, and returns the exit code.
+// optional hint line, and returns the exit code. Joined errors (one a host)
+// are shown one after the other, and the worst status wins.
 func report(stderr io.Writer, err error) int {
+	if errs, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range errs.Unwrap() {
+			report(stderr, e)
+		}
+		return exit.Worst(errs.Unwrap())
+	}
 	if err == nil {
-		return exitOK
+		return exit.OK
 	}
 	if msg := err.Error(); msg != "" {
 		fmt.Fprintf(stderr, "keystone: error: %s\n", text.OneLine(msg))
@@ -108,20 +107,7 @@ func report(stderr io.Writer, err error) int {
 	if h := hint.Of(err); h != "" {
 		fmt.Fprintf(stderr, "keystone: hint: %s\n", text.OneLine(h))
 	}
-	return exitCodeOf(err)
-}
-
-// exitCodeOf is the exit status err asks for: its own, 64 for usage, else 1.
-func exitCodeOf(err error) int {
-	var ec exitCoder
-	var ue usageError
-	switch {
-	case errors.As(err, &ec):
-		return ec.ExitCode()
-	case errors.As(err, &ue):
-		return exitUsage
-	}
-	return exitError
+	return exit.Code(err)
 }
 
 // intersperse moves a subcommand's flags in front of its arguments, so that

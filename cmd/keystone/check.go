@@ -1,17 +1,10 @@
 package main
 
 import (
-	"bytes"
-	"fmt"
-	"io"
-	"os"
-
 	"github.com/urfave/cli/v2"
 
-	"github.com/keystone-nix/keystone/internal/check"
 	"github.com/keystone-nix/keystone/internal/hint"
-	"github.com/keystone-nix/keystone/internal/nixeval"
-	"github.com/keystone-nix/keystone/internal/text"
+	"github.com/keystone-nix/keystone/lint"
 )
 
 func checkCommand() *cli.Command {
@@ -35,44 +28,7 @@ Examples:
 			if c.NArg() != 0 {
 				return usageError{hint.Errorf("see keystone check --help", "check takes no arguments, got %d", c.NArg())}
 			}
-			return runCheck(c, checkOptions{Flake: c.String("flake"), Fleet: c.String("fleet"), Source: c.String("source")})
+			return lint.Run(c.Context, lint.Options{Flake: c.String("flake"), Fleet: c.String("fleet"), Source: c.String("source")}, c.App.Writer)
 		},
 	}
-}
-
-type checkOptions struct{ Flake, Fleet, Source string }
-
-func runCheck(c *cli.Context, o checkOptions) error {
-	var data []byte
-	var err error
-	switch o.Fleet {
-	case "":
-		data, err = nixeval.JSON(c.Context, o.Flake, "nixosConfigurations", check.FleetApply)
-	case "-":
-		data, err = io.ReadAll(os.Stdin)
-	default:
-		data, err = os.ReadFile(o.Fleet)
-	}
-	if err != nil {
-		return err
-	}
-	fleet, err := check.ReadFleet(bytes.NewReader(data))
-	if err != nil {
-		return err
-	}
-	findings := check.Fleet(fleet)
-	secrets, err := check.Secrets(o.Source)
-	if err != nil {
-		return fmt.Errorf("scanning %s: %w", o.Source, err)
-	}
-	findings = append(findings, secrets...)
-	w := c.App.Writer
-	for _, f := range findings {
-		fmt.Fprintf(w, "FAIL  %s\n", text.OneLine(f.String()))
-	}
-	if len(findings) > 0 {
-		return fmt.Errorf("%d problems in %d hosts and %s", len(findings), len(fleet), o.Source)
-	}
-	fmt.Fprintf(w, "ok    %d hosts, no private keys under %s\n", len(fleet), o.Source)
-	return nil
 }

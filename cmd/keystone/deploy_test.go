@@ -18,38 +18,6 @@ import (
 	"github.com/keystone-nix/keystone/internal/testhost"
 )
 
-// standIn plays nixos-anywhere: it records its argv, prints its steps, and
-// does what an install visibly does to the target over ssh, as
-// nixos-anywhere does: copies the --extra-files tree (the new host key)
-// into it and reboots it. STANDIN_MODE=noreboot skips both, =hang sleeps.
-const standIn = `#!/bin/bash
-set -eu
-printf '%s\n' "$@" > "$STANDIN_ARGV"
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --extra-files) extra=$2; shift ;;
-    --target-host) target=$2; shift ;;
-    -i) key=$2; shift ;;
-    -p) port=$2; shift ;;
-    --disk-encryption-keys) shift 2 ;;
-  esac
-  shift
-done
-ssh=(ssh -i "$key" -p "${port:-22}" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "$target")
-echo "### Uploading install SSH keys ###"
-echo "### Formatting hard drive with disko ###"
-case "${STANDIN_MODE:-}" in
-  hang) echo "### Installing NixOS ###"; sleep 300 ;;
-  fail) echo "disko: no such device" >&2; exit 1 ;;
-  noreboot) echo "### Done! ###"; exit 0 ;;
-esac
-echo "### Installing NixOS ###"
-tar -C "$extra" -cf - . | "${ssh[@]}" 'tar -C / --no-same-owner -xf - && chmod 600 /etc/ssh/ssh_host_ed25519_key'
-echo "### Rebooting ###"
-"${ssh[@]}" 'systemctl reboot' || true
-echo "### Done! ###"
-`
-
 type deployEnv struct {
 	t        *testing.T
 	h        *testhost.Host
@@ -65,8 +33,9 @@ type deployEnv struct {
 func newDeployEnv(t *testing.T) *deployEnv {
 	signer, key := testhost.ClientKey(t)
 	h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-deploy", AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	testhost.AsInstaller(t, h)
 	bin := t.TempDir()
-	if err := os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(standIn), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(testhost.NixosAnywhere), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
@@ -74,34 +43,8 @@ func newDeployEnv(t *testing.T) *deployEnv {
 	t.Setenv("STANDIN_ARGV", e.argvFile)
 	e.password = filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(e.password, []byte("correct horse battery"), 0o600)
-	e.disk = attachDisk(t, h, 20<<30)
+	e.disk = testhost.AttachDisk(t, h, 20<<30)
 	return e
-}
-
-// attachDisk makes a sparse loop device and its node inside the target.
-func attachDisk(t *testing.T, h *testhost.Host, size int64) string {
-	img := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(size)
-	f.Close()
-	out, err := exec.Command("losetup", "-f", "--show", img).Output()
-	if err != nil {
-		t.Fatalf("losetup: %v", err)
-	}
-	loop := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
-	var st unix.Stat_t
-	if err := unix.Stat(loop, &st); err != nil {
-		t.Fatal(err)
-	}
-	node := fmt.Sprintf("/dev/kstest%d", unix.Minor(uint64(st.Rdev)))
-	if _, err := h.Run(t, "mknod", node, "b", fmt.Sprint(unix.Major(uint64(st.Rdev))), fmt.Sprint(unix.Minor(uint64(st.Rdev)))); err != nil {
-		t.Fatal(err)
-	}
-	return node
 }
 
 // config writes what nix eval of config.keystone would print for the host.
@@ -215,7 +158,7 @@ func TestDeployInstallsPinsAndVerifies(t *testing.T) {
 
 func TestDeployRefusals(t *testing.T) {
 	e := newDeployEnv(t)
-	small := attachDisk(t, e.h, 2<<30)
+	small := testhost.AttachDisk(t, e.h, 2<<30)
 	newline := filepath.Join(t.TempDir(), "pw-newline")
 	os.WriteFile(newline, []byte("correct horse battery\n"), 0o600)
 	bootBefore := e.h.BootIdentity(t)
@@ -274,6 +217,10 @@ func TestDeployRefusals(t *testing.T) {
 		{[]string{"web1", "--target", "root@"}, "the host is missing"},
 		{[]string{"web1", "-i", "/tmp/other"}, "deploy takes one -i, got 2"},
 		{[]string{"--all", "--target", "h"}, "--target applies to one host, not --all"},
+		{[]string{"web1", "--", "--flake", ".#other"}, "after --: --flake is keystone's to set"},
+		{[]string{"web1", "--", "--target-host", "root@192.0.2.99"}, "after --: --target-host is keystone's to set"},
+		{[]string{"web1", "--", "--phases", "kexec,disko"}, "after --: --phases is keystone's to set"},
+		{[]string{"web1", "--post-kexec-ssh-port", "70000"}, "--post-kexec-ssh-port 70000 is not a port"},
 	} {
 		args := append([]string{"deploy", "--config", e.config(nil), "--flake", e.flake, "-i", e.key,
 			"--disk-password-file", e.password, "--yes"}, tc.args...)
@@ -295,6 +242,24 @@ func TestDeployRefusals(t *testing.T) {
 			!strings.Contains(stdout, "--disk-encryption-keys /tmp/secret.key "+e.password) ||
 			!strings.Contains(stdout, "dry run: nothing was changed") || e.standInCalled() {
 			t.Errorf("exit %d\n%s", code, stdout)
+		}
+	})
+	t.Run("the kexec installer's port", func(t *testing.T) {
+		// Its sshd listens on 22 whatever -p is; a NAT forward says otherwise.
+		for _, tc := range []struct {
+			config any
+			flags  []string
+			want   string
+		}{
+			{nil, nil, "--post-kexec-ssh-port 22 "},
+			{2222, nil, "--post-kexec-ssh-port 2222 "},
+			{2222, []string{"--post-kexec-ssh-port", "2200"}, "--post-kexec-ssh-port 2200 "},
+		} {
+			cfg := e.config(func(k map[string]any) { k["deploy"].(map[string]any)["postKexecSSHPort"] = tc.config })
+			code, stdout, stderr := e.deploy(cfg, append([]string{"--dry-run"}, tc.flags...)...)
+			if code != 0 || !strings.Contains(stdout, tc.want) || !strings.Contains(stdout, "--target-host root@"+e.h.Addr) {
+				t.Errorf("config %v, flags %v: exit %d, want %q\n%s%s", tc.config, tc.flags, code, tc.want, stdout, stderr)
+			}
 		}
 	})
 	if e.h.BootIdentity(t) != bootBefore {
@@ -334,10 +299,18 @@ func TestDeployHostThatNeverComesBack(t *testing.T) {
 	t.Setenv("STANDIN_MODE", "noreboot")
 	start := time.Now()
 	code, stdout, stderr := e.deploy(e.config(nil), "--yes", "--wait", "5s")
-	if code != 5 || !strings.Contains(stderr, "did not come back within 5s") || time.Since(start) > 30*time.Second {
+	if code != 5 || !strings.Contains(stderr, "did not come back within 5s") || time.Since(start) > 30*time.Second ||
+		!strings.Contains(stderr, "it may be waiting for the disk password") {
 		t.Errorf("exit %d after %s, stderr %q\n%s", code, time.Since(start), stderr, stdout)
 	}
 	noSecrets(t, e, stdout, stderr)
+
+	// A layout without a password has no password to wait for.
+	plain := e.config(func(k map[string]any) { k["deploy"].(map[string]any)["diskSecret"] = false })
+	code, stdout, stderr = keystone(t, "deploy", "web1", "--config", plain, "--flake", e.flake, "-i", e.key, "--wait", "5s", "--yes")
+	if code != 5 || !strings.Contains(stderr, "keystone: hint: look at its console") || strings.Contains(stdout+stderr, "password") {
+		t.Errorf("unencrypted: exit %d, stderr %q\n%s", code, stderr, stdout)
+	}
 }
 
 // A run that fails before the install keeps the old pin: the host still
@@ -392,13 +365,14 @@ func TestDeployInterruptStopsNixosAnywhere(t *testing.T) {
 func TestDeployAll(t *testing.T) {
 	signer, key := testhost.ClientKey(t)
 	bin := t.TempDir()
-	os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(standIn), 0o755)
+	os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(testhost.NixosAnywhere), 0o755)
 	flakeDir, answers := fakeFlake(t)
 	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
 	t.Setenv("STANDIN_ARGV", filepath.Join(t.TempDir(), "argv"))
 	for _, name := range []string{"alpha", "beta"} {
 		h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-" + name, AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
-		disk := attachDisk(t, h, 20<<30)
+		testhost.AsInstaller(t, h)
+		disk := testhost.AttachDisk(t, h, 20<<30)
 		k := map[string]any{"vm": true, "deploy": map[string]any{
 			"targetHost": h.Addr, "targetUser": "root", "sshPort": h.Port, "buildOn": "auto", "disks": []string{disk},
 			"partitionSizes": map[string][]string{disk: {"1G", "100%"}}, "diskSecret": false,
@@ -427,7 +401,7 @@ func TestDeployAll(t *testing.T) {
 func TestDeployAllPreflightErrors(t *testing.T) {
 	_, key := testhost.ClientKey(t)
 	bin := t.TempDir()
-	os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(standIn), 0o755)
+	os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(testhost.NixosAnywhere), 0o755)
 	flakeDir, answers := fakeFlake(t)
 	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
 	argv := filepath.Join(t.TempDir(), "argv")
@@ -441,7 +415,7 @@ func TestDeployAllPreflightErrors(t *testing.T) {
 
 	code, stdout, stderr := keystone(t, "deploy", "--all", "--yes", "--flake", flakeDir, "-i", key)
 	if code != 3 || !strings.Contains(stderr, "keystone: error: gone: cannot reach") ||
-		!strings.Contains(stderr, "keystone: error: lost has no target") || strings.Contains(stderr, "?") {
+		!strings.Contains(stderr, "keystone: error: lost: no target") || strings.Contains(stderr, "?") {
 		t.Errorf("exit %d, stderr %q\n%s", code, stderr, stdout)
 	}
 	if _, err := os.Stat(argv); err == nil {

@@ -12,42 +12,48 @@ import (
 	"github.com/keystone-nix/keystone/internal/testhost"
 )
 
-// fakeNix answers the two evaluations keystone asks of a flake, from
-// $FAKE_NIX/NAME.json files: the host names, and one host's
-// config.keystone. Anything else fails, as an unknown attribute would.
-const fakeNix = `#!/bin/bash
-set -eu
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --extra-experimental-features) shift ;;
-    eval|--json) ;;
-    --apply) apply=$2; shift ;;
-    *) installable=$1 ;;
-  esac
-  shift
-done
-attr=${installable#*#}
-case "$attr" in
-  nixosConfigurations)
-    [ "${apply:-}" = builtins.attrNames ] || { echo "error: fake nix cannot apply ${apply:-}" >&2; exit 1; }
-    printf '['; sep=; for f in "$FAKE_NIX"/*.json; do n=$(basename "$f" .json); printf '%s"%s"' "$sep" "$n"; sep=,; done; echo ']' ;;
-  nixosConfigurations.*.config.keystone)
-    name=${attr#nixosConfigurations.}; name=${name%.config.keystone}
-    [ -f "$FAKE_NIX/$name.json" ] || { echo "error: flake does not provide attribute 'nixosConfigurations.$name'" >&2; exit 1; }
-    cat "$FAKE_NIX/$name.json" ;;
-  *) echo "error: fake nix does not know $attr" >&2; exit 1 ;;
-esac
+// testFlake is a flake without inputs, which Debian's nix evaluates
+// offline: nixosConfigurations.NAME.config holds hosts/NAME.json as
+// config.keystone, and a host NAME.throw throws, as a broken module would.
+const testFlake = `{
+  outputs = { self }: {
+    nixosConfigurations = builtins.listToAttrs (map (f:
+      let name = builtins.head (builtins.split "\\." f); in {
+        inherit name;
+        value.config = if builtins.match ".*\\.throw" f != null then throw "broken host ${name}"
+          else { keystone = builtins.fromJSON (builtins.readFile (./hosts + "/${f}")); networking.hostName = name; };
+      }) (builtins.attrNames (builtins.readDir ./hosts)));
+  };
+}
 `
 
-// fakeFlake puts the fake nix on PATH and returns a flake folder and the
-// folder its answers come from.
+// countingNix is nix, in a store of the test's own, and it counts its calls.
+const countingNix = `#!/bin/sh
+echo call >> "$NIX_CALLS"
+exec /usr/bin/nix "$@"
+`
+
+// fakeFlake puts a counting nix on PATH and returns a flake folder and the
+// folder its hosts come from.
 func fakeFlake(t *testing.T) (flakeDir, answers string) {
 	bin := t.TempDir()
-	os.WriteFile(filepath.Join(bin, "nix"), []byte(fakeNix), 0o755)
+	os.WriteFile(filepath.Join(bin, "nix"), []byte(countingNix), 0o755)
 	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
-	answers = t.TempDir()
-	t.Setenv("FAKE_NIX", answers)
-	return t.TempDir(), answers
+	t.Setenv("NIX_REMOTE", "local?root="+t.TempDir())
+	t.Setenv("NIX_CONFIG", "build-users-group =")
+	t.Setenv("NIX_CALLS", filepath.Join(bin, "calls"))
+	flakeDir = t.TempDir()
+	os.WriteFile(filepath.Join(flakeDir, "flake.nix"), []byte(testFlake), 0o644)
+	answers = filepath.Join(flakeDir, "hosts")
+	os.Mkdir(answers, 0o755)
+	return flakeDir, answers
+}
+
+// nixCalls is how many times nix ran since the last call.
+func nixCalls(t *testing.T) int {
+	data, _ := os.ReadFile(os.Getenv("NIX_CALLS"))
+	os.Remove(os.Getenv("NIX_CALLS"))
+	return strings.Count(string(data), "\n")
 }
 
 // addHost makes name a host of the fake flake, reached at h, with its key
@@ -83,6 +89,9 @@ func TestVerifyThroughTheFlake(t *testing.T) {
 		strings.Count(stdout, "4 checks: 4 PASS") != 2 {
 		t.Errorf("verify web db: exit %d\n%s%s", code, stdout, stderr)
 	}
+	if n := nixCalls(t); n != 1 {
+		t.Errorf("verify web db ran nix %d times, want 1", n)
+	}
 
 	// --all, and one host wrong: exit 1, and the other still passes.
 	addHost(t, flakeDir, answers, "db", "not-"+db.Name, db)
@@ -90,6 +99,16 @@ func TestVerifyThroughTheFlake(t *testing.T) {
 	if code != 1 || !strings.Contains(stdout, `want "not-`+db.Name+`"`) || strings.Count(stdout, "4 checks: 4 PASS") != 1 {
 		t.Errorf("verify --all: exit %d\n%s", code, stdout)
 	}
+
+	// Any attribute name is a string to Nix: quotes, backslashes and ${
+	// in one reach nix eval as data, never as code.
+	odd := `we"b\${abort "x"}`
+	addHost(t, flakeDir, answers, odd, web.Name, web)
+	code, stdout, stderr = keystone(t, append([]string{"verify", odd}, only...)...)
+	if code != 0 || !strings.Contains(stdout, "4 checks: 4 PASS") {
+		t.Errorf("verify %s: exit %d\n%s%s", odd, code, stdout, stderr)
+	}
+	os.Remove(filepath.Join(answers, odd+".json"))
 
 	// A host the flake does not have.
 	code, _, stderr = keystone(t, append([]string{"verify", "mail"}, only...)...)
@@ -123,5 +142,45 @@ func TestVerifyThroughTheFlake(t *testing.T) {
 	code, _, stderr = keystone(t, append([]string{"verify", "web", "--known-hosts", kh, "--accept-new"}, only...)...)
 	if code != 2 || !strings.Contains(stderr, "pins "+ssh.FingerprintSHA256(db.HostKey)) {
 		t.Errorf("changed pin, --known-hosts: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestFleetEvaluatesOnce: a fleet costs one nix eval, for verify and
+// deploy alike, and a host whose config throws costs one more, for its
+// message, without hiding the others.
+func TestFleetEvaluatesOnce(t *testing.T) {
+	signer, key := testhost.ClientKey(t)
+	flakeDir, answers := fakeFlake(t)
+	for _, name := range []string{"a", "b", "c", "d", "e"} {
+		h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+		addHost(t, flakeDir, answers, name, h.Name, h)
+	}
+	only := []string{"--flake", flakeDir, "-i", key, "--only", "hostname"}
+	code, stdout, stderr := keystone(t, append([]string{"verify", "--all"}, only...)...)
+	if code != 0 || strings.Count(stdout, "2 checks: 2 PASS") != 5 {
+		t.Errorf("verify --all: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if n := nixCalls(t); n != 1 {
+		t.Errorf("verify --all of 5 hosts ran nix %d times, want 1", n)
+	}
+
+	// deploy reads the same fleet the same way (pre-flight then refuses
+	// the hosts for their made-up disks).
+	code, _, stderr = keystone(t, "deploy", "--all", "--dry-run", "--flake", flakeDir, "-i", key)
+	if code != 3 || strings.Count(stderr, "keystone: error: ") != 5 {
+		t.Errorf("deploy --all --dry-run: exit %d\n%s", code, stderr)
+	}
+	if n := nixCalls(t); n != 1 {
+		t.Errorf("deploy --all of 5 hosts ran nix %d times, want 1", n)
+	}
+
+	os.WriteFile(filepath.Join(answers, "f.throw"), nil, 0o644)
+	code, stdout, stderr = keystone(t, append([]string{"verify", "--all"}, only...)...)
+	if code != 3 || strings.Count(stdout, "2 checks: 2 PASS") != 5 || !strings.Contains(stderr, "keystone: error: f: ") ||
+		!strings.Contains(stderr, "broken host f") {
+		t.Errorf("verify --all with a broken host: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if n := nixCalls(t); n != 2 {
+		t.Errorf("verify --all with a broken host ran nix %d times, want 2", n)
 	}
 }

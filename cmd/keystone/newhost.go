@@ -1,23 +1,15 @@
 package main
 
 import (
-	"bytes"
-	"cmp"
 	"fmt"
-	"io"
-	"io/fs"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/keystone-nix/keystone/deploy"
+	"github.com/keystone-nix/keystone/fleet"
 	"github.com/keystone-nix/keystone/generate"
 	"github.com/keystone-nix/keystone/internal/hint"
-	"github.com/keystone-nix/keystone/internal/text"
-	"github.com/keystone-nix/keystone/templates"
 )
 
 func newHostCommand() *cli.Command {
@@ -42,7 +34,7 @@ Examples:
    keystone new-host db1 --disk /dev/disk/by-id/ata-X --key keys.pub --layout luks --dry-run --print-entry`,
 		OnUsageError: commandUsageError,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "disk", Usage: "whole disk `DEVICE` to install on: /dev/disk/by-id/… (kernel names like /dev/vda only with --vm)"},
+			&cli.StringFlag{Name: "disk", Usage: "whole disk `DEVICE` to install on: /dev/disk/by-id/… (kernel names like /dev/vda only with --vm), or auto: the one disk of --target that fits"},
 			&cli.StringSliceFlag{Name: "key", Usage: "root's SSH public `KEY`: a .pub file, an authorized_keys file, or a key line (repeatable)"},
 			&cli.StringFlag{Name: "target", Usage: "the `[USER@]HOST[:PORT]` that deploy and verify connect to"},
 			&cli.StringFlag{Name: "layout", Value: generate.Layouts[0], Usage: "disk `LAYOUT`: " + strings.Join(generate.Layouts, ", ")},
@@ -54,6 +46,9 @@ Examples:
 			&cli.StringFlag{Name: "templates", Usage: "render from the templates in `DIR` instead of the built-in ones"},
 			&cli.BoolFlag{Name: "force", Usage: "replace configuration.nix and disk-config.nix of an existing host"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print what would be written and write nothing"},
+			&cli.StringSliceFlag{Name: "identity", Aliases: []string{"i"}, Usage: "with --disk auto: private key `FILE` to log in to --target with"},
+			&cli.StringFlag{Name: "known-hosts", Usage: "with --disk auto: known_hosts `FILE` (default ~/.ssh/known_hosts)"},
+			&cli.BoolFlag{Name: "accept-new", Usage: "with --disk auto: record the target's unknown host key in known_hosts"},
 			&cli.BoolFlag{Name: "print-entry", Usage: "also print the nixosConfigurations entry for flakes that list hosts by hand"},
 		},
 		Action: func(c *cli.Context) error {
@@ -61,7 +56,7 @@ Examples:
 				return usageError{hint.Errorf("keystone new-host NAME --disk DEVICE --key KEY",
 					"new-host takes one host name, got %d arguments", c.NArg())}
 			}
-			return newHost(c.App.Writer, c.App.ErrWriter, newHostOptions{
+			o := generate.CreateOptions{
 				Host: generate.Options{
 					Name: c.Args().First(), Disk: c.String("disk"), Keys: c.StringSlice("key"),
 					Target: c.String("target"), Layout: c.String("layout"), System: c.String("system"),
@@ -69,182 +64,35 @@ Examples:
 				},
 				Dir: c.String("dir"), Templates: c.String("templates"),
 				Force: c.Bool("force"), DryRun: c.Bool("dry-run"), PrintEntry: c.Bool("print-entry"),
-			})
+			}
+			if o.Host.Disk == "auto" {
+				if err := autoDisk(c, &o.Host); err != nil {
+					return err
+				}
+			}
+			return generate.Create(c.App.Writer, c.App.ErrWriter, o)
 		},
 	}
 }
 
-type newHostOptions struct {
-	Host       generate.Options
-	Dir        string
-	Templates  string
-	Force      bool
-	DryRun     bool
-	PrintEntry bool
-}
-
-func newHost(stdout, stderr io.Writer, o newHostOptions) error {
-	h, notes, err := generate.NewHost(o.Host)
+// autoDisk puts the one disk of --target that the layout fits in o.Disk.
+func autoDisk(c *cli.Context, o *generate.Options) error {
+	if o.Target == "" {
+		return usageError{hint.Errorf("keystone new-host NAME --target [USER@]HOST --disk auto, or name the disk", "--disk auto reads the disks of --target, and there is none")}
+	}
+	sizes, err := generate.PartitionSizes(*o)
 	if err != nil {
 		return err
 	}
-	for _, n := range notes {
-		fmt.Fprintf(stderr, "keystone: note: %s\n", n)
-	}
-	fsys, err := templateFS(o.Templates)
+	h, err := fleet.AtTarget(targetOptions(c, o.Target))
 	if err != nil {
 		return err
 	}
-	files, err := generate.Render(fsys, h)
+	d, err := deploy.AutoDisk(c.Context, h, sizes, c.App.ErrWriter)
 	if err != nil {
 		return err
 	}
-	var entry []byte
-	if o.PrintEntry {
-		if entry, err = generate.Entry(fsys, h, flakePath(o.Dir, h.Name)); err != nil {
-			return err
-		}
-	}
-	if err := checkParses(stderr, files); err != nil {
-		return err
-	}
-	hostDir := filepath.Join(o.Dir, h.Name)
-	if _, err := generate.Check(o.Dir, h.Name, o.Force); err != nil {
-		return err // also for --dry-run: it says what the real run would do
-	}
-	if o.DryRun {
-		for _, f := range files {
-			fmt.Fprintf(stdout, "==> %s <==\n%s\n", filepath.Join(hostDir, f.Name), f.Data)
-		}
-		if entry != nil {
-			fmt.Fprintf(stdout, "==> flake.nix entry <==\n%s\n", entry)
-		}
-		fmt.Fprintln(stdout, "dry run: nothing was written")
-		return nil
-	}
-	replaced, err := generate.Write(o.Dir, h.Name, files, o.Force)
-	if err != nil {
-		return err
-	}
-	for _, f := range files {
-		p := filepath.Join(hostDir, f.Name)
-		verb := "wrote"
-		for _, r := range replaced {
-			if r == p {
-				verb = "replaced"
-			}
-		}
-		fmt.Fprintf(stdout, "%s %s\n", verb, p)
-	}
-	gitAdd(stdout, stderr, hostDir, files)
-	if entry != nil {
-		fmt.Fprintf(stdout, "\nAdd to flake.nix:\n%s", entry)
-	}
-	printNext(stdout, h, hostDir)
+	fmt.Fprintf(c.App.ErrWriter, "keystone: note: --disk auto: %s (%s, %.1f GiB)\n", d.Path, d.Resolved, float64(d.Size)/(1<<30))
+	o.Disk = d.Path
 	return nil
-}
-
-func templateFS(dir string) (fs.FS, error) {
-	if dir == "" {
-		return templates.FS, nil
-	}
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		return nil, hint.Errorf("give a folder holding configuration.nix.tmpl and disk-LAYOUT.nix.tmpl",
-			"--templates %s is not a folder", dir)
-	}
-	return os.DirFS(dir), nil
-}
-
-// flakePath is the host's configuration.nix as seen from the flake root:
-// the nearest folder above it that holds a flake.nix, else the current one.
-func flakePath(dir, name string) string {
-	p, err := filepath.Abs(filepath.Join(dir, name, generate.ConfigFile))
-	if err != nil {
-		return filepath.ToSlash(filepath.Join(dir, name, generate.ConfigFile))
-	}
-	root, _ := os.Getwd()
-	for d := filepath.Dir(p); ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "flake.nix")); err == nil {
-			root = d
-			break
-		}
-		if filepath.Dir(d) == d {
-			break
-		}
-	}
-	if rel, err := filepath.Rel(root, p); err == nil {
-		p = rel
-	}
-	return filepath.ToSlash(p)
-}
-
-// parseLocation is where nix-instantiate found a syntax error.
-var parseLocation = regexp.MustCompile(`at «stdin»:(\d+:\d+)`)
-
-// checkParses runs rendered files through nix-instantiate --parse when Nix
-// is installed, so that a broken --templates folder writes nothing. A Nix
-// that cannot run at all is no reason to refuse: the flake check parses
-// the files again.
-func checkParses(stderr io.Writer, files []generate.File) error {
-	nix, err := exec.LookPath("nix-instantiate")
-	if err != nil {
-		return nil
-	}
-	for _, f := range files {
-		cmd := exec.Command(nix, "--store", "dummy://", "--parse", "-")
-		cmd.Stdin = bytes.NewReader(f.Data)
-		var out bytes.Buffer
-		cmd.Stderr = &out
-		if err := cmd.Run(); err != nil {
-			m := parseLocation.FindStringSubmatch(out.String())
-			if m == nil {
-				fmt.Fprintf(stderr, "keystone: warning: nix-instantiate could not check the rendered files: %s\n",
-					text.OneLine(cmp.Or(text.FirstLine(out.String()), err.Error())))
-				return nil
-			}
-			return hint.Errorf("fix the template it came from", "rendered %s is not valid Nix at line %s: %s",
-				f.Name, m[1], text.OneLine(text.FirstLine(out.String())))
-		}
-	}
-	return nil
-}
-
-// gitAdd marks new files with git add --intent-to-add: a flake only sees
-// files git knows about.
-func gitAdd(stdout, stderr io.Writer, hostDir string, files []generate.File) {
-	git, err := exec.LookPath("git")
-	if err != nil {
-		return
-	}
-	if out, err := exec.Command(git, "-C", hostDir, "rev-parse", "--is-inside-work-tree").Output(); err != nil || strings.TrimSpace(string(out)) != "true" {
-		return
-	}
-	args := []string{"-C", hostDir, "add", "--intent-to-add", "--"}
-	for _, f := range files {
-		args = append(args, f.Name)
-	}
-	if out, err := exec.Command(git, args...).CombinedOutput(); err != nil {
-		fmt.Fprintf(stderr, "keystone: warning: git add --intent-to-add failed, so the flake will not see %s: %s\n", hostDir, text.OneLine(text.FirstLine(string(out))))
-		if strings.Contains(string(out), "ignored") {
-			fmt.Fprintf(stderr, "keystone: hint: %s is in a .gitignore: take it out there, or run git add --intent-to-add --force %s\n", hostDir, hostDir)
-		}
-		return
-	}
-	fmt.Fprintf(stdout, "ran git add --intent-to-add on them: flakes only see files git knows\n")
-}
-
-func printNext(w io.Writer, h *generate.Host, hostDir string) {
-	fmt.Fprintf(w, "\nNext:\n  review %s\n", filepath.Join(hostDir, generate.ConfigFile))
-	deploy := "  nix run .#deploy -- " + h.Name
-	if h.Target == nil {
-		deploy += " --target root@HOST"
-	}
-	if h.Layout != "ext4" {
-		// The encrypted layouts read their disk password at install time.
-		deploy += " --disk-password-file FILE"
-	}
-	if h.Target == nil {
-		deploy += "    # or set keystone.deploy.targetHost"
-	}
-	fmt.Fprintf(w, "%s\n  nix run .#verify -- %s\n", deploy, h.Name)
 }

@@ -32,7 +32,7 @@ func JSON(ctx context.Context, flake, attr, apply string) ([]byte, error) {
 		if !errors.As(err, &exit) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("nix eval %s#%s failed: %s", flake, attr, lastError(stderr.String()))
+		return nil, &Error{fmt.Sprintf("nix eval %s#%s failed: %s", flake, attr, lastError(stderr.String()))}
 	}
 	return stdout.Bytes(), nil
 }
@@ -49,4 +49,44 @@ func lastError(s string) string {
 		return lines[len(lines)-1]
 	}
 	return "no output"
+}
+
+// Error is an evaluation that nix ran and that failed.
+type Error struct{ msg string }
+
+func (e *Error) Error() string { return e.msg }
+
+// Failed says whether err is an evaluation nix ran and failed, rather than
+// a nix that is missing or could not start.
+func Failed(err error) bool {
+	var e *Error
+	return errors.As(err, &e)
+}
+
+// Quote renders s as a double-quoted Nix string literal that evaluates to s
+// byte for byte (generate's FuzzQuote checks it with the real Nix). Nix
+// strings cannot hold NUL.
+func Quote(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '"', '\\', '$':
+			// Escaping every '$' (not only "${") keeps "$${" and a trailing
+			// '$' unambiguous too.
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case '\n':
+			b.WriteString(`\n`)
+		case '\r':
+			b.WriteString(`\r`)
+		case '\t':
+			b.WriteString(`\t`)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }

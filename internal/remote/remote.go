@@ -3,6 +3,7 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,20 +29,44 @@ type Output struct {
 // Runner runs commands on one connection.
 type Runner struct {
 	client  *ssh.Client
-	sudo    bool
+	via     string // "", "sudo" or "doas"
 	timeout time.Duration
 	sem     chan struct{}
 }
 
 // New returns a Runner; with sudo, commands run under `sudo -n`.
 func New(client *ssh.Client, sudo bool, timeout time.Duration) *Runner {
-	return &Runner{client: client, sudo: sudo, timeout: timeout, sem: make(chan struct{}, MaxSessions)}
+	r := &Runner{client: client, timeout: timeout, sem: make(chan struct{}, MaxSessions)}
+	if sudo {
+		r.via = "sudo"
+	}
+	return r
 }
+
+// As returns a Runner on the same connection, sharing its session cap,
+// whose commands run under `via -n`: "sudo" or "doas" (which takes -n
+// too), or as the login user for "".
+func (r *Runner) As(via string) *Runner {
+	c := *r
+	c.via = via
+	return &c
+}
+
+// Via names what commands run under: "", "sudo" or "doas".
+func (r *Runner) Via() string { return r.via }
 
 // Run runs cmd with sh, bounded twice: by timeout(1) on the host, so nothing
 // is left running there, and by a local timer, so a dead connection cannot
 // hang the caller.
-func (r *Runner) Run(ctx context.Context, cmd string) Output {
+func (r *Runner) Run(ctx context.Context, cmd string) Output { return r.run(ctx, cmd, nil) }
+
+// RunInput is Run with input on the command's stdin: for secrets, which
+// must never be in a command line (every user of the host can read those).
+func (r *Runner) RunInput(ctx context.Context, cmd string, input []byte) Output {
+	return r.run(ctx, cmd, input)
+}
+
+func (r *Runner) run(ctx context.Context, cmd string, input []byte) Output {
 	select {
 	case r.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -56,11 +81,14 @@ func (r *Runner) Run(ctx context.Context, cmd string) Output {
 	defer s.Close()
 	var stdout, stderr strings.Builder
 	s.Stdout, s.Stderr = &stdout, &stderr
+	if input != nil {
+		s.Stdin = bytes.NewReader(input)
+	}
 	// Whole seconds, at least 1: `timeout 0` would mean no limit at all.
 	secs := max(1, int(math.Ceil(r.timeout.Seconds())))
 	line := fmt.Sprintf("timeout -k 2 %d sh -c %s", secs, Quote(cmd))
-	if r.sudo {
-		line = "sudo -n " + line
+	if r.via != "" {
+		line = r.via + " -n " + line
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(line) }()

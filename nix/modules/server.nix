@@ -3,12 +3,18 @@
 # and a few admin tools. Everything is a default a host can override.
 {
   config,
+  options,
   lib,
   pkgs,
   ...
 }:
 let
   cfg = config.keystone.server;
+  # nixos-25.11's resolved.nix configures resolved through extraConfig; the
+  # newer one through services.resolved.settings, and asserts that
+  # settings.Resolve.MulticastDNS is false when avahi is on, which a
+  # drop-in file cannot satisfy (nixpkgs PR 416720, issue 525388).
+  resolvedSettings = options ? services.resolved.settings;
 in
 {
   options.keystone.server.enable = lib.mkEnableOption "the Keystone server profile: key-only SSH, mDNS, a firewall with only SSH open, systemd-resolved";
@@ -34,16 +40,27 @@ in
       };
     };
 
-    services.resolved.enable = lib.mkDefault true;
     # avahi answers mDNS; two responders on one host fight over the name
-    # (avahi renames itself host-2.local, host-3.local, …). A drop-in,
-    # because 25.11 configures resolved through extraConfig and 26.05
-    # through settings (nixpkgs PR 416720, issue 525388).
-    environment.etc."systemd/resolved.conf.d/keystone-mdns.conf".text = ''
-      [Resolve]
-      MulticastDNS=no
-      LLMNR=no
-    '';
+    # (avahi renames itself host-2.local, host-3.local, …). So resolved's
+    # mDNS and LLMNR are off: through the option where nixpkgs has it, by a
+    # drop-in file, which every resolved reads, where it has not.
+    services.resolved =
+      {
+        enable = lib.mkDefault true;
+      }
+      // lib.optionalAttrs resolvedSettings {
+        settings.Resolve = {
+          MulticastDNS = lib.mkDefault false;
+          LLMNR = lib.mkDefault false;
+        };
+      };
+    environment.etc = lib.optionalAttrs (!resolvedSettings) {
+      "systemd/resolved.conf.d/keystone-mdns.conf".text = ''
+        [Resolve]
+        MulticastDNS=no
+        LLMNR=no
+      '';
+    };
 
     networking.firewall.enable = lib.mkDefault true;
 

@@ -15,6 +15,13 @@ let
     nameValuePair = name: value: { inherit name value; };
     optionalAttrs = cond: set: if cond then set else { };
     mkForce = v: { forced = v; };
+    # nixpkgs lib/modules.nix: mkAfter = mkOrder 1500 (shown by its place)
+    mkAfter = v: { after = v; };
+    # nixpkgs lib/modules.nix: mkIf = condition: content: { _type = "if"; inherit condition content; };
+    mkIf = condition: content: {
+      _type = "if";
+      inherit condition content;
+    };
   };
 
   pkgsFor = system: {
@@ -37,6 +44,15 @@ let
     gopls = "gopls";
     nixos-anywhere = "nixos-anywhere";
     nixfmt = "nixfmt";
+    # pkgs/by-name/ni/nixfmt-tree/package.nix (treefmt with nixfmt; in
+    # nixpkgs since before 25.05, see its runtimePackages note of 2025-04-01)
+    nixfmt-tree = "nixfmt-tree";
+    swtpm = "/fake/swtpm";
+    qemu_test = "/fake/qemu";
+    OVMF = {
+      firmware = "/fake/OVMF_CODE.fd";
+      variables = "/fake/OVMF_VARS.fd";
+    };
     inherit system;
   };
 
@@ -64,8 +80,8 @@ let
       config.system.build.installTest = {
         installTest = true;
         extra = builtins.length extra.modules;
-        # what the one extra module does to the layout
-        hook = (builtins.head extra.modules).disko.devices.zpool.rpool.datasets.crypt.postCreateHook;
+        # what the one extra module asks of disko's test (disko.tests.*)
+        inherit ((builtins.head extra.modules).disko) tests;
       };
     };
   };

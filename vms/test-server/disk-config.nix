@@ -1,11 +1,21 @@
 # Disk layout of "test-server": ESP and an encrypted ZFS pool "rpool" on "/dev/vda".
 # disko formats it on install; changing it later needs a reinstall.
 #
-# Everything lives under rpool/crypt (aes-256-gcm, passphrase). The install
-# reads the passphrase from /tmp/secret.key (keystone deploy
-# --disk-password-file), then switches the key location to "prompt": the
-# boot asks for it on the console.
-{ lib, ... }:
+# Everything lives under rpool/crypt (aes-256-gcm, a raw 32-byte key). The
+# key sits in rpool/credstore, a small LUKS2 volume (the "credstore"): the
+# install makes the key on this machine, straight into the credstore, and
+# it never leaves it. At boot the credstore opens by the TPM2 once enrolled
+# (keystone enroll), else by the disk password typed on the
+# console; the password is deploy's --disk-password-file, which the install
+# reads from /tmp/secret.key. The key is loaded into rpool/crypt and the
+# credstore is closed again before the real system starts.
+{ config, lib, ... }:
+let
+  # Where the install mounts the credstore to make and read the key (not
+  # /etc/credstore: the installer's /etc belongs to the installer).
+  installDir = "/run/keystone-credstore";
+  keyFile = "rpool-crypt.key";
+in
 {
   disko.devices = {
     disk.main = {
@@ -50,17 +60,83 @@
         mountpoint = "none";
         "com.sun:auto-snapshot" = "false";
       };
+      # disko's own mount step imports with `zpool import -l`, which fails
+      # while rpool/crypt's key is still inside the closed credstore: import
+      # without mounting or loading keys first (the credstore below loads it).
+      # zvol_wait: the credstore's /dev/zvol link appears after the import.
+      preMountHook = ''
+        if ! zpool list rpool >/dev/null 2>&1; then
+          zpool import -N -R ${config.disko.rootMountPoint} rpool
+          zvol_wait
+        fi
+      '';
+      # disko creates and mounts datasets in name order: "credstore" comes
+      # before "crypt".
       datasets = {
+        credstore = {
+          type = "zfs_volume";
+          size = "100M";
+          content = {
+            type = "luks";
+            name = "credstore";
+            passwordFile = "/tmp/secret.key";
+            # Unlock with the TPM2 once enrolled, ask for the password
+            # otherwise. tpm2-measure-pcr=yes measures the volume key into
+            # PCR 15 once opened, but systemd does so only on a UKI boot
+            # measured by systemd-stub (it skips silently otherwise, as on
+            # GRUB today); with PCR 15 in the enrolled policy, nothing later
+            # in that boot could unseal the key again.
+            settings.crypttabExtraOpts = [
+              "tpm2-device=auto"
+              "tpm2-measure-pcr=yes"
+            ];
+            # After disko opened the credstore to mount the pool: load
+            # rpool/crypt's key from it if it is not loaded, then close it
+            # again (an open credstore would keep rpool busy).
+            postMountHook = ''
+              if [ "$(zfs get -H -o value keystatus rpool/crypt)" = unavailable ]; then
+                mkdir -p ${installDir}
+                mount -t ext4 -o ro /dev/mapper/credstore ${installDir}
+                zfs load-key -L file://${installDir}/${keyFile} rpool/crypt
+                umount ${installDir}
+              fi
+              cryptsetup close credstore
+            '';
+            content = {
+              type = "filesystem";
+              format = "ext4";
+            };
+          };
+        };
         crypt = {
           type = "zfs_fs";
+          # Without keylocation here: disko v1.12.0 unloads the key of a
+          # dataset with one by its short name (`zfs unload-key crypt`), which
+          # fails; the hook below sets it.
           options = {
             mountpoint = "none";
             encryption = "aes-256-gcm";
-            keyformat = "passphrase";
-            keylocation = "file:///tmp/secret.key";
+            keyformat = "raw";
           };
-          postCreateHook = ''
-            zfs set keylocation="prompt" rpool/crypt
+          # The credstore is open (disko just formatted it). Make the key in
+          # it and create rpool/crypt with it; never a second key for a
+          # dataset that exists.
+          preCreateHook = ''
+            if ! zfs list -H -o name rpool/crypt >/dev/null 2>&1; then
+              mkdir -p ${installDir}
+              if ! mountpoint -q ${installDir}; then
+                mount -t ext4 /dev/mapper/credstore ${installDir}
+              fi
+              if [ ! -e ${installDir}/${keyFile} ]; then
+                (umask 077 && dd if=/dev/urandom of=${installDir}/${keyFile} bs=32 count=1 status=none)
+              fi
+              zfs create -u -o encryption=aes-256-gcm -o keyformat=raw \
+                -o keylocation=file://${installDir}/${keyFile} -o mountpoint=none rpool/crypt
+              # Where the booted initrd finds it (rpool-crypt-load-key below
+              # names the file itself).
+              zfs set keylocation=file:///etc/credstore/${keyFile} rpool/crypt
+              umount ${installDir}
+            fi
           '';
         };
         "crypt/root" = {
@@ -90,7 +166,72 @@
   # partition has a by-partuuid one. A default, so disko's install test
   # can set its own.
   boot.zfs.devNodes = lib.mkDefault "/dev/disk/by-partuuid";
-  # Ask for the passphrase of rpool/crypt in the initrd.
-  boot.zfs.requestEncryptionCredentials = true;
   services.zfs.autoScrub.enable = true;
+
+  # The boot, in the systemd initrd (crypttab's tpm2-device= needs it):
+  #   zfs-import-rpool.service (NixOS's) imports rpool without mounting it;
+  #   its zvol rpool/credstore appears, and
+  #   systemd-cryptsetup@credstore.service (from the crypttab line disko's
+  #   luks entry gives) opens it by TPM2 or by the password on the console;
+  #   etc-credstore.mount mounts it read-only at /etc/credstore;
+  #   rpool-crypt-load-key.service loads the key into rpool/crypt;
+  #   sysroot.mount mounts / and the boot goes on; before switch-root the
+  #   mount and the credstore are stopped, so it is closed in the real system.
+  boot.initrd.systemd.enable = true;
+  # The TPM2 units and the tpm-tis/tpm-crb modules in the initrd (the
+  # default when the initrd's systemd has TPM2 support; said here because
+  # this layout depends on it).
+  boot.initrd.systemd.tpm2.enable = true;
+  # The credstore's filesystem.
+  boot.initrd.supportedFilesystems = [ "ext4" ];
+  # NixOS's import would try `zfs load-key` on rpool/crypt before the
+  # credstore is open; rpool-crypt-load-key does it.
+  boot.zfs.requestEncryptionCredentials = false;
+
+  boot.initrd.systemd.mounts = [
+    {
+      # The opened credstore, read-only, only for the key.
+      what = "/dev/mapper/credstore";
+      where = "/etc/credstore";
+      type = "ext4";
+      options = "ro,nodev,nosuid,noexec";
+      requires = [ "systemd-cryptsetup@credstore.service" ];
+      after = [ "systemd-cryptsetup@credstore.service" ];
+      # Unmounted before switch-root.
+      conflicts = [ "initrd-switch-root.target" ];
+      before = [ "initrd-switch-root.target" ];
+      unitConfig.DefaultDependencies = false;
+    }
+  ];
+
+  boot.initrd.systemd.services = {
+    # The generator's unit for the credstore gets a drop-in: it is stopped
+    # (systemd-cryptsetup detach) before switch-root, after the mount above.
+    "systemd-cryptsetup@credstore" = {
+      overrideStrategy = "asDropin";
+      conflicts = [ "initrd-switch-root.target" ];
+      before = [ "initrd-switch-root.target" ];
+    };
+
+    # The key as a systemd credential: systemd copies the file into this
+    # unit's private credentials directory (%d), zfs reads it from there,
+    # and the copy goes away when the unit finishes.
+    rpool-crypt-load-key = {
+      description = "Load the key of rpool/crypt from the credstore";
+      requiredBy = [ "sysroot.mount" ];
+      before = [ "sysroot.mount" ];
+      requires = [ "zfs-import-rpool.service" ];
+      after = [ "zfs-import-rpool.service" ];
+      unitConfig = {
+        DefaultDependencies = false;
+        RequiresMountsFor = "/etc/credstore";
+      };
+      serviceConfig = {
+        Type = "oneshot";
+        LoadCredential = "${keyFile}:/etc/credstore/${keyFile}";
+        # zfs.nix puts zfs in the systemd initrd's /bin (extraBin).
+        ExecStart = "/bin/zfs load-key -L file://%d/${keyFile} rpool/crypt";
+      };
+    };
+  };
 }

@@ -21,10 +21,12 @@
   hardware.enableRedistributableFirmware = true;
 
   # The Keystone server profile: key-only SSH, mDNS, a firewall with only
-  # port 22 open, systemd-resolved.
+  # SSH open, systemd-resolved.
   keystone.server.enable = true;
 
-  # Where `keystone deploy` and `keystone verify` reach this host.
+  # Where `keystone deploy` and `keystone verify` reach this host. sshd
+  # listens on sshPort; if it is a port forwarded to the host's 22 (NAT),
+  # add sshPortForwarded = true.
   keystone.deploy = {
     targetHost = "192.0.2.10";
     targetUser = "root";

@@ -20,10 +20,12 @@
   keystone.vm = true;
 
   # The Keystone server profile: key-only SSH, mDNS, a firewall with only
-  # port 22 open, systemd-resolved.
+  # SSH open, systemd-resolved.
   keystone.server.enable = true;
 
-  # Where `keystone deploy` and `keystone verify` reach this host.
+  # Where `keystone deploy` and `keystone verify` reach this host. sshd
+  # listens on sshPort; if it is a port forwarded to the host's 22 (NAT),
+  # add sshPortForwarded = true.
   keystone.deploy = {
     targetHost = "192.0.2.10";
     targetUser = "admin";
@@ -34,6 +36,19 @@
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN6d9Bt6FtzY8O0GiDWS2ZDMEY5LHg6xnZaRBPYgdFzK demo@keystone"
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEDkTVYZ/4K0zm6KmIl6M4d44RMJtC/Lfh/6SQ+tje2l ops@example"
   ];
+
+  # deploy and verify log in as "admin", with the same keys as root,
+  # and run what needs root through sudo, which must not ask for a
+  # password (verify runs sudo -n).
+  users.users."admin" = {
+    isNormalUser = true;
+    extraGroups = [ "wheel" ];
+    openssh.authorizedKeys.keys = [
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN6d9Bt6FtzY8O0GiDWS2ZDMEY5LHg6xnZaRBPYgdFzK demo@keystone"
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEDkTVYZ/4K0zm6KmIl6M4d44RMJtC/Lfh/6SQ+tje2l ops@example"
+    ];
+  };
+  security.sudo.wheelNeedsPassword = false;
 
   # The release this host was installed with; leave it as it is.
   system.stateVersion = "25.11";

@@ -20,7 +20,7 @@
   keystone.vm = true;
 
   # The Keystone server profile: key-only SSH, mDNS, a firewall with only
-  # port 22 open, systemd-resolved.
+  # SSH open, systemd-resolved.
   keystone.server.enable = true;
 
   users.users.root.openssh.authorizedKeys.keys = [

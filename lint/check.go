@@ -1,7 +1,7 @@
-// Package check lints a fleet: what `keystone check` and the flake's lint
+// Package lint lints a fleet: what `keystone check` and the flake's lint
 // check run, from one JSON evaluation of every host plus a scan of the
 // source tree for private key material.
-package check
+package lint
 
 import (
 	"encoding/asn1"
@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/keystone-nix/keystone/fleet"
 	"github.com/keystone-nix/keystone/generate"
 	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/target"
@@ -232,11 +233,21 @@ func isDER(der []byte, v any) bool {
 	return err == nil && len(rest) == 0
 }
 
-// FleetApply is nix/lib.nix's fleetInfo over every host, for
-// `nix eval --json FLAKE#nixosConfigurations --apply`.
-const FleetApply = `builtins.mapAttrs (_: host: {
-  inherit (host.config.networking) hostName hostId;
-  keys = host.config.users.users.root.openssh.authorizedKeys.keys;
-  inherit (host.config.keystone) vm;
-  inherit (host.config.keystone.deploy) targetHost targetUser sshPort disks;
-})`
+// FromFleet is what the lint reads of hosts the flake evaluated; a host
+// whose config could not be read is a finding of its own.
+func FromFleet(hosts []fleet.Host) (map[string]Host, []Finding) {
+	out := map[string]Host{}
+	var findings []Finding
+	for _, h := range hosts {
+		if !h.Evaluated {
+			findings = append(findings, Finding{h.Name, "cannot be evaluated: " + h.Err.Error()})
+			continue
+		}
+		k := h.Config
+		out[h.Name] = Host{
+			HostName: k.Lint.HostName, HostID: k.Lint.HostID, Keys: k.Lint.Keys, VM: k.VM,
+			TargetHost: k.Deploy.TargetHost, TargetUser: k.Deploy.TargetUser, SSHPort: k.Deploy.SSHPort, Disks: k.Deploy.Disks,
+		}
+	}
+	return out, findings
+}

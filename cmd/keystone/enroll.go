@@ -1,0 +1,66 @@
+package main
+
+import (
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/keystone-nix/keystone/enroll"
+	"github.com/keystone-nix/keystone/fleet"
+	"github.com/keystone-nix/keystone/internal/exit"
+	"github.com/keystone-nix/keystone/internal/hint"
+)
+
+func enrollCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "enroll",
+		Usage:     "let the host's TPM2 unlock its disks at boot (systemd-cryptenroll over SSH)",
+		ArgsUsage: "NAME",
+		Description: `Run after the first boot of the installed system: PCRs measured under the
+installer or kexec differ from a real boot. Connects with the pinned host key,
+checks read-only that the host has a TPM2 and which LUKS volumes its config
+marks for one, shows the plan, then adds a TPM2 keyslot to each, unlocking
+with the disk password (sent on stdin, kept on the host only in a private
+file on /run while systemd-cryptenroll runs). The password slot always stays.
+
+Exit status: 0 enrolled, 2 cannot connect, 3 refused (nothing changed: no
+TPM2, a TPM2 slot there already without --force), 4 systemd-cryptenroll
+failed, 64 bad usage.
+
+Examples:
+   keystone enroll web1 --disk-password-file ~/secrets/web1
+   keystone enroll web1 --disk-password-file pw --pcrs 0+2+7 --recovery-key-file web1.recovery
+   keystone enroll web1 --dry-run`,
+		OnUsageError: commandUsageError,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "flake", Value: ".", Usage: "`FLAKE` holding nixosConfigurations.NAME"},
+			&cli.StringFlag{Name: "target", Usage: "reach the host at `[USER@]HOST[:PORT]` instead of keystone.deploy.*"},
+			&cli.StringSliceFlag{Name: "identity", Aliases: []string{"i"}, Usage: "private key `FILE` to log in with (repeatable; ssh-agent is used too)"},
+			&cli.StringFlag{Name: "known-hosts", Usage: "known_hosts `FILE` for a host without a pinned key (default ~/.ssh/known_hosts)"},
+			&cli.StringFlag{Name: "disk-password-file", Usage: "the disk password `FILE` (no trailing newline)"},
+			&cli.StringFlag{Name: "pcrs", Value: "7", Usage: "`PCRS` the TPM2 policy binds to, such as 7 or 0+2+7"},
+			&cli.BoolFlag{Name: "force", Usage: "replace an existing TPM2 slot"},
+			&cli.StringFlag{Name: "recovery-key-file", Usage: "also add a recovery key, written to the new `FILE` (mode 0600)"},
+			&cli.StringFlag{Name: "tpm2-device", Value: "auto", Usage: "systemd-cryptenroll's --tpm2-device: auto, a `DEVICE`, or a tss2 TCTI"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "check and show the plan; change nothing"},
+			&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "limit for each command on the host"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usageError{hint.Errorf("keystone enroll NAME --disk-password-file FILE", "enroll takes one host name, got %d", c.NArg())}
+			}
+			hosts, err := fleet.Load(c.Context, fleet.Options{Flake: c.String("flake"), Names: c.Args().Slice(),
+				Target: c.String("target"), Identities: nonEmpty(c.StringSlice("identity")), KnownHosts: c.String("known-hosts")})
+			if err != nil {
+				if exit.Code(err) == exit.Usage {
+					return err
+				}
+				return exit.With(enroll.ExitRefused, err)
+			}
+			o := enroll.Options{PCRs: c.String("pcrs"), Force: c.Bool("force"), PasswordFile: c.String("disk-password-file"),
+				RecoveryKeyFile: c.String("recovery-key-file"), DryRun: c.Bool("dry-run"), TPM2Device: c.String("tpm2-device"),
+				Timeout: c.Duration("timeout")}
+			return fleet.Named(hosts[0].Name, enroll.Run(c.Context, &hosts[0], o, c.App.Writer))
+		},
+	}
+}

@@ -1,0 +1,108 @@
+package verify
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// luksDump is a luksDump fixture without gen.sh's comment line.
+func luksDump(t *testing.T, name string) string {
+	_, dump, _ := strings.Cut(fixture(t, "luksdump", name+".json"), "\n")
+	return dump
+}
+
+func TestParseLuksDumpJSON(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		want LUKSUnlock
+	}{
+		{"password-only", LUKSUnlock{Keyslots: []string{"0"}, Passwords: []string{"0"}}},
+		{"tpm2-pcr7", LUKSUnlock{Keyslots: []string{"0", "1"}, Passwords: []string{"0"},
+			TPM2: []TPM2Token{{Keyslots: []string{"1"}, PCRs: []int{7}}}}},
+		{"tpm2-pcr027-recovery", LUKSUnlock{Keyslots: []string{"0", "1", "2"}, Passwords: []string{"0"},
+			TPM2: []TPM2Token{{Keyslots: []string{"1"}, PCRs: []int{0, 2, 7}}}, Recovery: []string{"2"}}},
+		{"tpm2-two-passwords", LUKSUnlock{Keyslots: []string{"0", "1", "2"}, Passwords: []string{"0", "1"},
+			TPM2: []TPM2Token{{Keyslots: []string{"2"}, PCRs: []int{7}}}}},
+		{"tpm2-only", LUKSUnlock{Keyslots: []string{"1"}, TPM2: []TPM2Token{{Keyslots: []string{"1"}, PCRs: []int{7}}}}},
+		{"recovery-no-tpm2", LUKSUnlock{Keyslots: []string{"0", "1"}, Passwords: []string{"0"}, Recovery: []string{"1"}}},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			got, err := ParseLuksDumpJSON([]byte(luksDump(t, tc.file)))
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got %+v, %v\nwant %+v", got, err, tc.want)
+			}
+		})
+	}
+	// What newer systemd and other tools write.
+	got, err := ParseLuksDumpJSON([]byte(`{"keyslots": {"10": {}, "9": {}, "2": {}}, "tokens": {"0": {"type": "systemd-tpm2",
+		"keyslots": [10], "tpm2-hash-pcrs": [7], "tpm2-pubkey-pcrs": [11]}, "1": {"type": "systemd-fido2", "keyslots": ["9"]}}}`))
+	want := LUKSUnlock{Keyslots: []string{"2", "9", "10"}, Passwords: []string{"2"},
+		TPM2: []TPM2Token{{Keyslots: []string{"10"}, PCRs: []int{7, 11}}}, Other: []string{"systemd-fido2"}}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("newer systemd: got %+v, %v", got, err)
+	}
+	for _, bad := range []string{"", "{}", `{"keyslots": {"x": 1}, "tokens": {"0": {"keyslots": [true]}}}`, "not json"} {
+		if _, err := ParseLuksDumpJSON([]byte(bad)); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
+
+func TestJudgeTPM(t *testing.T) {
+	credstore := LUKSVolume{Name: "credstore", Device: "/dev/zvol/rpool/credstore", TPM2: true}
+	data := LUKSVolume{Name: "data", Device: "/dev/vdb", TPM2: false}
+	dump := func(name string) Output { return Output{Stdout: luksDump(t, name)} }
+	tpm2, none := Output{Stdout: "2\n"}, Output{}
+	for _, tc := range []struct {
+		name    string
+		volumes []LUKSVolume
+		outs    []Output
+		status  Status
+		says    string
+	}{
+		{"enrolled", []LUKSVolume{credstore}, []Output{tpm2, dump("tpm2-pcr7")}, Pass, "credstore: TPM2 (PCRs 7) + password"},
+		{"enrolled, recovery key", []LUKSVolume{credstore}, []Output{tpm2, dump("tpm2-pcr027-recovery")}, Pass, "TPM2 (PCRs 0+2+7) + password + recovery key"},
+		{"not enrolled", []LUKSVolume{credstore}, []Output{tpm2, dump("password-only")}, Warn, "credstore: password only: asks at boot; run keystone enroll web1"},
+		{"no TPM2 on the host", []LUKSVolume{credstore}, []Output{none, dump("password-only")}, Pass, "credstore: no TPM2: password at boot"},
+		{"a TPM 1.2", []LUKSVolume{credstore}, []Output{{Stdout: "1\n"}, dump("password-only")}, Pass, "no TPM2: password at boot"},
+		{"enrolled, TPM gone", []LUKSVolume{credstore}, []Output{none, dump("tpm2-pcr7")}, Warn, "the host does not have: password at boot"},
+		{"TPM2 alone", []LUKSVolume{credstore}, []Output{tpm2, dump("tpm2-only")}, Fail, "no keyslot left besides it"},
+		{"missing device", []LUKSVolume{credstore}, []Output{tpm2, {Exit: 4, Stderr: "Device /dev/zvol/rpool/credstore does not exist or access denied.\n"}},
+			Fail, "cryptsetup luksDump /dev/zvol/rpool/credstore: Device /dev/zvol/rpool/credstore does not exist"},
+		{"not a LUKS2 header", []LUKSVolume{credstore}, []Output{tpm2, {Stdout: "garbage"}}, Fail, "reading the LUKS2 metadata"},
+		{"worst of two", []LUKSVolume{data, credstore}, []Output{tpm2, dump("tpm2-two-passwords"), dump("password-only")}, Warn,
+			"data: TPM2 (PCRs 7) + 2 passwords; credstore: password only"},
+		{"enrolled, opens now", []LUKSVolume{credstore}, []Output{tpm2, {Stdout: luksDump(t, "tpm2-pcr7") + unlockMarker + " 0\n"}}, Pass, "credstore: TPM2 (PCRs 7) + password"},
+		{"enrolled, PCRs changed", []LUKSVolume{credstore}, []Output{tpm2, {Stdout: luksDump(t, "tpm2-pcr7") + unlockMarker + " 2\n"}}, Warn,
+			"the TPM2 does not open it now: the PCRs changed (a firmware or bootloader update?), so the boot asks for the password; run keystone enroll web1 --force"},
+		{"not meant for TPM2", []LUKSVolume{data}, []Output{tpm2, dump("recovery-no-tpm2")}, Pass, "data: password + recovery key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &Expectations{Hostname: "web1", LUKS: &LUKS{Volumes: tc.volumes}}
+			if n := len(tpmCheck.Commands(e)); n != len(tc.outs) {
+				t.Fatalf("%d commands for %d outputs", n, len(tc.outs))
+			}
+			st, ev := tpmCheck.Judge(e, tc.outs)
+			if st != tc.status || !strings.Contains(ev, tc.says) {
+				t.Errorf("%s %q, want %s %q", st, ev, tc.status, tc.says)
+			}
+		})
+	}
+}
+
+func TestLUKSVolumeExpectations(t *testing.T) {
+	for _, bad := range []string{
+		`{"hostname": "h", "luks": {"volumes": [{"name": "-x", "device": "/dev/vda"}]}}`,
+		`{"hostname": "h", "luks": {"volumes": [{"name": "c", "device": "vda; reboot"}]}}`,
+		`{"hostname": "h", "luks": {"volumes": [{"name": "c", "device": "/dev/vda\n"}]}}`,
+	} {
+		if _, err := ParseExpectations([]byte(bad)); err == nil {
+			t.Errorf("accepted %s", bad)
+		}
+	}
+	e, err := ParseExpectations([]byte(`{"hostname": "h", "luks": {"devices": [], "volumes": [{"name": "credstore", "device": "/dev/zvol/rpool/credstore", "tpm2": true}]}}`))
+	if err != nil || len(e.LUKS.Volumes) != 1 || !e.LUKS.Volumes[0].TPM2 {
+		t.Errorf("%+v, %v", e, err)
+	}
+}
