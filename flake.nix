@@ -44,6 +44,18 @@
     {
       lib = lib // {
         inherit hostModules;
+        # installerIso { system, keys ? null }: the installer for this fleet
+        # (nix/installer-iso.nix); packages.<system>.installer-iso and
+        # `keystone iso` build its config.system.build.isoImage.
+        installerIso =
+          args:
+          import ./nix/installer-iso.nix (
+            {
+              inherit (nixpkgs.lib) nixosSystem;
+              inherit nixpkgs hosts;
+            }
+            // args
+          );
       };
 
       nixosModules.default = ./nix/modules;
@@ -73,6 +85,7 @@
         packages = {
           default = keystone;
           inherit keystone;
+          installer-iso = (self.lib.installerIso { inherit system; }).config.system.build.isoImage;
         };
 
         apps = {

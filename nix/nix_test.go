@@ -491,7 +491,7 @@ func TestFlakeOutputs(t *testing.T) {
 				t.Errorf("%s: apps.%s missing or without meta.description", system, app)
 			}
 		}
-		if !reflect.DeepEqual(got.Packages[system], []string{"default", "keystone"}) {
+		if !reflect.DeepEqual(got.Packages[system], []string{"default", "installer-iso", "keystone"}) {
 			t.Errorf("%s: packages %v", system, got.Packages[system])
 		}
 	}
@@ -523,7 +523,7 @@ func TestFlakeOutputs(t *testing.T) {
 			t.Errorf("%s: formatter is %q, want pkgs.nixfmt-tree", system, got.Fmt[system])
 		}
 	}
-	if got.Version != "abc1234" || !reflect.DeepEqual(got.Lib, []string{"fleetInfo", "hostModules", "mkHosts"}) {
+	if got.Version != "abc1234" || !reflect.DeepEqual(got.Lib, []string{"fleetInfo", "hostModules", "installerIso", "mkHosts"}) {
 		t.Errorf("version %q, lib %v", got.Version, got.Lib)
 	}
 }

@@ -8,6 +8,8 @@
   openssh,
   nix,
   git,
+  qemu,
+  swtpm,
   version ? "dev",
 }:
 buildGoApplication {
@@ -24,6 +26,7 @@ buildGoApplication {
       ../templates
       (lib.fileset.maybeMissing ../verify)
       (lib.fileset.maybeMissing ../deploy)
+      (lib.fileset.maybeMissing ../vm)
       ../examples/demo
     ];
   };
@@ -49,8 +52,8 @@ buildGoApplication {
   checkPhase = ''
     runHook preCheck
     export HOME=$TMPDIR NIX_STATE_DIR=$TMPDIR/nix
-    go test -skip '^(TestVerify(CLI|Auth|ThroughTheFlake)|TestDeploy[A-Z].*|TestFleetEvaluatesOnce|TestDisksAndAuto|TestImportsPointDown|TestRun|TestArgvReachesTheCheckedHost|TestGather(OnTestHosts|ThroughDoas))$' \
-      ./cmd/... ./generate/... ./deploy/... ./internal/target/... ./lint/... ./fleet/...
+    go test -skip '^(TestVerify(CLI|Auth|ThroughTheFlake)|TestDeploy[A-Z].*|TestFleetEvaluatesOnce|TestDisksAndAuto|TestImportsPointDown|TestRun|TestArgvReachesTheCheckedHost|TestGather(OnTestHosts|ThroughDoas)|TestVMLifecycle)$' \
+      ./cmd/... ./generate/... ./deploy/... ./vm/... ./internal/target/... ./lint/... ./fleet/...
     runHook postCheck
   '';
 
@@ -62,6 +65,9 @@ buildGoApplication {
           openssh
           nix
           git
+          # keystone vm: QEMU (with its edk2 UEFI firmware) and swtpm
+          qemu
+          swtpm
         ]
       }
   '';

@@ -88,6 +88,7 @@ let
 
   inputs = {
     nixpkgs = {
+      outPath = "/fake/nixpkgs";
       lib = fakeLib // {
         inherit nixosSystem;
       };

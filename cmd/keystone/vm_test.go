@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keystone-nix/keystone/internal/testhost"
+	"github.com/keystone-nix/keystone/vm"
+)
+
+// keystoneVM runs `keystone vm ARGS… --flake dir` and returns the exit
+// code and what it printed.
+func keystoneVM(t *testing.T, dir string, args ...string) (int, string) {
+	t.Helper()
+	var out strings.Builder
+	start := time.Now()
+	code := run(context.Background(), append(append([]string{"keystone", "vm"}, args...), "--flake", dir), &out, &out)
+	t.Logf("keystone vm %s: exit %d after %v\n%s", strings.Join(args, " "), code, time.Since(start).Round(time.Second), out.String())
+	return code, out.String()
+}
+
+func vmStatusJSON(t *testing.T, dir string) vm.Info {
+	t.Helper()
+	code, out := keystoneVM(t, dir, "status", "web1", "--format", "json")
+	var infos []vm.Info
+	if err := json.Unmarshal([]byte(out), &infos); code != 0 || err != nil || len(infos) != 1 {
+		t.Fatalf("vm status --format json: exit %d, %v:\n%s", code, err, out)
+	}
+	return infos[0]
+}
+
+// processesOf lists the live processes whose command line names dir.
+func processesOf(dir string) []string {
+	var found []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		stat, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
+		s := string(stat)
+		if i := strings.LastIndexByte(s, ')'); i < 0 || strings.HasPrefix(s[i+1:], " Z") {
+			continue // gone, waiting for its parent
+		}
+		if strings.Contains(string(cmdline), dir) {
+			found = append(found, e.Name()+": "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+	return found
+}
+
+// TestVMLifecycle drives one VM through keystone vm, three boots in all:
+// up (UEFI, TPM) → SSH, the by-id disk, the TPM → status → a LUKS volume
+// in crypttab without TPM, reset → the boot waits at the password prompt
+// → vm unlock → it boots, and the console log holds no password → QEMU
+// killed → status says crashed → up recovers → down leaves no process →
+// destroy.
+func TestVMLifecycle(t *testing.T) {
+	img := testhost.BuildVMImage(t)
+	dir := t.TempDir()
+	start := time.Now()
+	t.Cleanup(func() {
+		// Whatever the test left running.
+		vm.Down(context.Background(), dir, "web1", 5*time.Second, nil)
+		t.Logf("VM test took %v", time.Since(start).Round(time.Second))
+	})
+
+	code, out := keystoneVM(t, dir, "up", "web1", "--image", img.Disk, "--tpm", "--memory", "2G")
+	if code != 0 {
+		t.Fatalf("vm up: exit %d", code)
+	}
+	st := vmStatusJSON(t, dir)
+	target := "root@127.0.0.1:" + strconv.Itoa(st.Port)
+	for _, want := range []string{"target: " + target, "keystone deploy web1 --target " + target, "also after kexec", "/dev/disk/by-id/virtio-ks-web1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("vm up output lacks %q", want)
+		}
+	}
+	if st.Status != "running" || !st.TPM || st.Firmware != "uefi" || st.Serial != "ks-web1" || st.Uptime == "" {
+		t.Errorf("status = %+v", st)
+	}
+	g := img.Guest(st.Port)
+	boot1 := g.BootID(t)
+	g.MustRun(t, "test -b /dev/disk/by-id/virtio-ks-web1 && test -c /dev/tpmrm0 && tpm2_getrandom 8 >/dev/null")
+
+	// A volume whose boot asks for its password: crypttab without TPM.
+	const password = "pw-Zq81-unlock"
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pwFile, []byte(password), 0o600)
+	g.MustRun(t, "printf %s '"+password+"' | cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file - /dev/disk/by-partlabel/spare"+
+		" && echo 'spare PARTLABEL=spare none luks' >/etc/crypttab && sync")
+	if code, _ := keystoneVM(t, dir, "reset", "web1"); code != 0 {
+		t.Fatalf("vm reset: exit %d", code)
+	}
+	log, _ := vm.ConsoleLog(dir, "web1")
+	resetAt := time.Now()
+	waitFor(t, 4*time.Minute, "the password prompt after the reset", func() bool {
+		b, _ := os.ReadFile(log)
+		return strings.Count(string(b), "Please enter passphrase for disk spare") == 1
+	})
+	t.Logf("reset to the password prompt: %v", time.Since(resetAt).Round(time.Second))
+	time.Sleep(3 * time.Second)
+	if g.SSHBanner() {
+		t.Fatal("sshd answers while the boot waits for the disk password")
+	}
+	wrongFile := filepath.Join(t.TempDir(), "wrong")
+	os.WriteFile(wrongFile, []byte("not-the-password"), 0o600)
+	if code, out := keystoneVM(t, dir, "unlock", "web1", "--disk-password-file", wrongFile); code != 1 || !strings.Contains(out, "not accepted") {
+		t.Errorf("vm unlock with a wrong password: exit %d", code)
+	}
+	if code, _ := keystoneVM(t, dir, "unlock", "web1", "--disk-password-file", pwFile); code != 0 {
+		t.Fatalf("vm unlock: exit %d", code)
+	}
+	unlockAt := time.Now()
+	boot2 := g.WaitBoot(t, boot1, 4*time.Minute)
+	t.Logf("unlock to SSH: %v", time.Since(unlockAt).Round(time.Second))
+	g.MustRun(t, "test -b /dev/mapper/spare && cryptsetup status spare >/dev/null")
+	if b, _ := os.ReadFile(log); strings.Contains(string(b), password) || strings.Contains(string(b), "not-the-password") || !strings.Contains(string(b), "login:") {
+		t.Errorf("the console log holds the password, or no login prompt:\n%s", b)
+	}
+	g.MustRun(t, "rm /etc/crypttab && sync")
+
+	// A crashed QEMU: status says so, up starts it again.
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "QEMU to die", func() bool { return vmStatusJSON(t, dir).Status == "crashed" })
+	// Started again the fast way (SeaBIOS, direct kernel boot), as tests
+	// that need many boots would.
+	code, out = keystoneVM(t, dir, "up", "web1", "--tpm", "--memory", "2G", "--bios",
+		"--kernel", img.Kernel, "--initrd", img.Initrd, "--append", img.Cmdline)
+	if code != 0 || !strings.Contains(out, "is gone; cleaning up") {
+		t.Fatalf("vm up after a crash: exit %d", code)
+	}
+	st2 := vmStatusJSON(t, dir)
+	if st2.Port != st.Port || st2.Status != "running" || st2.PID == st.PID || st2.Firmware != "bios+kernel" {
+		t.Errorf("after recovery: %+v; want running on port %d", st2, st.Port)
+	}
+	g.MustRun(t, "test -b /dev/disk/by-id/virtio-ks-web1 && test -c /dev/tpmrm0")
+	g.LookLikeInstaller(t)
+	if v := g.MustRun(t, ". /etc/os-release && echo $ID $VARIANT_ID"); v != "nixos installer\n" {
+		t.Errorf("os-release after LookLikeInstaller: %q", v)
+	}
+	checkConsole(t, dir)
+	if boot3 := g.BootID(t); boot3 == boot2 {
+		t.Error("the same boot after the restart")
+	}
+	if code, _ := keystoneVM(t, dir, "up", "web1"); code == 0 {
+		t.Error("a second vm up of a running VM succeeded")
+	}
+
+	if code, _ := keystoneVM(t, dir, "down", "web1"); code != 0 {
+		t.Fatalf("vm down: exit %d", code)
+	}
+	if left := processesOf(dir); len(left) > 0 {
+		t.Errorf("processes left after vm down:\n%s", strings.Join(left, "\n"))
+	}
+	if s := vmStatusJSON(t, dir); s.Status != "stopped" {
+		t.Errorf("after down: %s", s.Status)
+	}
+	if code, _ := keystoneVM(t, dir, "destroy", "web1", "--yes"); code != 0 {
+		t.Fatalf("vm destroy: exit %d", code)
+	}
+	if _, err := os.Stat(filepath.Join(vm.StateDir(dir), "web1")); err == nil {
+		t.Error("destroy left the state")
+	}
+}
+
+// checkConsole attaches to the serial console as vm console does, presses
+// Enter, sees getty's login prompt, and leaves with Ctrl-].
+func checkConsole(t *testing.T, dir string) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var mu sync.Mutex
+	var seen strings.Builder
+	out := writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen.Write(p)
+	})
+	done := make(chan error, 1)
+	go func() { done <- vm.Console(context.Background(), dir, "web1", r, out) }()
+	waitFor(t, 30*time.Second, "login prompt on the console", func() bool {
+		w.Write([]byte("\r"))
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(seen.String(), "kstest login:")
+	})
+	w.Write([]byte{0x1d})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("vm console: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("Ctrl-] did not leave the console")
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s in %v", what, d)
+		}
+		time.Sleep(time.Second)
+	}
+}
