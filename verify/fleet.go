@@ -26,7 +26,11 @@ func Fleet(ctx context.Context, hosts []fleet.Host, o Options) []Report {
 			reports[i] = NotChecked(h.Name, h.Err)
 			continue
 		}
-		e, err := ParseExpectations(h.Expectations)
+		parse := ParseExpectations
+		if h.ExpectFrom != "" {
+			parse = ParseExpectationsFile
+		}
+		e, err := parse(h.Expectations)
 		if err != nil {
 			if h.ExpectFrom != "" {
 				err = fmt.Errorf("%s: %w", h.ExpectFrom, err)
@@ -36,7 +40,7 @@ func Fleet(ctx context.Context, hosts []fleet.Host, o Options) []Report {
 		}
 		wg.Go(func() {
 			ho := o
-			ho.Name, ho.SSH = h.Name, h.SSH()
+			ho.Name, ho.SSH, ho.System = h.Name, h.SSH(), h.Config.System
 			reports[i] = Run(ctx, e, ho)
 		})
 	}

@@ -63,7 +63,8 @@ Examples:
 				names, extra = names[:i], names[i+1:]
 			}
 			hosts := fleet.Options{Flake: c.String("flake"), Names: names, All: c.Bool("all"),
-				Target: c.String("target"), Config: c.String("config"), Identities: nonEmpty(c.StringSlice("identity"))}
+				Target: c.String("target"), Config: c.String("config"), Identities: nonEmpty(c.StringSlice("identity")),
+				Drift: true} // the final verify's system check
 			o := deploy.Options{
 				Yes: c.Bool("yes"), DryRun: c.Bool("dry-run"), Reinstall: c.Bool("reinstall"),
 				PasswordFile: c.String("disk-password-file"), BuildOn: c.String("build-on"),

@@ -21,7 +21,8 @@ const testFlake = `{
       let name = builtins.head (builtins.split "\\." f); in {
         inherit name;
         value.config = if builtins.match ".*\\.throw" f != null then throw "broken host ${name}"
-          else { keystone = builtins.fromJSON (builtins.readFile (./hosts + "/${f}")); networking.hostName = name; };
+          else { keystone = builtins.fromJSON (builtins.readFile (./hosts + "/${f}")); networking.hostName = name;
+            system.build.toplevel = derivation { name = "nixos-system-${name}"; system = "x86_64-linux"; builder = "/bin/sh"; }; };
       }) (builtins.attrNames (builtins.readDir ./hosts)));
   };
 }
@@ -91,6 +92,21 @@ func TestVerifyThroughTheFlake(t *testing.T) {
 	}
 	if n := nixCalls(t); n != 1 {
 		t.Errorf("verify web db ran nix %d times, want 1", n)
+	}
+
+	// --drift: the flake's toplevel out path, from the same one evaluation,
+	// against the host's /run/current-system (an sshd test host has none).
+	code, stdout, stderr = keystone(t, "verify", "web", "--drift", "--flake", flakeDir, "-i", key, "--only", "system")
+	if code != 1 || !strings.Contains(stdout, "not a NixOS host") {
+		t.Errorf("verify --drift: exit %d\n%s%s", code, stdout, stderr)
+	}
+	nixCalls(t)
+	code, stdout, _ = keystone(t, "verify", "web", "--flake", flakeDir, "-i", key, "--only", "system")
+	if code != 0 || !strings.Contains(stdout, "not asked (--drift)") {
+		t.Errorf("verify without --drift: exit %d\n%s", code, stdout)
+	}
+	if n := nixCalls(t); n != 1 {
+		t.Errorf("verify --drift ran nix %d times, want 1", n)
 	}
 
 	// --all, and one host wrong: exit 1, and the other still passes.

@@ -50,6 +50,7 @@ Examples:
 			&cli.StringFlag{Name: "format", Value: "table", Usage: "output: table, json or junit"},
 			&cli.StringFlag{Name: "only", Usage: "run only these `CHECKS` (comma-separated)"},
 			&cli.StringFlag{Name: "skip", Usage: "skip these `CHECKS` (comma-separated)"},
+			&cli.BoolFlag{Name: "drift", Usage: "also check the host runs what the flake builds (evaluates each host's whole system)"},
 			&cli.StringFlag{Name: "ports", Value: "1-1024", Usage: "TCP `RANGE` the exposure check scans, plus the expected ports"},
 		},
 		Action: func(c *cli.Context) error {
@@ -57,6 +58,7 @@ Examples:
 				Flake: c.String("flake"), Names: c.Args().Slice(), All: c.Bool("all"),
 				Target: c.String("target"), Expect: c.String("expect"), Identities: nonEmpty(c.StringSlice("identity")),
 				KnownHosts: c.String("known-hosts"), AcceptNew: c.Bool("accept-new"), Insecure: c.Bool("insecure-ignore-host-key"),
+				Drift: c.Bool("drift"),
 			}
 			o := verify.Options{Wait: c.Duration("wait"), Timeout: c.Duration("timeout")}
 			write, err := verify.Writer(c.String("format"))
