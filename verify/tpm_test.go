@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"context"
 	"reflect"
 	"strings"
 	"testing"
@@ -104,5 +105,18 @@ func TestLUKSVolumeExpectations(t *testing.T) {
 	e, err := ParseExpectations([]byte(`{"hostname": "h", "luks": {"devices": [], "volumes": [{"name": "credstore", "device": "/dev/zvol/rpool/credstore", "tpm2": true}]}}`))
 	if err != nil || len(e.LUKS.Volumes) != 1 || !e.LUKS.Volumes[0].TPM2 {
 		t.Errorf("%+v, %v", e, err)
+	}
+}
+
+// A target on loopback is a port forward: scanning it would judge this
+// machine. The probe does not scan, and the check says why.
+func TestExposureSkipsALoopbackForward(t *testing.T) {
+	e := &Expectations{Hostname: "web1", Firewall: &Firewall{Enable: true, Backend: "nftables", TCP: []int{22}}}
+	for _, addr := range []string{"127.0.0.1", "::1"} {
+		o := scanProbe(context.Background(), e, Host{Addr: addr, SSHPort: 2222})
+		st, ev := exposureCheck.Judge(e, []Output{{}, {}, o})
+		if st != Skip || !strings.Contains(ev, "port forward on loopback") {
+			t.Errorf("%s: %s %q", addr, st, ev)
+		}
 	}
 }

@@ -236,8 +236,8 @@ func printNext(out io.Writer, st *State) {
 	fmt.Fprintf(out, `
 target: %[1]s   (127.0.0.1:%[2]d is forwarded to the VM's port 22, also after kexec)
 next:
-  keystone new-host %[3]s --vm --disk %[4]s --key ~/.ssh/id_ed25519.pub --target %[1]s
-  keystone deploy %[3]s --target %[1]s
+  keystone new-host %[3]s --vm --disk %[4]s --key ~/.ssh/id_ed25519.pub
+  keystone deploy %[3]s --target %[1]s --post-kexec-ssh-port %[2]d
   keystone verify %[3]s --target %[1]s
   keystone vm ssh %[3]s | keystone vm console %[3]s | keystone vm down %[3]s
 `, st.Target(), st.Port, st.Name, st.DiskByID())
