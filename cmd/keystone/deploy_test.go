@@ -384,9 +384,10 @@ func TestDeployAll(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
 	}
-	for _, want := range []string{"Plan for alpha:", "Plan for beta:", "[alpha] ### Installing NixOS ###", "[beta] beta is up with its new system"} {
+	for _, want := range []string{"Plan for alpha:", "Plan for beta:", "[alpha] ### Installing NixOS ###", "[beta] beta is up with its new system",
+		"│ system    │ PASS   │ running /nix/store/"} {
 		if !strings.Contains(stdout, want) {
-			t.Errorf("output lacks %q", want)
+			t.Errorf("output lacks %q\n%s", want, stdout)
 		}
 	}
 	for _, name := range []string{"alpha", "beta"} {

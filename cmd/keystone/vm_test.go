@@ -61,7 +61,8 @@ func processesOf(dir string) []string {
 // TestVMLifecycle drives one VM through keystone vm, three boots in all:
 // up (UEFI, TPM) → SSH, the by-id disk, the TPM → status → a LUKS volume
 // in crypttab without TPM, reset → the boot waits at the password prompt
-// → vm unlock → it boots, and the console log holds no password → QEMU
+// → vm unlock → it boots, and the console log holds no password → disks,
+// enroll and the tpm check against its TPM2 (vmDisksAndTPM) → QEMU
 // killed → status says crashed → up recovers → down leaves no process →
 // destroy.
 func TestVMLifecycle(t *testing.T) {
@@ -128,6 +129,7 @@ func TestVMLifecycle(t *testing.T) {
 		t.Errorf("the console log holds the password, or no login prompt:\n%s", b)
 	}
 	g.MustRun(t, "rm /etc/crypttab && sync")
+	vmDisksAndTPM(t, g, st.Port, password, pwFile)
 
 	// A crashed QEMU: status says so, up starts it again.
 	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {

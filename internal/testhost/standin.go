@@ -14,7 +14,10 @@ import (
 // NixosAnywhere plays nixos-anywhere: it records its argv, prints its steps, and
 // does what an install visibly does to the target over ssh, as
 // nixos-anywhere does: copies the --extra-files tree (the new host key)
-// into it, makes it say it is NixOS, and reboots it. STANDIN_MODE=noreboot
+// into it, makes it say it is NixOS and, when nix can evaluate the
+// flake's toplevel, run it (/run/current-system, made at every boot by
+// systemd-tmpfiles as NixOS's activation makes it), and reboots it.
+// STANDIN_MODE=noreboot
 // says it did both and does neither (a host that hangs on its way down),
 // =hang sleeps.
 const NixosAnywhere = `#!/bin/bash
@@ -27,6 +30,7 @@ while [ $# -gt 0 ]; do
     -i) key=$2; shift ;;
     -p) port=$2; shift ;;
     --disk-encryption-keys) shift 2 ;;
+    --flake) flake=$2; shift ;;
   esac
   shift
 done
@@ -39,6 +43,9 @@ case "${STANDIN_MODE:-}" in
   noreboot) echo "### Installing NixOS ###"; echo "### Rebooting ###"; echo "### Done! ###"; exit 0 ;;
 esac
 echo "### Installing NixOS ###"
+system=$(nix --extra-experimental-features 'nix-command flakes' eval --raw \
+  "${flake%%#*}#nixosConfigurations.\"${flake#*#}\".config.system.build.toplevel.outPath" 2>/dev/null) || system=
+[ -z "$system" ] || "${ssh[@]}" "echo 'L+ /run/current-system - - - - $system' > /etc/tmpfiles.d/keystone-current-system.conf"
 tar -C "$extra" -cf - . | "${ssh[@]}" 'tar -C / --no-same-owner -xf - && chmod 600 /etc/ssh/ssh_host_ed25519_key && printf "ID=nixos\nPRETTY_NAME=\"NixOS 25.11\"\n" > /etc/os-release'
 echo "### Rebooting ###"
 "${ssh[@]}" 'systemctl reboot' || true
