@@ -48,6 +48,14 @@ type Options struct {
 // pcrSpec is what systemd-cryptenroll's --tpm2-pcrs takes, by number.
 var pcrSpec = regexp.MustCompile(`^([0-9]|1[0-9]|2[0-3])(\+([0-9]|1[0-9]|2[0-3]))*$`)
 
+// Check refuses what the command line alone shows to be wrong.
+func (o Options) Check() error {
+	if pcrs := strings.ReplaceAll(o.PCRs, ",", "+"); pcrs != "" && !pcrSpec.MatchString(pcrs) {
+		return exit.UsageError(hint.Errorf("e.g. --pcrs 7, or --pcrs 0+2+7", "--pcrs %q: PCRs are numbers from 0 to 23 joined by +", o.PCRs))
+	}
+	return nil
+}
+
 // volume is one LUKS volume meant for the TPM2, as the host has it.
 type volume struct {
 	verify.LUKSVolume
@@ -68,8 +76,8 @@ func Run(ctx context.Context, h *fleet.Host, o Options, w io.Writer) error {
 	if o.TPM2Device == "" {
 		o.TPM2Device = "auto"
 	}
-	if !pcrSpec.MatchString(o.PCRs) {
-		return exit.UsageError(hint.Errorf("e.g. --pcrs 7, or --pcrs 0+2+7", "--pcrs %q: PCRs are numbers from 0 to 23 joined by +", o.PCRs))
+	if err := o.Check(); err != nil {
+		return err
 	}
 	e, err := verify.ParseExpectations(h.Expectations)
 	if err != nil {

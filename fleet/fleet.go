@@ -93,7 +93,7 @@ func Load(ctx context.Context, o Options) ([]Host, error) {
 			if override == nil {
 				return nil, exit.UsageError(hint.Errorf("keystone verify --expect FILE --target [USER@]HOST[:PORT]", "--expect without a host name needs --target"))
 			}
-			o.Names = []string{expectedHostname(data, o.Expect)}
+			o.Names = []string{expectedHostname(data)}
 		}
 	}
 
@@ -206,10 +206,10 @@ func hostKeys(o Options, pinFile string) (sshx.HostKeys, error) {
 
 // expectedHostname names a host verified from an expectations file alone;
 // verify judges the file itself.
-func expectedHostname(data []byte, path string) string {
+func expectedHostname(data []byte) string {
 	var e struct{ Hostname string }
 	if json.Unmarshal(data, &e) != nil || e.Hostname == "" {
-		return path
+		return "" // its error names the file
 	}
 	return e.Hostname
 }
@@ -235,10 +235,10 @@ type HostError struct {
 func (e *HostError) Error() string { return e.Name + ": " + e.Err.Error() }
 func (e *HostError) Unwrap() error { return e.Err }
 
-// Named is err about the host name, or nil.
+// Named is err about the host name, or nil; with no name, err itself.
 func Named(name string, err error) error {
-	if err == nil {
-		return nil
+	if err == nil || name == "" {
+		return err
 	}
 	return &HostError{name, err}
 }

@@ -49,6 +49,12 @@ Examples:
 			if c.NArg() != 1 {
 				return usageError{hint.Errorf("keystone enroll NAME --disk-password-file FILE", "enroll takes one host name, got %d", c.NArg())}
 			}
+			o := enroll.Options{PCRs: c.String("pcrs"), Force: c.Bool("force"), PasswordFile: c.String("disk-password-file"),
+				RecoveryKeyFile: c.String("recovery-key-file"), DryRun: c.Bool("dry-run"), TPM2Device: c.String("tpm2-device"),
+				Timeout: c.Duration("timeout")}
+			if err := o.Check(); err != nil {
+				return err
+			}
 			hosts, err := fleet.Load(c.Context, fleet.Options{Flake: c.String("flake"), Names: c.Args().Slice(),
 				Target: c.String("target"), Identities: nonEmpty(c.StringSlice("identity")), KnownHosts: c.String("known-hosts")})
 			if err != nil {
@@ -57,9 +63,6 @@ Examples:
 				}
 				return exit.With(enroll.ExitRefused, err)
 			}
-			o := enroll.Options{PCRs: c.String("pcrs"), Force: c.Bool("force"), PasswordFile: c.String("disk-password-file"),
-				RecoveryKeyFile: c.String("recovery-key-file"), DryRun: c.Bool("dry-run"), TPM2Device: c.String("tpm2-device"),
-				Timeout: c.Duration("timeout")}
 			return fleet.Named(hosts[0].Name, enroll.Run(c.Context, &hosts[0], o, c.App.Writer))
 		},
 	}
