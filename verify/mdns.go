@@ -49,15 +49,21 @@ func resolveMDNS(ctx context.Context, name string, near net.IP) ([]net.IP, error
 		id = uint16(time.Now().UnixNano())
 	}
 	defer conn.Close()
+	return askMDNS(ctx, conn, mdnsGroup, id, name, typeA)
+}
+
+// askMDNS asks group for name's records of qtype on conn until an answer
+// comes or mdnsTimeout (or ctx) ends. It asks again every second: a host
+// that just booted answers only once avahi has probed and announced its
+// name.
+func askMDNS(ctx context.Context, conn *net.UDPConn, group *net.UDPAddr, id uint16, name string, qtype uint16) ([]net.IP, error) {
 	deadline := time.Now().Add(mdnsTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	// Ask again every second: a host that just booted answers only once
-	// avahi has probed and announced its name.
 	buf := make([]byte, 9000)
-	for time.Now().Before(deadline) {
-		if _, err := conn.WriteToUDP(mdnsQuery(id, name, typeA), mdnsGroup); err != nil {
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if _, err := conn.WriteToUDP(mdnsQuery(id, name, qtype), group); err != nil {
 			return nil, err
 		}
 		conn.SetReadDeadline(minTime(deadline, time.Now().Add(mdnsRetry)))
@@ -66,7 +72,7 @@ func resolveMDNS(ctx context.Context, name string, near net.IP) ([]net.IP, error
 			if err != nil {
 				break
 			}
-			if ips := mdnsAnswers(buf[:n], name, typeA); len(ips) > 0 {
+			if ips := mdnsAnswers(buf[:n], name, qtype); len(ips) > 0 {
 				return ips, nil
 			}
 		}

@@ -2,7 +2,6 @@ package verify
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"time"
 )
@@ -23,29 +22,8 @@ func resolveMDNS6(ctx context.Context, name string, near net.IP, zone string) ([
 		return nil, err
 	}
 	defer conn.Close()
-	id := uint16(time.Now().UnixNano())
 	group := &net.UDPAddr{IP: mdnsGroup6, Port: 5353, Zone: iface.Name}
-	deadline := time.Now().Add(mdnsTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	buf := make([]byte, 9000)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if _, err := conn.WriteToUDP(mdnsQuery(id, name, typeAAAA), group); err != nil {
-			return nil, err
-		}
-		conn.SetReadDeadline(minTime(deadline, time.Now().Add(mdnsRetry)))
-		for {
-			n, _, err := conn.ReadFromUDP(buf)
-			if err != nil {
-				break
-			}
-			if ips := mdnsAnswers(buf[:n], name, typeAAAA); len(ips) > 0 {
-				return ips, nil
-			}
-		}
-	}
-	return nil, fmt.Errorf("no mDNS answer for %s within %s (a firewall here must let UDP 5353 in)", name, mdnsTimeout)
+	return askMDNS(ctx, conn, group, uint16(time.Now().UnixNano()), name, typeAAAA)
 }
 
 // onLink6 is the verifier's interface on the link that holds ip: the zone
