@@ -22,7 +22,6 @@ import (
 	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/remote"
 	"github.com/keystone-nix/keystone/internal/sshx"
-	"github.com/keystone-nix/keystone/internal/target"
 	"github.com/keystone-nix/keystone/internal/text"
 	"github.com/keystone-nix/keystone/verify"
 )
@@ -81,12 +80,7 @@ func (o Options) Check(hosts fleet.Options) error {
 	if err := CheckExtra(o.Extra); err != nil {
 		return exit.UsageError(err)
 	}
-	if hosts.Target != "" {
-		if _, err := target.Parse(hosts.Target); err != nil {
-			return exit.UsageError(err)
-		}
-	}
-	return nil
+	return nil // a bad --target: fleet.Load says so before any evaluation
 }
 
 // UI is the person running deploy: the plan, progress and nixos-anywhere's
