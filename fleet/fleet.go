@@ -6,6 +6,7 @@
 package fleet
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -125,7 +126,8 @@ func Load(ctx context.Context, o Options) ([]Host, error) {
 	for i, name := range names {
 		h := &hosts[i]
 		h.Name, h.Flake, h.Identities = name, o.Flake, o.Identities
-		h.PinFile = filepath.Join(cmpDir(HostDir(o.Flake, name), filepath.Join("vms", name)), PinnedKeyFile)
+		// A remote flake: the pin goes where a local checkout would have it.
+		h.PinFile = filepath.Join(cmp.Or(HostDir(o.Flake, name), filepath.Join("vms", name)), PinnedKeyFile)
 		h.Expectations = fileExpect
 		if fileExpect != nil {
 			h.ExpectFrom = "--expect " + o.Expect
@@ -156,14 +158,6 @@ func Load(ctx context.Context, o Options) ([]Host, error) {
 		}
 	}
 	return hosts, nil
-}
-
-func cmpDir(dir, fallback string) string {
-	if dir == "" {
-		// A remote flake: the pin goes where a local checkout would have it.
-		return fallback
-	}
-	return dir
 }
 
 // target is where keystone.deploy says the host is.
