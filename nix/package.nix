@@ -48,6 +48,7 @@ buildGoApplication {
   nativeCheckInputs = [
     nix
     git
+    qemu # qemu-img, for the vm package's disk tests
   ];
   checkPhase = ''
     runHook preCheck

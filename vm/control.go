@@ -139,28 +139,52 @@ func running(dir, name string) (machine, *State, error) {
 	return m, st, nil
 }
 
-// monitor sends one HMP command to QEMU's monitor.
-func (m machine) monitor(cmd string) error {
+// Monitor sends one command to the VM's QEMU monitor (HMP, as in QEMU's
+// "(qemu)" prompt) and returns what QEMU answered: for what keystone vm has
+// no command of its own, such as hot-plugging a second disk into the free
+// PCIe port hp0 (drive_add, then device_add virtio-blk-pci,bus=hp0).
+func Monitor(dir, name, cmd string) (string, error) {
+	if strings.ContainsAny(cmd, "\r\n") {
+		return "", errors.New("a monitor command is one line")
+	}
+	m, _, err := running(dir, name)
+	if err != nil {
+		return "", err
+	}
+	return m.monitor(cmd)
+}
+
+// monitor sends one HMP command to QEMU's monitor and returns its answer.
+func (m machine) monitor(cmd string) (string, error) {
 	c, err := net.DialTimeout("unix", m.path("monitor.sock"), 2*time.Second)
 	if err != nil {
-		return fmt.Errorf("QEMU monitor: %w", err)
+		return "", fmt.Errorf("QEMU monitor: %w", err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	r := bufio.NewReader(c)
 	// The banner ends with the first prompt.
 	if _, err := readUntil(r, "(qemu) "); err != nil {
-		return fmt.Errorf("QEMU monitor: %w", err)
+		return "", fmt.Errorf("QEMU monitor: %w", err)
 	}
 	if _, err := io.WriteString(c, cmd+"\n"); err != nil {
-		return fmt.Errorf("QEMU monitor: %w", err)
+		return "", fmt.Errorf("QEMU monitor: %w", err)
 	}
 	if cmd == "quit" {
 		io.Copy(io.Discard, r) // until QEMU closes it
-		return nil
+		return "", nil
 	}
-	_, err = readUntil(r, "(qemu) ")
-	return err
+	answer, err := readUntil(r, "(qemu) ")
+	if err != nil {
+		return "", fmt.Errorf("QEMU monitor: %w", err)
+	}
+	// The readline monitor echoes the command, with terminal escapes,
+	// before its answer.
+	answer = strings.TrimSuffix(answer, "(qemu) ")
+	if _, after, ok := strings.Cut(answer, "\n"); ok {
+		answer = after
+	}
+	return strings.TrimSpace(strings.ReplaceAll(answer, "\r", "")), nil
 }
 
 func readUntil(r *bufio.Reader, s string) (string, error) {
@@ -209,7 +233,7 @@ func Down(ctx context.Context, dir, name string, timeout time.Duration, out io.W
 	}
 	start := time.Now()
 	how := "powered off"
-	if err := m.monitor("system_powerdown"); err == nil {
+	if _, err := m.monitor("system_powerdown"); err == nil {
 		waitCtx(ctx, func() bool { return !alive(st.PID, st.PIDStart) }, timeout)
 	}
 	if alive(st.PID, st.PIDStart) {
@@ -253,7 +277,8 @@ func Reset(dir, name string) error {
 		return err
 	}
 	os.Remove(m.path("unlocked"))
-	return m.monitor("system_reset")
+	_, err = m.monitor("system_reset")
+	return err
 }
 
 // DestroyOptions says how Destroy asks.

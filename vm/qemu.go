@@ -200,5 +200,8 @@ func qemuArgs(s spec) []string {
 			a = append(a, "-append", s.appendCL)
 		}
 	}
+	// A free PCIe slot, for a disk hot-plugged from the monitor (see
+	// Monitor). Last, so that no other device changes its address.
+	a = append(a, "-device", "pcie-root-port,id=hp0,chassis=1")
 	return append(a, "-daemonize", "-pidfile", m.path("qemu.pid"))
 }

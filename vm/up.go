@@ -290,12 +290,29 @@ func makeDisk(qemuImg string, st *State, o Options) error {
 	if out, err := exec.Command(qemuImg, args...).CombinedOutput(); err != nil {
 		return fmt.Errorf("qemu-img create: %v: %s", err, strings.TrimSpace(string(out)))
 	}
+	if o.Image != "" && size != "" {
+		// A disk smaller than its image would cut off its partitions.
+		image, err1 := imageInfo(qemuImg, o.Image)
+		disk, err2 := imageInfo(qemuImg, st.Disk)
+		if err := errors.Join(err1, err2); err != nil {
+			os.Remove(st.Disk)
+			return err
+		}
+		if disk.Size < image.Size {
+			os.Remove(st.Disk)
+			return hint.Errorf(fmt.Sprintf("give at least --disk-size %dM, or leave it out to take the image's size", (image.Size+mib-1)/mib),
+				"--disk-size %s is smaller than the image %s (%d MiB)", size, o.Image, image.Size/mib)
+		}
+	}
 	return nil
 }
+
+const mib = 1 << 20
 
 type diskInfo struct {
 	Format  string `json:"format"`
 	Backing string `json:"full-backing-filename"`
+	Size    int64  `json:"virtual-size"`
 }
 
 func imageInfo(qemuImg, image string) (diskInfo, error) {

@@ -31,7 +31,9 @@ func TestQemuArgs(t *testing.T) {
 			"-netdev user,id=n0,hostfwd=tcp:127.0.0.1:22022-:22",
 			"-chardev socket,id=ser0,path=/f/.keystone/vm/web1/console.sock,server=on,wait=off,logfile=/f/.keystone/vm/web1/console.log",
 			"-chardev socket,id=mon0,path=/f/.keystone/vm/web1/monitor.sock,server=on,wait=off",
-			"-smp 2 -m 2G", "-daemonize -pidfile /f/.keystone/vm/web1/qemu.pid",
+			"-smp 2 -m 2G",
+			// The hot-plug port comes last, so no device moves.
+			"-device virtio-rng-pci -device pcie-root-port,id=hp0,chassis=1 -daemonize -pidfile /f/.keystone/vm/web1/qemu.pid",
 		}, []string{"tpm", "cdrom", "-kernel", "kvm"}},
 		{"kvm", func(s *spec) { s.accel = "kvm" }, []string{"-accel kvm -cpu host"}, []string{"tcg"}},
 		{"iso after the disk", func(s *spec) { s.iso = "/i/nixos.iso" }, []string{
@@ -309,5 +311,33 @@ func TestWriteStatus(t *testing.T) {
 	}
 	if err := WriteStatus(&b, nil, "xml"); err == nil {
 		t.Error("xml accepted")
+	}
+}
+
+// An --image disk takes the image's size, or a larger --disk-size; a
+// smaller one would cut its partitions off and is refused, leaving no disk.
+func TestImageDiskSize(t *testing.T) {
+	qemuImg, err := lookTool(imgTool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	image := filepath.Join(dir, "image.raw")
+	if err := os.WriteFile(image, nil, 0o644); err != nil || os.Truncate(image, 64<<20) != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		size string
+		want int64 // 0: refused
+	}{{"", 64 << 20}, {"128M", 128 << 20}, {"32M", 0}} {
+		st := &State{Name: "web1", Disk: filepath.Join(t.TempDir(), "disk.qcow2")}
+		err := makeDisk(qemuImg, st, Options{Image: image, DiskSize: tc.size})
+		info, infoErr := imageInfo(qemuImg, st.Disk)
+		switch {
+		case tc.want == 0 && (err == nil || !strings.Contains(err.Error(), "smaller than the image") || infoErr == nil):
+			t.Errorf("--disk-size %s: %v; want refused, no disk left", tc.size, err)
+		case tc.want != 0 && (err != nil || info.Size != tc.want || info.Backing != image):
+			t.Errorf("--disk-size %q: %v, %+v; want %d bytes on %s", tc.size, err, info, tc.want, image)
+		}
 	}
 }
