@@ -181,14 +181,28 @@ func Run(ctx context.Context, h *fleet.Host, o Options, w io.Writer) error {
 	}
 
 	for _, v := range volumes {
-		args := []string{"--tpm2-device=" + o.TPM2Device, "--tpm2-pcrs=" + o.PCRs}
+		gone := ""
 		if len(v.unlock.TPM2) > 0 {
-			// Wiped after the new slot is made, which is kept.
-			args = append(args, "--wipe-slot=tpm2")
+			// systemd-cryptenroll enrolls nothing, and exits 0, while a
+			// token of the same PCR policy is there, even one a cleared
+			// TPM2 can no longer open, and only then wipes what
+			// --wipe-slot names. So the old slot goes first, on its own,
+			// once the password is known to open the volume.
+			dev := remote.Quote(v.Device)
+			if out := withPassword(ctx, r, `cryptsetup open --test-passphrase --key-file="$f" -- `+dev, password); out.Err != nil || out.Exit != 0 {
+				return exit.With(ExitEnroll, fmt.Errorf("%s: the password does not open %s (%s); nothing was changed", v.Name, v.Device, why(out)))
+			}
+			if out := r.Run(ctx, "systemd-cryptenroll --wipe-slot=tpm2 -- "+dev); out.Err != nil || out.Exit != 0 {
+				return exit.With(ExitEnroll, fmt.Errorf("%s: systemd-cryptenroll --wipe-slot=tpm2: %s", v.Name, why(out)))
+			}
+			gone = fmt.Sprintf("; its old TPM2 slot is gone, so it asks for its password at boot until keystone enroll %s succeeds", h.Name)
 		}
-		out := cryptenroll(ctx, r, v.Device, args, password)
+		out := cryptenroll(ctx, r, v.Device, []string{"--tpm2-device=" + o.TPM2Device, "--tpm2-pcrs=" + o.PCRs}, password)
 		if out.Err != nil || out.Exit != 0 {
-			return exit.With(ExitEnroll, fmt.Errorf("%s: systemd-cryptenroll: %s", v.Name, why(out)))
+			return exit.With(ExitEnroll, fmt.Errorf("%s: systemd-cryptenroll: %s%s", v.Name, why(out), gone))
+		}
+		if strings.Contains(out.Stderr, "executing no operation") {
+			return exit.With(ExitEnroll, fmt.Errorf("%s: systemd-cryptenroll changed nothing: %s", v.Name, text.OneLine(out.Stderr)))
 		}
 		for _, l := range strings.Split(out.Stderr, "\n") {
 			if strings.Contains(l, "unenforced") {
@@ -223,21 +237,27 @@ func Run(ctx context.Context, h *fleet.Host, o Options, w io.Writer) error {
 // modhex characters.
 var recoveryKey = regexp.MustCompile(`[cbdefghijklnrtuv]{8}(-[cbdefghijklnrtuv]{8}){7}`)
 
-// cryptenroll runs systemd-cryptenroll on device with the password on
-// stdin, kept on the host only in a private file on /run (a tmpfs) for as
-// long as the command runs: never in a command line, an environment or
-// a log.
+// cryptenroll runs systemd-cryptenroll on device, unlocking it with the
+// password.
 func cryptenroll(ctx context.Context, r *remote.Runner, device string, args []string, password []byte) remote.Output {
 	quoted := make([]string, len(args))
 	for i, a := range args {
 		quoted[i] = remote.Quote(a)
 	}
+	return withPassword(ctx, r, `systemd-cryptenroll --unlock-key-file="$f" `+strings.Join(quoted, " ")+` -- `+remote.Quote(device), password)
+}
+
+// withPassword runs command with "$f" naming a file that holds the
+// password, sent on stdin and kept on the host only in a private file on
+// /run (a tmpfs) for as long as the command runs: never in a command line,
+// an environment or a log.
+func withPassword(ctx context.Context, r *remote.Runner, command string, password []byte) remote.Output {
 	script := `set -eu
 umask 077
 f=$(mktemp /run/keystone-enroll.XXXXXX)
 trap 'rm -f "$f"' EXIT
 cat > "$f"
-systemd-cryptenroll --unlock-key-file="$f" ` + strings.Join(quoted, " ") + ` -- ` + remote.Quote(device)
+` + command
 	return r.RunInput(ctx, script, password)
 }
 

@@ -92,7 +92,7 @@ func TestEnroll(t *testing.T) {
 	if len(u.TPM2) != 1 || !slicesEqual(u.TPM2[0].PCRs, []int{0, 7}) || !slicesEqual(u.Passwords, []string{"0"}) || len(u.Recovery) != 1 {
 		t.Errorf("after enroll: %+v\n%s", u, out)
 	}
-	first := u.TPM2[0].Keyslots
+	first, firstBlob := u.TPM2[0].Keyslots, u.TPM2[0].Blob
 	data, _ := os.ReadFile(recovery)
 	st, _ := os.Stat(recovery)
 	if !regexp.MustCompile(`^credstore [cbdefghijklnrtuv]{8}(-[cbdefghijklnrtuv]{8}){7}\n$`).Match(data) || st.Mode().Perm() != 0o600 {
@@ -118,15 +118,32 @@ func TestEnroll(t *testing.T) {
 	// With --force the slot is replaced; the password and the recovery key stay.
 	out, err = enrollWith(enroll.Options{TPM2Device: swtpm, PasswordFile: pw, Force: true})
 	u = unlock()
-	if err != nil || len(u.TPM2) != 1 || !slicesEqual(u.TPM2[0].PCRs, []int{7}) || slicesEqual(u.TPM2[0].Keyslots, first) ||
+	if err != nil || len(u.TPM2) != 1 || !slicesEqual(u.TPM2[0].PCRs, []int{7}) || u.TPM2[0].Blob == firstBlob ||
 		!slicesEqual(u.Passwords, []string{"0"}) || len(u.Recovery) != 1 {
 		t.Errorf("--force: %v, %+v\n%s", err, u, out)
+	}
+	// Again, the PCRs unchanged: systemd-cryptenroll alone would keep the
+	// old slot of the same policy and do nothing; keystone replaces it.
+	blob := u.TPM2[0].Blob
+	// Nothing between the tools and swtpm here flushes what a process
+	// leaves loaded, as the kernel's resource manager (/dev/tpmrm0) does.
+	run("tpm2_flushcontext", "-T", swtpm, "--loaded-session")
+	run("tpm2_flushcontext", "-T", swtpm, "--transient-object")
+	out, err = enrollWith(enroll.Options{TPM2Device: swtpm, PasswordFile: pw, Force: true})
+	if u = unlock(); err != nil || len(u.TPM2) != 1 || u.TPM2[0].Blob == blob || !slicesEqual(u.Passwords, []string{"0"}) {
+		t.Errorf("--force, same PCRs: %v, %+v\n%s", err, u, out)
 	}
 
 	// A wrong password: systemd-cryptenroll refuses, exit 4.
 	os.WriteFile(pw, []byte("wrong"), 0o600)
-	if _, err = enrollWith(enroll.Options{TPM2Device: swtpm, PasswordFile: pw, Force: true}); exit.Code(err) != enroll.ExitEnroll {
+	blob = unlock().TPM2[0].Blob
+	if _, err = enrollWith(enroll.Options{TPM2Device: swtpm, PasswordFile: pw, Force: true}); exit.Code(err) != enroll.ExitEnroll ||
+		!strings.Contains(err.Error(), "the password does not open "+disk+" (") {
 		t.Errorf("wrong password: %v (exit %d)", err, exit.Code(err))
+	}
+	// Checked before the old slot went: the TPM2 still opens it.
+	if u = unlock(); len(u.TPM2) != 1 || u.TPM2[0].Blob != blob {
+		t.Errorf("a wrong password with --force changed the TPM2 slot: %+v", u)
 	}
 	// A recovery key file that exists is never written over.
 	if _, err = enrollWith(enroll.Options{TPM2Device: swtpm, PasswordFile: pw, Force: true, RecoveryKeyFile: recovery}); exit.Code(err) != enroll.ExitRefused {

@@ -23,6 +23,7 @@ type LUKSUnlock struct {
 type TPM2Token struct {
 	Keyslots []string
 	PCRs     []int
+	Blob     string // the sealed key (base64), new with every enrollment
 }
 
 // luksID is a keyslot or token id: a JSON string ("1"), or a number in
@@ -55,6 +56,7 @@ func ParseLuksDumpJSON(out []byte) (LUKSUnlock, error) {
 			PCRs       []int    `json:"tpm2-pcrs"`
 			HashPCRs   []int    `json:"tpm2-hash-pcrs"`
 			PubkeyPCRs []int    `json:"tpm2-pubkey-pcrs"`
+			Blob       string   `json:"tpm2-blob"`
 		} `json:"tokens"`
 	}
 	var u LUKSUnlock
@@ -81,7 +83,7 @@ func ParseLuksDumpJSON(out []byte) (LUKSUnlock, error) {
 		case "systemd-tpm2":
 			pcrs := append(append(append([]int{}, t.PCRs...), t.HashPCRs...), t.PubkeyPCRs...)
 			sort.Ints(pcrs)
-			u.TPM2 = append(u.TPM2, TPM2Token{Keyslots: slots, PCRs: pcrs})
+			u.TPM2 = append(u.TPM2, TPM2Token{Keyslots: slots, PCRs: pcrs, Blob: t.Blob})
 		case "systemd-recovery":
 			u.Recovery = append(u.Recovery, slots...)
 		default:
