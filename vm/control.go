@@ -233,11 +233,18 @@ func Down(ctx context.Context, dir, name string, timeout time.Duration, out io.W
 	}
 	start := time.Now()
 	how := "powered off"
-	if _, err := m.monitor("system_powerdown"); err == nil {
+	if atPrompt(m.path("console.log"), m.unlockedAt()) {
+		// Nothing there handles the power button (logind starts after
+		// the disks are open) and nothing is mounted yet to lose.
+		how = "was waiting at its disk password prompt; QEMU quit"
+		timeout = 0
+	} else if _, err := m.monitor("system_powerdown"); err == nil {
 		waitCtx(ctx, func() bool { return !alive(st.PID, st.PIDStart) }, timeout)
 	}
 	if alive(st.PID, st.PIDStart) {
-		how = fmt.Sprintf("did not power off in %v; QEMU quit", timeout)
+		if timeout > 0 {
+			how = fmt.Sprintf("did not power off in %v; QEMU quit", timeout)
+		}
 		m.monitor("quit")
 		if !waitGone(st.PID, st.PIDStart, 10*time.Second) {
 			how = "killed"
@@ -467,10 +474,7 @@ func Unlock(ctx context.Context, o UnlockOptions) error {
 	if err != nil {
 		return err
 	}
-	var from int64
-	if b, err := os.ReadFile(m.path("unlocked")); err == nil {
-		from, _ = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	}
+	from := m.unlockedAt()
 	fmt.Fprintf(out, "vm: waiting up to %v for a disk password prompt on the console of %s\n", o.Timeout, o.Name)
 	deadline := time.Now().Add(o.Timeout)
 	var at int64
@@ -551,6 +555,32 @@ func fileSize(path string) int64 {
 		return 0
 	}
 	return st.Size()
+}
+
+// unlockedAt is where in the console log the prompts Unlock has answered
+// end.
+func (m machine) unlockedAt() int64 {
+	b, err := os.ReadFile(m.path("unlocked"))
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return n
+}
+
+// atPrompt reports whether the guest waits at a disk password prompt: one
+// came at or after from and the console has not gone to a new line since
+// (an answer, typed or by Unlock, ends the prompt's line).
+func atPrompt(log string, from int64) bool {
+	at := findPrompt(log, from)
+	if at < 0 {
+		return false
+	}
+	for next := at; next >= 0; next = findPrompt(log, at+1) {
+		at = next
+	}
+	b, err := os.ReadFile(log)
+	return err == nil && !strings.Contains(string(b[at:]), "\n")
 }
 
 // findPrompt returns the offset of the first prompt in the log at or after

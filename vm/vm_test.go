@@ -257,6 +257,31 @@ func TestFindPrompt(t *testing.T) {
 	}
 }
 
+func TestAtPrompt(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "console.log")
+	prompt := "Please enter passphrase for disk credstore (credstore): (press TAB for no echo) "
+	for _, tc := range []struct {
+		text string
+		from int64
+		want bool
+	}{
+		{"booting\n" + prompt, 0, true},
+		{"booting\n" + prompt + "\nStarted foo.\nlogin: ", 0, false},                                        // answered
+		{"booting\n" + prompt + "\n" + prompt, 0, true},                                                     // asked again
+		{"booting\n" + prompt, int64(len("booting\n") + strings.Index(prompt, "assphrase for") + 1), false}, // Unlock answered it
+		{"booting\nDebian GNU/Linux 12 kstest ttyS0\n\nkstest login: ", 0, false},
+		{"", 0, false},
+	} {
+		os.WriteFile(log, []byte(tc.text), 0o644)
+		if got := atPrompt(log, tc.from); got != tc.want {
+			t.Errorf("atPrompt(%q, %d) = %v, want %v", tc.text, tc.from, got, tc.want)
+		}
+	}
+	if atPrompt(filepath.Join(t.TempDir(), "none"), 0) {
+		t.Error("at a prompt without a console log")
+	}
+}
+
 func TestUnlockRefusesBadFiles(t *testing.T) {
 	dir := t.TempDir()
 	for content, want := range map[string]string{"": "empty", "secret\n": "line break", "a\nb": "line break"} {
