@@ -146,10 +146,16 @@ func alive(pid int, start string) bool {
 	}
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+	if len(f) < 20 || start != "" && f[19] != start {
 		return false
 	}
-	return start == "" || f[19] == start
+	if f[0] == "Z" || f[0] == "X" {
+		// A killed QEMU's main thread is a zombie while its other threads
+		// still exit, and they hold its files: the disk's write lock.
+		tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+		return len(tasks) > 1
+	}
+	return true
 }
 
 func startTime(pid int) string {
