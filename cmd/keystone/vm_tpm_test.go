@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,12 +19,15 @@ import (
 	"github.com/keystone-nix/keystone/verify"
 )
 
-// vmDisksAndTPM runs, in a booted VM with a TPM2 (swtpm) and an open LUKS2
+// vmDisksAndTPM runs, in a booted VM with a TPM2 (swtpm) and a LUKS2
 // volume on its spare partition, what needs a real machine: keystone
 // disks sees the virtio disk by its serial; keystone enroll binds the
-// volume to the TPM2, which then opens it without the password; a second
-// enroll is refused; and once PCR 7 is extended the TPM2 no longer opens
-// it, the password still does, and verify's tpm check says so.
+// volume to the TPM2, which then opens it without the password, and the
+// guest's process list never shows the password; a second enroll is
+// refused; once PCR 7 is extended (a firmware update) the TPM2 no longer
+// opens it, the password still does, and verify's tpm check says so; and
+// enroll --force replaces the TPM2 slot, keeps the password slot, and the
+// TPM2 opens the volume again.
 func vmDisksAndTPM(t *testing.T, g *testhost.VMGuest, port int, password, pwFile string) {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	kh := filepath.Join(t.TempDir(), "known_hosts")
@@ -37,13 +41,98 @@ func vmDisksAndTPM(t *testing.T, g *testhost.VMGuest, port int, password, pwFile
 		t.Errorf("keystone disks in the VM: exit %d, %v\n%s%s", code, err, out, stderr)
 	}
 
-	device := "/dev/disk/by-partlabel/spare"
+	host, tpmCheck := spareVolumeHost(t, g, "web1")
+	if r := tpmCheck(); r.Status != verify.Warn || !strings.Contains(r.Evidence, "password only: asks at boot; run keystone enroll") {
+		t.Errorf("before enrolling: %+v", r)
+	}
+
+	// The guest's process list, sampled every 20 ms while enroll runs.
+	g.MustRun(t, "setsid sh -c 'echo $$ >/run/ps.pid; while :; do ps -eww -o args; sleep 0.02; done >/run/ps.log 2>&1' </dev/null >/dev/null 2>&1 &")
+	var log bytes.Buffer
+	err := enroll.Run(context.Background(), host, enroll.Options{PasswordFile: pwFile}, &log)
+	ps := g.MustRun(t, "kill $(cat /run/ps.pid) && cat /run/ps.log && rm /run/ps.log /run/ps.pid")
+	if err != nil {
+		t.Fatalf("enroll: %v\n%s", err, log.String())
+	}
+	if !strings.Contains(ps, "systemd-cryptenroll --unlock-key-file=/run/keystone-enroll.") {
+		t.Errorf("the process list sampled during enroll never shows systemd-cryptenroll:\n%s", ps)
+	}
+	if strings.Contains(ps, password) {
+		t.Error("the password is in the guest's process list during enroll")
+	}
+	if strings.Contains(log.String(), password) {
+		t.Errorf("enroll's output holds the password:\n%s", log.String())
+	}
+	g.MustRun(t, "cryptsetup open --test-passphrase --token-only --token-type systemd-tpm2 "+spareDevice+" </dev/null")
+	if r := tpmCheck(); r.Status != verify.Pass || !strings.Contains(r.Evidence, "spare: TPM2 (PCRs 7) + password") {
+		t.Errorf("after enrolling: %+v", r)
+	}
+	if j := g.MustRun(t, "journalctl --no-pager -o cat; cat /root/.bash_history 2>/dev/null; true"); strings.Contains(j, password) {
+		t.Error("the password is in the guest's journal or shell history")
+	}
+	err = enroll.Run(context.Background(), host, enroll.Options{PasswordFile: pwFile}, &log)
+	if exit.Code(err) != enroll.ExitRefused || !strings.Contains(err.Error(), "already has a TPM2 slot") {
+		t.Errorf("a second enroll: %v", err)
+	}
+	// --force replaces the TPM2 slot; the password slot stays.
+	unlocks := func() verify.LUKSUnlock {
+		u, err := verify.ParseLuksDumpJSON([]byte(g.MustRun(t, "cryptsetup luksDump --dump-json-metadata "+spareDevice)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	// --force replaces the slot (enroll_test also checks it with the PCRs
+	// as they are, where systemd-cryptenroll alone would do nothing).
+	force := func(what string) {
+		t.Helper()
+		before := unlocks()
+		if err := enroll.Run(context.Background(), host, enroll.Options{PasswordFile: pwFile, Force: true}, &log); err != nil {
+			t.Errorf("enroll --force %s: %v", what, err)
+		}
+		after := unlocks()
+		if len(after.TPM2) != 1 || len(before.TPM2) != 1 || after.TPM2[0].Blob == before.TPM2[0].Blob ||
+			!slices.Equal(after.Passwords, before.Passwords) || len(after.Passwords) != 1 {
+			t.Errorf("enroll --force %s: before %+v, after %+v; want the TPM2 slot replaced and the password slot kept", what, before, after)
+		}
+	}
+	g.MustRun(t, "printf %s '"+password+"' | cryptsetup open --test-passphrase --key-file - "+spareDevice)
+	if strings.Contains(log.String(), password) {
+		t.Errorf("enroll's output holds the password:\n%s", log.String())
+	}
+
+	// What a firmware update does to a PCR 7 policy.
+	g.MustRun(t, "tpm2_pcrextend 7:sha256=0000000000000000000000000000000000000000000000000000000000000001")
+	if _, err := g.Run(t, "cryptsetup open --test-passphrase --token-only --token-type systemd-tpm2 "+spareDevice+" </dev/null"); err == nil {
+		t.Error("the TPM2 still opens the volume after PCR 7 changed")
+	}
+	g.MustRun(t, "printf %s '"+password+"' | cryptsetup open --test-passphrase --key-file - "+spareDevice)
+	if r := tpmCheck(); r.Status != verify.Warn || !strings.Contains(r.Evidence, "the TPM2 does not open it now: the PCRs changed") {
+		t.Errorf("after PCR 7 changed: %+v", r)
+	}
+	// Enrolled again, as after a firmware update: the TPM2 opens it again.
+	force("after PCR 7 changed")
+	g.MustRun(t, "cryptsetup open --test-passphrase --token-only --token-type systemd-tpm2 "+spareDevice+" </dev/null")
+	if r := tpmCheck(); r.Status != verify.Pass {
+		t.Errorf("enrolled again after PCR 7 changed: %+v", r)
+	}
+	if strings.Contains(log.String(), password) {
+		t.Errorf("enroll's output holds the password:\n%s", log.String())
+	}
+}
+
+const spareDevice = "/dev/disk/by-partlabel/spare"
+
+// spareVolumeHost is the VM as enroll and verify see it when its config
+// marks a LUKS volume on the spare partition for the TPM2, and a function
+// that runs verify's tpm check against it.
+func spareVolumeHost(t *testing.T, g *testhost.VMGuest, name string) (*fleet.Host, func() verify.Result) {
 	expect, _ := json.Marshal(map[string]any{"hostname": testhost.VMHostname, "luks": map[string]any{"devices": []string{},
-		"volumes": []map[string]any{{"name": "spare", "device": device, "tpm2": true}}}})
-	host := &fleet.Host{Name: "web1", Target: target.Target{User: "root", Host: "127.0.0.1", Port: port},
+		"volumes": []map[string]any{{"name": "spare", "device": spareDevice, "tpm2": true}}}})
+	host := &fleet.Host{Name: name, Target: target.Target{User: "root", Host: "127.0.0.1", Port: g.Port},
 		Expectations: expect, Identities: []string{g.Image.ClientKeyPath},
 		HostKeys: sshx.HostKeys{Pinned: g.HostKey, PinnedFrom: "test"}}
-	tpmCheck := func() verify.Result {
+	return host, func() verify.Result {
 		t.Helper()
 		e, _ := verify.ParseExpectations(expect)
 		var only []verify.Check
@@ -52,7 +141,7 @@ func vmDisksAndTPM(t *testing.T, g *testhost.VMGuest, port int, password, pwFile
 				only = append(only, c)
 			}
 		}
-		r := verify.Run(context.Background(), e, verify.Options{Name: "web1", SSH: host.SSH(), Checks: only})
+		r := verify.Run(context.Background(), e, verify.Options{Name: name, SSH: host.SSH(), Checks: only})
 		for _, res := range r.Results {
 			if res.Check == "tpm" {
 				return res
@@ -60,37 +149,5 @@ func vmDisksAndTPM(t *testing.T, g *testhost.VMGuest, port int, password, pwFile
 		}
 		t.Fatalf("no tpm result: %+v", r)
 		return verify.Result{}
-	}
-	if r := tpmCheck(); r.Status != verify.Warn || !strings.Contains(r.Evidence, "password only: asks at boot; run keystone enroll") {
-		t.Errorf("before enrolling: %+v", r)
-	}
-
-	var log bytes.Buffer
-	if err := enroll.Run(context.Background(), host, enroll.Options{PasswordFile: pwFile}, &log); err != nil {
-		t.Fatalf("enroll: %v\n%s", err, log.String())
-	}
-	if strings.Contains(log.String(), password) {
-		t.Errorf("enroll's output holds the password:\n%s", log.String())
-	}
-	g.MustRun(t, "cryptsetup open --test-passphrase --token-only --token-type systemd-tpm2 "+device+" </dev/null")
-	if r := tpmCheck(); r.Status != verify.Pass || !strings.Contains(r.Evidence, "spare: TPM2 (PCRs 7) + password") {
-		t.Errorf("after enrolling: %+v", r)
-	}
-	if j := g.MustRun(t, "journalctl --no-pager -o cat; cat /root/.bash_history 2>/dev/null; true"); strings.Contains(j, password) {
-		t.Error("the password is in the guest's journal or shell history")
-	}
-	err := enroll.Run(context.Background(), host, enroll.Options{PasswordFile: pwFile}, &log)
-	if exit.Code(err) != enroll.ExitRefused || !strings.Contains(err.Error(), "already has a TPM2 slot") {
-		t.Errorf("a second enroll: %v", err)
-	}
-
-	// What a firmware update does to a PCR 7 policy.
-	g.MustRun(t, "tpm2_pcrextend 7:sha256=0000000000000000000000000000000000000000000000000000000000000001")
-	if _, err := g.Run(t, "cryptsetup open --test-passphrase --token-only --token-type systemd-tpm2 "+device+" </dev/null"); err == nil {
-		t.Error("the TPM2 still opens the volume after PCR 7 changed")
-	}
-	g.MustRun(t, "printf %s '"+password+"' | cryptsetup open --test-passphrase --key-file - "+device)
-	if r := tpmCheck(); r.Status != verify.Warn || !strings.Contains(r.Evidence, "the TPM2 does not open it now: the PCRs changed") {
-		t.Errorf("after PCR 7 changed: %+v", r)
 	}
 }

@@ -17,9 +17,12 @@ import (
 // into it, makes it say it is NixOS and, when nix can evaluate the
 // flake's toplevel, run it (/run/current-system, made at every boot by
 // systemd-tmpfiles as NixOS's activation makes it), and reboots it.
-// STANDIN_MODE=noreboot
+// STANDIN_SYSTEM=DIR is the new system's files: it copies that tree into
+// the target too, after removing what the previous such install copied
+// (the wipe, as far as a test can tell). STANDIN_MODE=noreboot
 // says it did both and does neither (a host that hangs on its way down),
-// =hang sleeps.
+// =stuck installs but does not reboot, and writes $STANDIN_ARGV.done once
+// its writes are synced (a host to hard-reset), =hang sleeps.
 const NixosAnywhere = `#!/bin/bash
 set -eu
 printf '%s\n' "$@" > "$STANDIN_ARGV"
@@ -46,9 +49,20 @@ echo "### Installing NixOS ###"
 system=$(nix --extra-experimental-features 'nix-command flakes' eval --raw \
   "${flake%%#*}#nixosConfigurations.\"${flake#*#}\".config.system.build.toplevel.outPath" 2>/dev/null) || system=
 [ -z "$system" ] || "${ssh[@]}" "echo 'L+ /run/current-system - - - - $system' > /etc/tmpfiles.d/keystone-current-system.conf"
+if [ -n "${STANDIN_SYSTEM:-}" ]; then
+  "${ssh[@]}" 'if [ -f /var/lib/standin-system ]; then xargs -r -d "\n" rm -f < /var/lib/standin-system; fi'
+  (cd "$STANDIN_SYSTEM" && find . ! -type d | sed 's|^\.||') | "${ssh[@]}" 'mkdir -p /var/lib && cat > /var/lib/standin-system'
+  # Its entries, not ".": extracting "." would set the mode of / itself.
+  (cd "$STANDIN_SYSTEM" && tar -cf - $(ls -A)) | "${ssh[@]}" 'tar -C / --no-same-owner -xf -'
+fi
 tar -C "$extra" -cf - . | "${ssh[@]}" 'tar -C / --no-same-owner -xf - && chmod 600 /etc/ssh/ssh_host_ed25519_key && printf "ID=nixos\nPRETTY_NAME=\"NixOS 25.11\"\n" > /etc/os-release'
 echo "### Rebooting ###"
-"${ssh[@]}" 'systemctl reboot' || true
+if [ "${STANDIN_MODE:-}" = stuck ]; then
+  "${ssh[@]}" sync
+  touch "$STANDIN_ARGV.done"
+else
+  "${ssh[@]}" 'systemctl reboot' || true
+fi
 echo "### Done! ###"
 `
 
