@@ -2,7 +2,6 @@ package verify_test
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -74,22 +73,9 @@ func TestHostThatGoesSilentEndsInBoundedTime(t *testing.T) {
 
 // --timeout bounds the connect as well as the commands.
 func TestTimeoutBoundsTheConnect(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // silent: no banner
-		}
-	}()
+	addr := testhost.Silent(t)
 	_, key := testhost.ClientKey(t)
-	o := verify.Options{Name: "silent", SSH: sshx.Options{Addr: l.Addr().String(), User: "root", Identities: []string{key},
+	o := verify.Options{Name: "silent", SSH: sshx.Options{Addr: addr, User: "root", Identities: []string{key},
 		HostKeys: sshx.HostKeys{Insecure: true}}, Timeout: time.Second}
 	start := time.Now()
 	r := verify.Run(context.Background(), sshdExpect("silent"), o)

@@ -3,33 +3,23 @@ package verify
 import (
 	"context"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keystone-nix/keystone/internal/testhost"
 )
 
 // The auth-methods probe makes its own SSH connections: a server that
 // accepts and never speaks must not hold it past the timeout.
 func TestAuthProbeHandshakeIsBounded(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	addr := l.Addr().(*net.TCPAddr)
+	_, port, _ := net.SplitHostPort(testhost.Silent(t))
+	sshPort, _ := strconv.Atoi(port)
 	done := make(chan Output, 1)
 	start := time.Now()
 	go func() {
-		done <- probeAuthMethods(context.Background(), nil, Host{Addr: "127.0.0.1", SSHPort: addr.Port, Timeout: time.Second})
+		done <- probeAuthMethods(context.Background(), nil, Host{Addr: "127.0.0.1", SSHPort: sshPort, Timeout: time.Second})
 	}()
 	select {
 	case o := <-done:

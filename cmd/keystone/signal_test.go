@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,20 +15,7 @@ import (
 // A verify stuck in an SSH handshake with a host that never answers stops
 // soon after SIGTERM, not when its own timers run out.
 func TestSignalStopsAStuckVerify(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // silent until the test ends
-		}
-	}()
+	addr := testhost.Silent(t)
 	dir := t.TempDir()
 	expect := filepath.Join(dir, "e.json")
 	if err := os.WriteFile(expect, []byte(`{"hostname": "web1"}`), 0o644); err != nil {
@@ -39,7 +25,7 @@ func TestSignalStopsAStuckVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "verify", "--expect", expect, "--target", "root@"+l.Addr().String(),
+	cmd := exec.Command(bin, "verify", "--expect", expect, "--target", "root@"+addr,
 		"--insecure-ignore-host-key", "--timeout", "60s", "--wait", "5m")
 	cmd.Env = append(os.Environ(), "HOME="+dir, "SSH_AUTH_SOCK=")
 	_, key := testhost.ClientKey(t)

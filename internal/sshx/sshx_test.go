@@ -58,26 +58,13 @@ func TestHungAgentIsBounded(t *testing.T) {
 // A server that accepts TCP and never sends a banner is given up on when
 // ctx is cancelled, not when the timeout runs out.
 func TestHandshakeEndsWithContext(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	addr := testhost.Silent(t)
 	t.Setenv("SSH_AUTH_SOCK", "")
 	_, key := testhost.ClientKey(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(300*time.Millisecond, cancel)
 	start := time.Now()
-	_, err = Dial(ctx, Options{Addr: l.Addr().String(), User: "root", Identities: []string{key},
+	_, err := Dial(ctx, Options{Addr: addr, User: "root", Identities: []string{key},
 		HostKeys: HostKeys{Insecure: true}, Timeout: 30 * time.Second})
 	if err == nil || time.Since(start) > 3*time.Second {
 		t.Errorf("error %v after %s; want an error soon after the cancel", err, time.Since(start))

@@ -2,11 +2,13 @@ package testhost
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -233,4 +235,36 @@ func (h *Host) systemctl(t testing.TB, args ...string) {
 	if _, err := h.Run(t, append([]string{"systemctl"}, args...)...); err != nil {
 		t.Fatal(fmt.Errorf("%w\n%s", err, h.journal(t, "ssh.service")))
 	}
+}
+
+// Silent is a TCP server on loopback that accepts every connection and
+// never says anything (no SSH banner), until the test ends. It returns
+// its address.
+func Silent(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	return l.Addr().String()
 }
