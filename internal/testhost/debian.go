@@ -362,7 +362,12 @@ func (h *Host) sshBanner() error {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
+	return greets(c, 2*time.Second)
+}
+
+// greets reads the first line from c and wants an SSH greeting.
+func greets(c net.Conn, d time.Duration) error {
+	c.SetDeadline(time.Now().Add(d))
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
 		return err

@@ -1,7 +1,6 @@
 package testhost
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"net"
@@ -96,9 +95,7 @@ func (g *VMGuest) SSHBanner() bool {
 		return false
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(3 * time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "SSH-")
+	return greets(c, 3*time.Second) == nil
 }
 
 // WaitBoot waits up to timeout for a boot other than prevBootID ("" for
