@@ -23,14 +23,7 @@ import (
 // commandChecks are the checks that only run commands on the host, the
 // part a shell script with one ssh per check can do too.
 func commandChecks() []verify.Check {
-	var out []verify.Check
-	for _, c := range verify.All() {
-		switch c.Name {
-		case "installer", "hostname", "boot", "services", "firewall", "mounts":
-			out = append(out, c)
-		}
-	}
-	return out
+	return only("installer", "hostname", "boot", "services", "firewall", "mounts")
 }
 
 // baseline does what keystone's checks do, the way a verify script does:

@@ -161,14 +161,7 @@ func sshdExpect(hostname string) *verify.Expectations {
 // sshdChecks are the checks an sshd-in-a-namespace host can answer: it has
 // no systemd, avahi or sshd config of its own.
 func sshdChecks() []verify.Check {
-	var out []verify.Check
-	for _, c := range verify.All() {
-		switch c.Name {
-		case "installer", "hostname", "firewall", "exposure":
-			out = append(out, c)
-		}
-	}
-	return out
+	return only("installer", "hostname", "firewall", "exposure")
 }
 
 func TestUnreachableHostExits2(t *testing.T) {

@@ -135,12 +135,7 @@ func spareVolumeHost(t *testing.T, g *testhost.VMGuest, name string) (*fleet.Hos
 	return host, func() verify.Result {
 		t.Helper()
 		e, _ := verify.ParseExpectations(expect)
-		var only []verify.Check
-		for _, c := range verify.All() {
-			if c.Name == "tpm" {
-				only = append(only, c)
-			}
-		}
+		only, _ := verify.Select("tpm", "")
 		r := verify.Run(context.Background(), e, verify.Options{Name: name, SSH: host.SSH(), Checks: only})
 		for _, res := range r.Results {
 			if res.Check == "tpm" {
