@@ -117,10 +117,12 @@ func Up(ctx context.Context, o Options) (*State, error) {
 	}
 	// Disks and TPM state never belong in the flake's git.
 	ignore := filepath.Join(filepath.Dir(StateDir(o.Dir)), ".gitignore")
+	wroteIgnore := false
 	if _, err := os.Stat(ignore); err != nil {
 		if err := os.WriteFile(ignore, []byte("# keystone vm state: disks, firmware variables, TPM state, logs\n*\n"), 0o644); err != nil {
 			return nil, err
 		}
+		wroteIgnore = true
 	}
 	unlock, err := m.lock()
 	if err != nil {
@@ -131,6 +133,21 @@ func Up(ctx context.Context, o Options) (*State, error) {
 	old, err := m.readState()
 	if err != nil && !errors.Is(err, errNotCreated) {
 		return nil, err
+	}
+	if old == nil {
+		// A first start that fails before QEMU is recorded (a busy
+		// --ssh-port, a disk smaller than its image) leaves nothing.
+		defer func() {
+			if _, err := m.readState(); !errors.Is(err, errNotCreated) {
+				return
+			}
+			os.RemoveAll(m.dir)
+			os.Remove(StateDir(o.Dir))
+			if wroteIgnore {
+				os.Remove(ignore)
+				os.Remove(filepath.Dir(ignore))
+			}
+		}()
 	}
 	if old != nil {
 		if alive(old.PID, old.PIDStart) {

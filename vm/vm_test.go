@@ -366,3 +366,48 @@ func TestImageDiskSize(t *testing.T) {
 		}
 	}
 }
+
+// A first vm up that fails before QEMU starts leaves nothing in the flake:
+// no state folder, no .keystone. One that had run before keeps its state.
+func TestFailedFirstUpLeavesNothing(t *testing.T) {
+	image := filepath.Join(t.TempDir(), "image.raw")
+	if err := os.WriteFile(image, nil, 0o644); err != nil || os.Truncate(image, 64<<20) != nil {
+		t.Fatal(err)
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	port := busy.Addr().(*net.TCPAddr).Port
+	for _, tc := range []struct {
+		name string
+		o    Options
+		want string
+	}{
+		{"disk smaller than its image", Options{Image: image, DiskSize: "32M"}, "smaller than the image"},
+		{"busy ssh port", Options{Image: image, SSHPort: port}, strconv.Itoa(port)},
+	} {
+		dir := t.TempDir()
+		tc.o.Dir, tc.o.Name, tc.o.BIOS = dir, "web1", true
+		if _, err := Up(context.Background(), tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v; want an error naming %q", tc.name, err, tc.want)
+		}
+		if left, _ := os.ReadDir(dir); len(left) != 0 {
+			t.Errorf("%s: left %v in the flake", tc.name, left)
+		}
+	}
+
+	// A VM that has a state keeps it.
+	dir := t.TempDir()
+	m, _ := open(dir, "web1")
+	if err := os.MkdirAll(m.dir, 0o755); err != nil || m.writeState(&State{Name: "web1", Port: 22001}) != nil {
+		t.Fatal(err)
+	}
+	if _, err := Up(context.Background(), Options{Dir: dir, Name: "web1", BIOS: true, Image: image, SSHPort: port}); err == nil {
+		t.Fatal("vm up on a busy port succeeded")
+	}
+	if _, err := m.readState(); err != nil {
+		t.Errorf("the state of a VM that ran before is gone: %v", err)
+	}
+}
