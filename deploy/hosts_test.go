@@ -77,6 +77,7 @@ echo "### Rebooting ###"
 // before kexec and on 22 after it (the kexec image's port), over IPv4
 // and IPv6, while ~/.ssh/config sends every host elsewhere.
 func TestArgvReachesTheCheckedHost(t *testing.T) {
+	testhost.RequireRoot(t)
 	for _, c := range []string{"ssh", "nix", "unshare"} {
 		if _, err := exec.LookPath(c); err != nil {
 			t.Fatalf("%s is not installed (apt-get install openssh-client nix-bin util-linux): %v", c, err)
@@ -159,6 +160,7 @@ func addIPv6(t *testing.T, h *testhost.Host) string {
 // kexec, Debian without cpio. Their one disk is this machine's virtio disk
 // without a serial, holding /.
 func TestGatherOnTestHosts(t *testing.T) {
+	testhost.RequireRoot(t)
 	signer, _ := testhost.ClientKey(t)
 	keys := []ssh.PublicKey{signer.PublicKey()}
 	vdaSize := localDiskSize(t, "vda")

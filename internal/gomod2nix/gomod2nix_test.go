@@ -2,6 +2,7 @@ package gomod2nix
 
 import (
 	"context"
+	"github.com/keystone-nix/keystone/internal/testhost"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +13,7 @@ import (
 func nixHashPath(t *testing.T, path string) string {
 	t.Helper()
 	out, err := exec.Command("nix", "--extra-experimental-features", "nix-command", "--store", "dummy://",
-		"hash", "path", "--sri", path).CombinedOutput()
+		"hash", "path", "--sri", path).Output()
 	if err != nil {
 		t.Fatalf("nix hash path: %v: %s", err, out)
 	}
@@ -49,6 +50,7 @@ func TestHashPathMatchesNix(t *testing.T) {
 }
 
 func TestGomod2nixTomlIsCurrent(t *testing.T) {
+	testhost.SkipInNixBuild(t, "it reads Go's module cache, which the build sandbox does not have")
 	root, _ := filepath.Abs("../..")
 	got, err := Generate(context.Background(), root)
 	if err != nil {

@@ -54,6 +54,7 @@ const rootRecipe = "v1"
 // runs on an overlay of it, thrown away by Close.
 func Debian(t testing.TB, o DebianOptions) *Host {
 	t.Helper()
+	RequireRoot(t)
 	if _, err := exec.LookPath("systemd-nspawn"); err != nil {
 		t.Fatalf("systemd-nspawn is not installed (apt-get install systemd-container): %v", err)
 	}

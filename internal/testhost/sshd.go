@@ -35,6 +35,7 @@ type SSHDOptions struct {
 // not an isolated system.
 func SSHD(t testing.TB, o SSHDOptions) *Host {
 	t.Helper()
+	RequireRoot(t)
 	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
 		t.Fatalf("sshd is not installed (apt-get install openssh-server): %v", err)
 	}

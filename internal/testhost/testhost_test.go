@@ -53,6 +53,7 @@ func refused(addr string) bool {
 
 func ksLinks(t *testing.T) map[string]bool {
 	t.Helper()
+	RequireRoot(t)
 	out, err := exec.Command("sh", "-c", "ip netns list; ip -o link show").Output()
 	if err != nil {
 		t.Fatal(err)

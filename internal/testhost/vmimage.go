@@ -61,6 +61,7 @@ const (
 // (dosfstools) and mcopy (mtools).
 func BuildVMImage(t testing.TB) *VMImage {
 	t.Helper()
+	RequireRoot(t)
 	if os.Geteuid() != 0 {
 		t.Fatal("testhost: the VM image needs root (debootstrap, systemd-nspawn)")
 	}
