@@ -376,11 +376,16 @@ func bytesString(n int64) string {
 const rootSpace = 4 << 30
 
 // MinDiskBytes is the smallest disk that fits a layout with these partition
-// sizes (as disko writes them: 512M, 1G, 100%).
+// sizes (as disko writes them: 512M, 1G, 100%). "unknown" is a partition of
+// disko's legacy msdos table, which has a start and an end instead of a
+// size: it adds nothing, so such a layout is checked only for what is known.
 func MinDiskBytes(sizes []string) (int64, error) {
 	var total int64
 	rest := false
 	for _, s := range sizes {
+		if s == "unknown" {
+			continue
+		}
 		if strings.HasSuffix(s, "%") {
 			rest = true
 			continue

@@ -139,6 +139,8 @@ func TestMinDiskBytes(t *testing.T) {
 		{[]string{"+5G"}, 0, true},
 		{[]string{"99999999999T"}, 0, true},
 		{[]string{"8191P", "8191P"}, 0, true},
+		{[]string{"unknown", "unknown"}, 0, false}, // a legacy table layout
+		{[]string{"1G", "unknown"}, 1 << 30, false},
 	} {
 		got, err := MinDiskBytes(tc.sizes)
 		if (err != nil) != tc.err || got != tc.want {

@@ -23,6 +23,15 @@ let
     ${machine}.wait_for_console_text("[Pp]assphrase for disk")
     ${machine}.send_console("${password}\n")
   '';
+  # nixpkgs' default OVMF is built without TPM support (OVMF's
+  # `tpmSupport ? false`): it measures nothing, PCR 7 stays all zeroes and
+  # systemd enrolls a policy that binds nothing ("PCR policy is effectively
+  # not enforced"), so the TPM2 boots use a firmware that measures. OVMFFull
+  # has TPM support too, but also Secure Boot with SMM required, which needs
+  # another QEMU machine type; this override is not in the binary cache and
+  # is built from source once.
+  ovmfTPM = pkgs.OVMF.override { tpmSupport = true; };
+
   serialConsole = {
     boot.kernelParams = pkgs.lib.mkAfter [ "console=ttyS0" ];
   };
@@ -87,8 +96,8 @@ in
                 "${pkgs.qemu_test}/bin/qemu-kvm", "-cpu", "max", "-m", "1024",
                 "-virtfs", "local,path=/nix/store,security_model=none,mount_tag=nix-store",
                 *disks(installer, 1),
-                "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=${pkgs.OVMF.firmware}",
-                "-drive", "if=pflash,format=raw,unit=1,readonly=on,file=${pkgs.OVMF.variables}",
+                "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=${ovmfTPM.firmware}",
+                "-drive", "if=pflash,format=raw,unit=1,readonly=on,file=${ovmfTPM.variables}",
                 "-chardev", f"socket,id=chrtpm,path={tpm_sock}",
                 "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
                 "-device", "tpm-tis,tpmdev=tpm0",
@@ -110,6 +119,10 @@ in
         ${typePassword "machine"}
         ${booted "machine"}
         machine.succeed("test -e /sys/class/tpm/tpm0")
+        # The firmware measured this boot: with PCR 7 all zeroes the policy
+        # below would bind nothing and the test would prove nothing.
+        pcr7 = machine.succeed("cat /sys/class/tpm/tpm0/pcr-sha256/7").strip()
+        assert pcr7.strip("0") != "", f"PCR 7 is {pcr7}: the firmware measured nothing"
         machine.succeed(
             "PASSWORD=${password} systemd-cryptenroll --tpm2-device=auto --tpm2-pcrs=7 /dev/zvol/rpool/credstore"
         )

@@ -532,6 +532,30 @@ func TestFlakeOutputs(t *testing.T) {
 	}
 }
 
+// TestVMTestScript: nix/vm-test.nix's script is Python, and its second
+// verify runs only once the listener it judges is open (the test driver's
+// wait_for_open_port, machine/__init__.py), not while it may still start.
+func TestVMTestScript(t *testing.T) {
+	var script string
+	evalJSON(t, fmt.Sprintf(`let
+		test = import %s/nix/vm-test.nix {
+			pkgs = { testers.runNixOSTest = t: t; writeText = name: text: "/nix/store/fake-${name}"; python3 = "/fake/python3"; openssh = "openssh"; };
+			keystone = "keystone"; hostModules = [ ];
+		};
+	in test.testScript { nodes.server.keystone.verify.expectations = { hostname = "server"; }; }`, repoRoot(t)), &script)
+	listener := strings.Index(script, "http.server 8080")
+	wait := strings.Index(script, "server.wait_for_open_port(8080)")
+	verify := strings.LastIndex(script, "keystone verify")
+	if listener < 0 || wait < listener || verify < wait {
+		t.Errorf("the second verify does not wait for port 8080 to open (listener at %d, wait at %d, verify at %d):\n%s", listener, wait, verify, script)
+	}
+	py := filepath.Join(t.TempDir(), "test.py")
+	os.WriteFile(py, []byte(script), 0o644)
+	if out, err := exec.Command("python3", "-c", "import ast, sys; ast.parse(open(sys.argv[1]).read())", py).CombinedOutput(); err != nil {
+		t.Errorf("the test script is not Python: %v\n%s", err, out)
+	}
+}
+
 // diskoTest is what flake.nix asks of disko's installTest for one check:
 // disko v1.12.0 module.nix's disko.tests.{extraConfig,bootCommands,extraChecks}.
 type diskoTest struct {
@@ -587,6 +611,10 @@ func checkDiskoTests(t *testing.T, tests map[string]diskoTest) {
 		t.Errorf("test-server-tpm does not enroll before its last boot:\n%s", tpm)
 	case strings.Contains(tpm[j:], "send_console"):
 		t.Errorf("test-server-tpm types a password after enrolling: the boot must be unattended")
+	case strings.Contains(tpm, "/fake/OVMF_CODE.fd") || !strings.Contains(tpm, "file=/fake/OVMF-tpm/OVMF_CODE.fd") || !strings.Contains(tpm, "file=/fake/OVMF-tpm/OVMF_VARS.fd"):
+		t.Errorf("test-server-tpm boots a firmware without TPM support, which measures nothing into PCR 7:\n%s", tpm)
+	case !strings.Contains(tpm, "/sys/class/tpm/tpm0/pcr-sha256/7") || strings.Index(tpm, "pcr-sha256/7") > i:
+		t.Errorf("test-server-tpm does not check that PCR 7 is measured before it enrolls:\n%s", tpm)
 	}
 	if strings.Contains(tests["test-server-disko"].Tests.ExtraChecks, "tpm") {
 		t.Errorf("test-server-disko must boot without a TPM2")
@@ -629,6 +657,19 @@ func TestDeployFacts(t *testing.T) {
 		if !reflect.DeepEqual(sizes, want) {
 			t.Errorf("%s: partition sizes %v, want %v", tc.golden, sizes, want)
 		}
+	}
+}
+
+// TestDeployFactsLegacyTable: disko's legacy msdos table (v1.12.0
+// lib/types/table.nix) gives partitions start and end, no size; the host
+// still evaluates, its sizes unknown.
+func TestDeployFactsLegacyTable(t *testing.T) {
+	var got map[string][]string
+	deployOptions(t, `{ devices.disk.main = { device = "/dev/sda"; content = { type = "table"; format = "msdos";
+		partitions = [ { name = "boot"; start = "1M"; end = "512M"; } { name = "root"; start = "512M"; end = "100%"; } ]; }; }; }`,
+		`{ }`, `o.partitionSizes.default`, &got)
+	if want := []string{"unknown", "unknown"}; !reflect.DeepEqual(got["/dev/sda"], want) {
+		t.Errorf("partition sizes %v, want %v", got, want)
 	}
 }
 

@@ -54,6 +54,8 @@ pkgs.testers.runNixOSTest {
       # And it must fail when the host is wrong: a port opened behind its back.
       server.succeed("iptables -I nixos-fw -p tcp --dport 8080 -j nixos-fw-accept")
       server.succeed("systemd-run --unit=listener ${pkgs.python3}/bin/python3 -m http.server 8080")
+      # verify's exposure and listening checks must see it open.
+      server.wait_for_open_port(8080)
       code = client.succeed(
           "keystone verify --expect ${expect} --target root@server"
           " --known-hosts /root/known_hosts -i /root/.ssh/id_ed25519 > /tmp/report; echo $?"

@@ -111,11 +111,13 @@ in
       default = builtins.listToAttrs (
         map (d: {
           name = d.device;
-          value = map (p: p.size) (partitions d);
+          # disko v1.12.0 lib/types/table.nix: the legacy msdos table's
+          # partitions have start and end, not size.
+          value = map (p: p.size or "unknown") (partitions d);
         }) disks
       );
-      defaultText = lib.literalExpression "listToAttrs (map (d: { name = d.device; value = map (p: p.size) (attrValues d.content.partitions); }) (attrValues config.disko.devices.disk))";
-      description = "Each disk's partition sizes (such as 1G or 100%), from which deploy computes the smallest disk the layout fits.";
+      defaultText = lib.literalExpression "listToAttrs (map (d: { name = d.device; value = map (p: p.size or \"unknown\") (attrValues d.content.partitions); }) (attrValues config.disko.devices.disk))";
+      description = "Each disk's partition sizes (such as 1G or 100%), from which deploy computes the smallest disk the layout fits; \"unknown\" for a partition of disko's legacy table type, which has a start and an end instead.";
     };
     diskSecret = lib.mkOption {
       type = lib.types.bool;

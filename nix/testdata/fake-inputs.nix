@@ -49,9 +49,20 @@ let
     nixfmt-tree = "nixfmt-tree";
     swtpm = "/fake/swtpm";
     qemu_test = "/fake/qemu";
+    # nixpkgs OVMF: its passthru firmware and variables; override rebuilds
+    # it with other options (OVMF's tpmSupport ? false).
     OVMF = {
       firmware = "/fake/OVMF_CODE.fd";
       variables = "/fake/OVMF_VARS.fd";
+      override =
+        args:
+        if args == { tpmSupport = true; } then
+          {
+            firmware = "/fake/OVMF-tpm/OVMF_CODE.fd";
+            variables = "/fake/OVMF-tpm/OVMF_VARS.fd";
+          }
+        else
+          throw "fake OVMF.override: ${builtins.toJSON args}";
     };
     inherit system;
   };
