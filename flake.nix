@@ -44,15 +44,16 @@
     {
       lib = lib // {
         inherit hostModules;
-        # installerIso { system, keys ? null }: the installer for this fleet
-        # (nix/installer-iso.nix); packages.<system>.installer-iso and
-        # `keystone iso` build its config.system.build.isoImage.
+        # installerIso { system, hosts ? null, keys ? null }: the installer
+        # whose root may log in with keys, or with hosts' root keys (one of
+        # them is required: nix/installer-iso.nix); packages.<system>.installer-iso
+        # and `keystone iso` build its config.system.build.isoImage.
         installerIso =
           args:
           import ./nix/installer-iso.nix (
             {
               inherit (nixpkgs.lib) nixosSystem;
-              inherit nixpkgs hosts;
+              inherit nixpkgs;
             }
             // args
           );
@@ -85,7 +86,7 @@
         packages = {
           default = keystone;
           inherit keystone;
-          installer-iso = (self.lib.installerIso { inherit system; }).config.system.build.isoImage;
+          installer-iso = (self.lib.installerIso { inherit system hosts; }).config.system.build.isoImage;
         };
 
         apps = {

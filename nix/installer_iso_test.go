@@ -2,6 +2,7 @@ package nix_test
 
 import (
 	"fmt"
+	"os/exec"
 	"reflect"
 	"strings"
 	"testing"
@@ -82,28 +83,57 @@ func TestInstallerISO(t *testing.T) {
 		})
 	}
 
-	_, err := nixtest.Run(t, "--eval", "--strict", "--json", "--expr", fmt.Sprintf(`import %s/nix/installer-iso.nix {
-		nixosSystem = args: args; nixpkgs = "/n"; system = "x86_64-linux"; hosts = { };
+	// A fleet without keys yet still passes nix flake check (which evaluates
+	// every package); building its installer fails, saying why.
+	var noKeys struct {
+		Type    string   `json:"type"`
+		Builder string   `json:"builder"`
+		Args    []string `json:"args"`
+		Message string   `json:"message"`
+	}
+	evalJSON(t, fmt.Sprintf(`let iso = (import %s/nix/installer-iso.nix {
+		nixosSystem = args: args; nixpkgs = "/n"; system = "x86_64-linux"; hosts = { bare.config.users.users.root.openssh.authorizedKeys.keys = [ ]; };
+	}).config.system.build.isoImage; in { inherit (iso) type builder args message; }`, root), &noKeys)
+	if noKeys.Type != "derivation" || !strings.Contains(noKeys.Message, "no SSH keys to log in with") || !strings.Contains(noKeys.Message, "keystone iso --key KEY") {
+		t.Errorf("a fleet without keys: %+v", noKeys)
+	}
+	build := exec.Command(noKeys.Builder, noKeys.Args...) // as Nix runs it: the attributes in the environment
+	build.Env = []string{"message=" + noKeys.Message}
+	out, err := build.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no SSH keys") {
+		t.Errorf("building the keyless installer: %v, %s", err, out)
+	}
+
+	// Neither hosts nor keys: a mistake in the calling flake, said plainly.
+	_, err = nixtest.Run(t, "--eval", "--strict", "--json", "--expr", fmt.Sprintf(`import %s/nix/installer-iso.nix {
+		nixosSystem = args: args; nixpkgs = "/n"; system = "x86_64-linux";
 	}`, root))
-	if err == nil || !strings.Contains(err.Error(), "no SSH keys to log in with") {
-		t.Errorf("no keys anywhere: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "give hosts (your nixosConfigurations") {
+		t.Errorf("no hosts and no keys: %v", err)
 	}
 }
 
-// TestFlakeInstallerISO: the flake's installerIso gets the flake's nixpkgs
-// and hosts, so packages.<system>.installer-iso carries the fleet's keys.
+// TestFlakeInstallerISO: the flake's packages.<system>.installer-iso
+// carries its own fleet's keys; its lib.installerIso has no fleet of its
+// own, so a consumer that gives neither hosts nor keys is told, instead of
+// getting an ISO for keystone's demo key, whose private half nobody has.
 func TestFlakeInstallerISO(t *testing.T) {
 	root := repoRoot(t)
 	var got isoCall
 	evalJSON(t, fmt.Sprintf(`let o = import %[1]s/nix/testdata/fake-inputs.nix { root = %[1]s; }; in
-		o.lib.installerIso { system = "aarch64-linux"; nixosSystem = args: args; }`, root), &got)
+		o.packages.aarch64-linux.installer-iso`, root), &got)
 	if len(got.Modules) != 2 || got.Modules[0] != "/fake/nixpkgs/nixos/modules/installer/cd-dvd/installation-cd-minimal.nix" {
 		t.Fatalf("modules = %v", got.Modules)
 	}
 	var m isoModule
 	evalJSON(t, fmt.Sprintf(`let o = import %[1]s/nix/testdata/fake-inputs.nix { root = %[1]s; }; in
-		builtins.elemAt (o.lib.installerIso { system = "aarch64-linux"; nixosSystem = args: args; }).modules 1`, root), &m)
+		builtins.elemAt o.packages.aarch64-linux.installer-iso.modules 1`, root), &m)
 	if k := m.Users.Users.Root.OpenSSH.AuthorizedKeys.Keys; !reflect.DeepEqual(k, []string{"ssh-ed25519 AAAA demo"}) || m.Nixpkgs.HostPlatform != "aarch64-linux" {
 		t.Errorf("flake installer: keys %q, platform %q", k, m.Nixpkgs.HostPlatform)
+	}
+	_, err := nixtest.Run(t, "--eval", "--strict", "--json", "--expr", fmt.Sprintf(`let o = import %[1]s/nix/testdata/fake-inputs.nix { root = %[1]s; }; in
+		o.lib.installerIso { system = "aarch64-linux"; nixosSystem = args: args; }`, root))
+	if err == nil || !strings.Contains(err.Error(), "give hosts") {
+		t.Errorf("lib.installerIso without hosts or keys: %v", err)
 	}
 }

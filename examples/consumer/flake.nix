@@ -30,6 +30,14 @@
       # keystone's apps work on the flake in the current folder: this one.
       inherit (keystone) apps;
 
+      # The installer your new hosts boot, its root open to your hosts' root
+      # keys: `keystone iso` builds packages.<system>.installer-iso, and
+      # `keystone iso --key KEY` calls lib.installerIso with its own keys.
+      packages = nixpkgs.lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (system: {
+        installer-iso = (keystone.lib.installerIso { inherit system hosts; }).config.system.build.isoImage;
+      });
+      lib = { inherit (keystone.lib) installerIso; };
+
       # Each host evaluates; keystone's own checks gate keystone itself.
       checks = nixpkgs.lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (
         system:

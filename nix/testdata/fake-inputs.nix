@@ -86,6 +86,8 @@ let
         };
       };
       system.build.toplevel.drvPath = "/nix/store/fake-toplevel.drv";
+      # what installer-iso.nix asked for: an installer is a nixosSystem too
+      system.build.isoImage.modules = args.modules;
     };
     extendModules = extra: {
       config.system.build.installTest = {
