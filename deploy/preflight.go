@@ -185,9 +185,13 @@ func Gather(ctx context.Context, r *remote.Runner, disks []string) (*Facts, erro
 	f.KexecLoadDisabled = kv["kexecLoadDisabled"]
 	f.Lockdown = lockdownMode(kv["lockdown"])
 
-	if f.Inventory, err = ListDisks(ctx, r); err != nil {
+	// One lsblk for the inventory and the layout's disks: only a name it
+	// does not know (by-path, by-uuid) costs a look of its own.
+	all, err := readDisks(ctx, r)
+	if err != nil {
 		return nil, err
 	}
+	f.Inventory = slices.DeleteFunc(slices.Clone(all), func(d Disk) bool { return !isDisk(d) })
 	for _, d := range f.Inventory {
 		if d.System {
 			f.RootDisks = append(f.RootDisks, d.Resolved)
@@ -197,6 +201,10 @@ func Gather(ctx context.Context, r *remote.Runner, disks []string) (*Facts, erro
 		}
 	}
 	for _, d := range disks {
+		if known, ok := lookupDisk(all, d); ok {
+			f.Disks = append(f.Disks, known)
+			continue
+		}
 		f.Disks = append(f.Disks, disk(ctx, r, d))
 	}
 	return f, nil
@@ -214,6 +222,18 @@ func lockdownMode(s string) string {
 }
 
 // disk reads one disk of the layout with the same lsblk as ListDisks.
+// lookupDisk finds path, a kernel name or a by-id link, among the disks
+// lsblk listed.
+func lookupDisk(all []Disk, path string) (Disk, bool) {
+	for _, d := range all {
+		if d.Resolved == path || slices.Contains(d.ByID, path) {
+			d.Path, d.Stable = path, strings.HasPrefix(path, "/dev/disk/by-id/")
+			return d, true
+		}
+	}
+	return Disk{}, false
+}
+
 func disk(ctx context.Context, r *remote.Runner, path string) Disk {
 	o := r.Run(ctx, "test -b "+remote.Quote(path))
 	if o.Err != nil || o.Exit != 0 {

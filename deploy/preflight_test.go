@@ -157,3 +157,28 @@ func TestParsers(t *testing.T) {
 		t.Errorf("bytesString = %q", got)
 	}
 }
+
+// The layout's disks come from the one lsblk of the inventory when it knows
+// their names; only other names (by-path, by-uuid) are looked up again.
+func TestLookupDisk(t *testing.T) {
+	all := []Disk{
+		{Resolved: "/dev/vda", Size: 8 << 30, ByID: []string{"/dev/disk/by-id/virtio-ks-web1"}},
+		{Resolved: "/dev/loop3", Type: "loop", Size: 1 << 30},
+	}
+	for _, tc := range []struct {
+		path   string
+		found  bool
+		stable bool
+	}{
+		{"/dev/disk/by-id/virtio-ks-web1", true, true},
+		{"/dev/vda", true, false},
+		{"/dev/loop3", true, false}, // not in the inventory, but lsblk knows it
+		{"/dev/disk/by-path/pci-0000:00:04.0", false, false},
+		{"/dev/vdb", false, false},
+	} {
+		d, ok := lookupDisk(all, tc.path)
+		if ok != tc.found || (ok && (d.Path != tc.path || d.Stable != tc.stable || d.Size == 0)) {
+			t.Errorf("lookupDisk(%s) = %+v, %v; want found %v, stable %v", tc.path, d, ok, tc.found, tc.stable)
+		}
+	}
+}

@@ -42,7 +42,12 @@ func TestHostThatGoesSilentEndsInBoundedTime(t *testing.T) {
 	o.Checks = checks
 	o.Timeout = 3 * time.Second
 	go func() {
-		time.Sleep(time.Second)
+		// Once the login is in (however long a loaded machine takes),
+		// while the two-second checks still run.
+		for i := 0; i < 200 && !strings.Contains(h.Log(), "Accepted publickey"); i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(500 * time.Millisecond)
 		if _, err := h.Run(t, "nft", "add table inet ks-drop { chain in { type filter hook input priority -10; policy drop; }; chain out { type filter hook output priority -10; policy drop; }; }"); err != nil {
 			t.Error(err)
 		}

@@ -49,8 +49,9 @@ type Host struct {
 	// Timeout is the limit for each remote command, which bounds the
 	// probes too.
 	Timeout time.Duration
-	// Outs is what the check's commands printed, for its probe.
-	Outs []Output
+	// Outs waits for the check's commands and returns what they printed:
+	// a probe starts beside them and asks only when it needs them.
+	Outs func() []Output
 	// System is Options.System.
 	System string
 }
@@ -65,7 +66,7 @@ type Check struct {
 	Applies func(e *Expectations) (bool, string)
 	// Commands are shell commands run on the host, each in its own session.
 	Commands func(e *Expectations) []string
-	// Probe runs on the verifier after the commands.
+	// Probe runs on the verifier, from the start, beside the commands.
 	Probe func(ctx context.Context, e *Expectations, h Host) Output
 	// Judge sees one Output per command, then the probe's, in order.
 	Judge func(e *Expectations, outs []Output) (Status, string)

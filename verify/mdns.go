@@ -159,7 +159,7 @@ func mdnsQuery(id uint16, name string, qtype uint16) []byte {
 	}
 	msg = append(msg, 0) // root
 	msg = binary.BigEndian.AppendUint16(msg, qtype)
-	return append(msg, 0, 1) // class IN
+	return append(msg, 0x80, 1) // class IN, QU
 }
 
 // mdnsAnswers returns the A or AAAA (qtype) records for name in a DNS

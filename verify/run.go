@@ -45,7 +45,10 @@ type Report struct {
 	Error     string        `json:"error"` // why it could not connect, or lost the connection; "" when neither
 	Results   []Result      `json:"results"`
 	Duration  time.Duration `json:"-"`
-	Err       error         `json:"-"`
+	// Done holds, per check that ran, when its verdict was in, counted
+	// from the start of Run (the connection included).
+	Done map[string]time.Duration `json:"-"`
+	Err  error                    `json:"-"`
 
 	notChecked bool // its config could not be read: exit 3
 }
@@ -106,10 +109,10 @@ func Run(ctx context.Context, e *Expectations, o Options) Report {
 	}
 	defer client.Close()
 	rep.Connected = true
-	rep.Results = append(rep.Results, Result{"ssh", Pass, fmt.Sprintf("%s, key auth, host key %s",
+	rep.Results = append(rep.Results, Result{Check: "ssh", Status: Pass, Evidence: fmt.Sprintf("%s, key auth, host key %s",
 		rep.Target, ssh.FingerprintSHA256(client.HostKey))})
 
-	r := runner{remote.New(client, o.SSH.User != "root", o.Timeout)}
+	r := runner{remote.New(client, o.SSH.User != "root", o.Timeout), &sharedRuns{m: map[string]*sharedRun{}}}
 	lost := func() error { return cmp.Or(client.Lost(), r.Lost()) }
 	if o.SSH.User != "root" {
 		// Every check reads as root; without it each would FAIL for the
@@ -129,20 +132,28 @@ func Run(ctx context.Context, e *Expectations, o Options) Report {
 	host := Host{Addr: hostOf(o.SSH.Addr), SSHPort: portOf(o.SSH.Addr), ScanPorts: o.ScanPorts,
 		RTT: client.RTT, Timeout: o.Timeout, System: o.System}
 	results := make([]Result, len(o.Checks))
+	done := make([]time.Duration, len(o.Checks))
 	var wg sync.WaitGroup
 	for i, c := range o.Checks {
 		if ok, why := c.Applies(e); !ok {
-			results[i] = Result{c.Name, Skip, why}
+			results[i] = Result{Check: c.Name, Status: Skip, Evidence: why}
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			results[i] = r.check(ctx, c, e, host)
+			done[i] = time.Since(start)
 		}()
 	}
 	wg.Wait()
 	rep.Results = append(rep.Results, results...)
+	rep.Done = map[string]time.Duration{}
+	for i, c := range o.Checks {
+		if done[i] > 0 {
+			rep.Done[c.Name] = done[i]
+		}
+	}
 	// A session that failed may mean the whole connection went away: ask
 	// the server, which answers at once while the connection lives.
 	r.Alive(cmp.Or(o.SSH.Timeout, sshx.DefaultTimeout))
@@ -187,6 +198,36 @@ func dialWait(ctx context.Context, o sshx.Options, deadline time.Time) (*sshx.Cl
 
 type runner struct {
 	*remote.Runner
+	runs *sharedRuns
+}
+
+// sharedRuns runs each command once per connection: checks that read the
+// same output (the ruleset, for firewall and ipv6) share one run of it.
+type sharedRuns struct {
+	mu sync.Mutex
+	m  map[string]*sharedRun
+}
+
+type sharedRun struct {
+	done chan struct{}
+	out  Output
+}
+
+func (r runner) shared(ctx context.Context, cmd string) Output {
+	r.runs.mu.Lock()
+	s, running := r.runs.m[cmd]
+	if !running {
+		s = &sharedRun{done: make(chan struct{})}
+		r.runs.m[cmd] = s
+	}
+	r.runs.mu.Unlock()
+	if running {
+		<-s.done
+		return s.out
+	}
+	s.out = r.Run(ctx, cmd)
+	close(s.done)
+	return s.out
 }
 
 func (r runner) canBeRoot(ctx context.Context) error {
@@ -212,25 +253,35 @@ func (r runner) check(ctx context.Context, c Check, e *Expectations, h Host) Res
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			outs[i] = r.Run(ctx, cmd)
+			outs[i] = r.shared(ctx, cmd)
 		}()
 	}
+	// The probe (a scan, an mDNS query) needs no session: it starts now.
+	var probe chan Output
+	if c.Probe != nil {
+		probe = make(chan Output, 1)
+		h.Outs = func() []Output { wg.Wait(); return outs[:len(cmds)] }
+		go func() { probe <- c.Probe(ctx, e, h) }()
+	}
 	wg.Wait()
+	var probed Output
+	if probe != nil {
+		probed = <-probe
+	}
 	for _, o := range outs {
 		switch {
 		case errors.Is(o.Err, remote.ErrLost):
 			// The connection error says it once for the whole report.
-			return Result{c.Name, Skip, notRun}
+			return Result{Check: c.Name, Status: Skip, Evidence: notRun}
 		case errors.Is(o.Err, context.Canceled):
-			return Result{c.Name, Skip, notRunInterrupted}
+			return Result{Check: c.Name, Status: Skip, Evidence: notRunInterrupted}
 		}
 	}
-	if c.Probe != nil {
-		h.Outs = outs
-		outs = append(outs, c.Probe(ctx, e, h))
+	if probe != nil {
+		outs = append(outs, probed)
 	}
 	status, ev := c.Judge(e, outs)
-	return Result{c.Name, status, capEvidence(text.OneLine(ev) + cutNote(cmds, outs))}
+	return Result{Check: c.Name, Status: status, Evidence: capEvidence(text.OneLine(ev) + cutNote(cmds, outs))}
 }
 
 // waitForBoot waits while systemd says the host is still starting.

@@ -259,21 +259,17 @@ func loopbackListener(l Listener) bool {
 // second command) that the verifier can reach. Each line of Stdout is
 // "open ADDR PORTS" or "unreachable ADDR WHY"; Stderr says what was
 // scanned. The check's first command is ss -Htln.
+//
+// The scan of the address SSH reached starts at once, beside the checks'
+// commands: the well-known range and the expected ports first, then the
+// ports ss says listen outside them, and the IPv6 addresses, once the
+// commands are in.
 func scanProbe(ctx context.Context, e *Expectations, h Host) Output {
 	if ip := net.ParseIP(h.Addr); ip != nil && ip.IsLoopback() {
 		// A port forward (a VM's user-mode network, an ssh -L): a scan of
 		// loopback would judge this machine's ports, not the host's.
 		return Output{Stdout: loopbackForward}
 	}
-	var listening []Listener
-	var addrs []HostAddr
-	if len(h.Outs) > 0 && h.Outs[0].Err == nil {
-		listening, _ = ParseSS(h.Outs[0].Stdout)
-	}
-	if len(h.Outs) > 1 && h.Outs[1].Err == nil {
-		addrs, _ = ParseIPAddrJSON([]byte(h.Outs[1].Stdout))
-	}
-	ports := scanPorts(e, h, listening)
 	est := &rttEstimator{}
 	if h.RTT > 0 {
 		est.sample(h.RTT)
@@ -287,6 +283,46 @@ func scanProbe(ctx context.Context, e *Expectations, h Host) Output {
 			return Output{Err: fmt.Errorf("resolving %s: %v", first, err)}
 		}
 		first = ips[0].String()
+	}
+	if est.samples == 0 {
+		reach(ctx, first, h.SSHPort, est) // a first sample: its SSH port answers
+	}
+
+	type scan struct {
+		ip   string
+		open []int
+		err  error
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var scans []*scan
+	launch := func(ip string, ports []int) {
+		s := &scan{ip: ip}
+		mu.Lock()
+		scans = append(scans, s)
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.open, s.err = scanAddr(ctx, ip, ports, est)
+		}()
+	}
+	early := scanPorts(e, h, nil)
+	launch(first, early)
+
+	var listening []Listener
+	var addrs []HostAddr
+	if outs := h.Outs(); len(outs) > 1 {
+		if outs[0].Err == nil {
+			listening, _ = ParseSS(outs[0].Stdout)
+		}
+		if outs[1].Err == nil {
+			addrs, _ = ParseIPAddrJSON([]byte(outs[1].Stdout))
+		}
+	}
+	ports := scanPorts(e, h, listening)
+	if late := slices.DeleteFunc(slices.Clone(ports), func(p int) bool { _, found := slices.BinarySearch(early, p); return found }); len(late) > 0 {
+		launch(first, late)
 	}
 	targets := []string{first}
 	seen := map[string]bool{}
@@ -304,26 +340,21 @@ func scanProbe(ctx context.Context, e *Expectations, h Host) Output {
 			continue
 		}
 		targets = append(targets, ip.String())
-	}
-	if est.samples == 0 {
-		reach(ctx, first, h.SSHPort, est) // a first sample: its SSH port answers
-	}
-	results := make([][]int, len(targets))
-	errs := make([]error, len(targets))
-	var wg sync.WaitGroup
-	for i, ip := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i], errs[i] = scanAddr(ctx, ip, ports, est)
-		}()
+		launch(ip.String(), ports)
 	}
 	wg.Wait()
+	open := map[string][]int{}
+	var errs []error
+	for _, s := range scans {
+		open[s.ip] = append(open[s.ip], s.open...)
+		errs = append(errs, s.err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return Output{Err: err}
 	}
-	for i, ip := range targets {
-		lines = append(lines, fmt.Sprintf("open %s %s", ip, joinInts(results[i])))
+	for _, ip := range targets {
+		slices.Sort(open[ip])
+		lines = append(lines, fmt.Sprintf("open %s %s", ip, joinInts(open[ip])))
 	}
 	slices.SortStableFunc(lines, func(a, b string) int { return strings.Compare(b[:1], a[:1]) }) // open lines first
 	return Output{
