@@ -15,8 +15,9 @@ import (
 )
 
 // BenchmarkScanVsNmap times, on one Debian host behind a DROP firewall,
-// the exposure scan of 1-1024 alone, a full verify, the full verify
-// without the scan, and nmap -sT -T4 over the same ports, in the same run.
+// the exposure scan of 1-1024 alone, a full verify, when that same full
+// verify had every verdict but the scan's (so it cannot exceed it), and
+// nmap -sT -T4 over the same ports, in the same run.
 // Targets: the scan in 0.3 s or less, the full verify in 0.6 s or less.
 func BenchmarkScanVsNmap(b *testing.B) {
 	nmap, err := exec.LookPath("nmap")
@@ -28,7 +29,6 @@ func BenchmarkScanVsNmap(b *testing.B) {
 	e := debianExpect(h.Name)
 	o := options(h, key)
 	o.ScanPorts = nil // 1-1024, as a user runs it
-	noScan, _ := verify.Select("", "exposure")
 	run := func(checks []verify.Check) verify.Report {
 		o := o
 		o.Checks = checks
@@ -49,12 +49,9 @@ func BenchmarkScanVsNmap(b *testing.B) {
 		scan += scanTime(r)
 		evidence = r.Results[len(r.Results)-1].Evidence
 		start = time.Now()
-		rf := run(nil)
+		r = run(nil)
 		full += time.Since(start)
-		start = time.Now()
-		rn := run(noScan)
-		rest += time.Since(start)
-		fmt.Printf("DEBUG full %v\nDEBUG noscan %v\n", rf.Done, rn.Done)
+		rest += withoutScan(r)
 		start = time.Now()
 		out, err := exec.Command(nmap, "-sT", "-T4", "-n", "-p", "1-1024", h.Addr).CombinedOutput()
 		nm += time.Since(start)
@@ -69,6 +66,18 @@ func BenchmarkScanVsNmap(b *testing.B) {
 		(scan / n).Round(time.Millisecond), (scanRun / n).Round(time.Millisecond), (nm / n).Round(time.Millisecond))
 	fmt.Printf("full verify: %s (target 0.6s), without the scan %s\n", (full / n).Round(time.Millisecond), (rest / n).Round(time.Millisecond))
 	fmt.Printf("last scan: %s\n", evidence)
+}
+
+// withoutScan is when r had every verdict but the exposure check's: the
+// connection and the other checks, measured in the same run.
+func withoutScan(r verify.Report) time.Duration {
+	var last time.Duration
+	for name, d := range r.Done {
+		if name != "exposure" {
+			last = max(last, d)
+		}
+	}
+	return last
 }
 
 // scanTime is the scan's own time from its evidence ("… in 250ms, …"),
