@@ -81,8 +81,8 @@ type layout struct {
 		Mountpoint string `json:"mountpoint"`
 		Option     string `json:"option"` // options.mountpoint, the ZFS property
 	} `json:"mounts"`
-	Mounted []string `json:"mounted"`
-	Credhook string         `json:"credstoreHook"`
+	Mounted  []string `json:"mounted"`
+	Credhook string   `json:"credstoreHook"`
 }
 
 func evalLayout(t *testing.T, path string) layout {

@@ -827,7 +827,7 @@ func TestSandboxSkipsRootTests(t *testing.T) {
 	}
 	skip := regexp.MustCompile(string(m[1]))
 	// What starts a host, directly or through the helpers that do.
-	startsHost := regexp.MustCompile(`testhost\.(SSHD|Debian|AttachDisk|VM[A-Za-z]*)\(|newDeployEnv\(|exec\.Command\("go"`)
+	startsHost := regexp.MustCompile(`testhost\.(SSHD|Debian[A-Za-z]*|AttachDisk|VM[A-Za-z]*|BootOnce|Overlay)\(|newDeployEnv\(|exec\.Command\("go"`)
 	testFunc := regexp.MustCompile(`(?m)^func (Test[A-Za-z0-9_]*)\(t \*testing\.T\) \{$`)
 	checked := 0
 	for _, dir := range strings.Fields(string(m[2])) {
