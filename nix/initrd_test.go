@@ -740,7 +740,7 @@ func bootInitrd(t *testing.T, lower string, l initrdLayout, tpm2 bool, typed []s
 	// from_fragment): BindsTo= and After= the stand-in.
 	for p, data := range units {
 		if m := regexp.MustCompile(`(?m)^What=(/dev/\S+)$`).FindStringSubmatch(data); m != nil && strings.HasSuffix(p, ".mount") {
-			dev := "device-standin@" + strings.TrimSuffix(escapePath(t, m[1]), "") + ".service"
+			dev := "device-standin@" + escapePath(t, m[1]) + ".service"
 			units[p+".d/device.conf"] = "[Unit]\nBindsTo=" + dev + "\nAfter=" + dev + "\n"
 		}
 	}
@@ -915,8 +915,8 @@ func (b initrdBoot) checkUnlock(t *testing.T, name string, tpm2 bool, typed int)
 // closed before switch-root and the root kept.
 func (b initrdBoot) checkCredstoreBoot(t *testing.T, tpm2 bool, typed int) {
 	t.Helper()
-	b.checkSwitchedRoot(t)
 	unlocked := b.checkUnlock(t, "credstore", tpm2, typed)
+	b.checkSwitchedRoot(t)
 	if b.index("zpool import") >= 0 && strings.Contains(b.events[b.index("zpool import")], " -f ") {
 		b.fail(t, "rpool was imported with -f (boot.zfs.forceImportRoot): %s", b.events[b.index("zpool import")])
 	}
@@ -945,9 +945,10 @@ func (b initrdBoot) checkCredstoreBoot(t *testing.T, tpm2 bool, typed int) {
 // checkLuksBoot: the luks boot; its device stays open as the root.
 func (b initrdBoot) checkLuksBoot(t *testing.T, tpm2 bool, typed int) {
 	t.Helper()
+	unlocked := b.checkUnlock(t, "crypted", tpm2, typed)
 	b.checkSwitchedRoot(t)
 	b.inOrder(t,
-		b.checkUnlock(t, "crypted", tpm2, typed),
+		unlocked,
 		"mount /dev/mapper/crypted on /sysroot",
 		"switch-root: /sysroot mounted=yes",
 		"new root: multi-user.target reached",
