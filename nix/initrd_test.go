@@ -540,8 +540,11 @@ ExecStart=/bin/sh -c 'zpool import -d %[4]s -N $ZFS_FORCE %[1]s'
 var standInUnits = unitDir{
 	// udevd: systemd's units/systemd-udevd.service.in has
 	// DefaultDependencies=no, After=systemd-sysusers.service
-	// systemd-hwdb-update.service, Before=sysinit.target; NixOS's initrd
-	// pulls it in from sysinit.target.wants (udev.nix). It runs until
+	// systemd-hwdb-update.service, Before=sysinit.target. NixOS's udev.nix
+	// puts it among the initrd's upstream units (with
+	// initrd-udevadm-cleanup-db.service; copy id 62053565726), so our
+	// systemd-udevd entry is a drop-in on it, and initrd.nix's upstreamWants
+	// copies the sysinit.target.wants link that starts it. It runs until
 	// initrd-udevadm-cleanup-db.service (Conflicts=systemd-udevd.service)
 	// stops it at switch-root. Its start makes the disks' nodes appear.
 	"systemd-udevd.service": `[Unit]
@@ -735,13 +738,16 @@ func bootInitrd(t *testing.T, lower string, l initrdLayout, tpm2 bool, typed []s
 		}
 	}
 	// systemd skips device dependencies in a container (mount.c,
-	// mount_add_device_dependencies via unit_add_node_dependency); a mount
-	// unit from a file is bound to its device (mount_is_bound_to_device:
-	// from_fragment): BindsTo= and After= the stand-in.
+	// mount_add_device_dependencies via unit_add_node_dependency, which
+	// returns early when device units are unsupported). Elsewhere a mount
+	// of a /dev path gets Requires= and After= its device (newer mount.c's
+	// mount_is_bound_to_device: BindsTo= only with x-systemd.device-bound;
+	// 252's binds mounts from unit files): here Requires= and After= the
+	// stand-in.
 	for p, data := range units {
 		if m := regexp.MustCompile(`(?m)^What=(/dev/\S+)$`).FindStringSubmatch(data); m != nil && strings.HasSuffix(p, ".mount") {
 			dev := "device-standin@" + escapePath(t, m[1]) + ".service"
-			units[p+".d/device.conf"] = "[Unit]\nBindsTo=" + dev + "\nAfter=" + dev + "\n"
+			units[p+".d/device.conf"] = "[Unit]\nRequires=" + dev + "\nAfter=" + dev + "\n"
 		}
 	}
 	etc := "etc/systemd/system"
