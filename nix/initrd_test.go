@@ -617,7 +617,7 @@ case "$1 $2 $3 $4 $5" in
   [ "$4" = rpool/crypt ] || { echo "zfs load-key $4: not modelled" >&2; exit 2; }
   cmp -s "${3#file://}" /standin/rpool-crypt.key || { log "zfs load-key: wrong key"; exit 1; }
   [ ! -e /run/standin/key-loaded ] || { log "zfs load-key: key already loaded"; exit 1; }
-  log "zfs load-key rpool/crypt"
+  case "$3" in file:///run/credentials/*) log "zfs load-key rpool/crypt" ;; *) log "zfs load-key rpool/crypt, not from a credential: $3" ;; esac
   touch /run/standin/key-loaded ;;
 *) echo "zfs $*: not modelled" >&2; exit 2 ;;
 esac
@@ -684,6 +684,9 @@ esac
 m() { mountpoint -q "$1" && echo yes || echo no; }
 o() { [ -e "/run/standin/dev/mapper/$1" ] && echo yes || echo no; }
 echo "switch-root: /sysroot mounted=$(m /sysroot), /etc/credstore mounted=$(m /etc/credstore), credstore open=$(o credstore)" >> /log/events
+# The key's copy, which systemd makes for LoadCredential= and removes
+# when the unit stops: /run goes on into the real system.
+if grep -rqs . /run/credentials; then echo "switch-root: key copies left in /run/credentials: $(ls /run/credentials)" >> /log/events; fi
 `,
 }
 
@@ -942,6 +945,9 @@ func (b initrdBoot) checkCredstoreBoot(t *testing.T, tpm2 bool, typed int) {
 		"switch-root: /sysroot mounted=yes, /etc/credstore mounted=no, credstore open=no",
 		"new root: multi-user.target reached",
 	)
+	if i := b.index("switch-root: key copies left"); i >= 0 {
+		b.fail(t, "%s", b.events[i])
+	}
 	// The generator's drop-in for the zvol's device: no 90 s limit.
 	if drop := b.units["device-standin@dev-zvol-rpool-credstore.service.d/50-device-timeout.conf"]; !strings.Contains(drop, "JobRunningTimeoutSec=infinity") {
 		b.fail(t, "systemd-cryptsetup-generator gave the credstore's zvol no device timeout of its own: %q", drop)

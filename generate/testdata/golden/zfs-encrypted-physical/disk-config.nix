@@ -287,7 +287,8 @@ in
 
     # The key as a systemd credential: systemd copies the file into this
     # unit's private credentials directory (%d), zfs reads it from there,
-    # and the copy goes away when the unit finishes.
+    # and the copy goes away when the unit stops: with /etc/credstore's
+    # mount (RequiresMountsFor= passes its stop on), before switch-root.
     rpool-crypt-load-key = {
       description = "Load the key of rpool/crypt from the credstore";
       # Not required by sysroot.mount (see above); remains active until
