@@ -21,6 +21,7 @@ var declared = map[string]string{
 	"boot.loader.efi.canTouchEfiVariables":   "nixos/modules/system/boot/loader/efi.nix",
 	"boot.zfs.devNodes":                      "nixos/modules/tasks/filesystems/zfs.nix",
 	"boot.zfs.requestEncryptionCredentials":  "nixos/modules/tasks/filesystems/zfs.nix",
+	"boot.zfs.forceImportRoot":               "nixos/modules/tasks/filesystems/zfs.nix",
 	"services.zfs.autoScrub.enable":          "nixos/modules/tasks/filesystems/zfs.nix",
 	"boot.initrd.systemd.enable":             "nixos/modules/system/boot/systemd/initrd.nix",
 	"boot.initrd.systemd.mounts":             "nixos/modules/system/boot/systemd/initrd.nix",
@@ -32,10 +33,11 @@ var declared = map[string]string{
 // Unit attributes a stage-1 unit takes (nixos/lib/systemd-unit-options.nix:
 // sharedOptions has overrideStrategy, requiredBy, wantedBy; commonUnitOptions
 // description, requires, after, before, conflicts, unitConfig; the service
-// options serviceConfig; mountOptions what, where, type, options).
+// options serviceConfig and script, which initrd.nix puts in the initrd
+// (jobScripts); mountOptions what, where, type, options).
 var (
 	unitAttrs    = []string{"description", "overrideStrategy", "requiredBy", "wantedBy", "requires", "wants", "after", "before", "conflicts", "unitConfig"}
-	serviceAttrs = append([]string{"serviceConfig"}, unitAttrs...)
+	serviceAttrs = append([]string{"serviceConfig", "script"}, unitAttrs...)
 	mountAttrs   = append([]string{"what", "where", "type", "options", "mountConfig"}, unitAttrs...)
 )
 
@@ -72,7 +74,15 @@ type layout struct {
 	// pool (zpool.nix line 432: options = rootFsOptions).
 	Disko    map[string]any `json:"disko"`
 	PoolHook string         `json:"poolHook"`
-	Credhook string         `json:"credstoreHook"`
+	// Mounts are the pool's datasets with a mountpoint (disko then makes a
+	// fileSystems entry for each, zfs_fs.nix _config).
+	Mounts []struct {
+		Name       string `json:"name"`
+		Mountpoint string `json:"mountpoint"`
+		Option     string `json:"option"` // options.mountpoint, the ZFS property
+	} `json:"mounts"`
+	Mounted  []string `json:"mounted"`
+	Credhook string   `json:"credstoreHook"`
 }
 
 func evalLayout(t *testing.T, path string) layout {
@@ -94,6 +104,12 @@ func evalLayout(t *testing.T, path string) layout {
 		# disko creates and mounts a pool's datasets in attrValues order
 		# (zpool.nix lines 376 and 392), which is attrNames order.
 		datasets = if pool == null then [ ] else builtins.attrNames pool.datasets;
+		mounts = if pool == null then [ ] else builtins.filter (m: m.mountpoint != null) (map (n: {
+			name = "rpool/${n}";
+			mountpoint = pool.datasets.${n}.mountpoint or null;
+			option = pool.datasets.${n}.options.mountpoint or "";
+		}) (builtins.attrNames pool.datasets));
+		mounted = if pool == null then [ ] else builtins.map (m: "rpool/${m}") (builtins.filter (n: (pool.datasets.${n}.mountpoint or null) != null) (builtins.attrNames pool.datasets));
 		poolHook = if pool == null then "" else pool.preMountHook or "";
 		credstoreHook = if pool == null then "" else pool.datasets.credstore.content.postMountHook or "";
 	}`, repoRoot(t), path), &l)
@@ -135,8 +151,8 @@ func TestLayouts(t *testing.T) {
 				checkCredstore(t, l, paths)
 			case strings.HasPrefix(name, "luks"):
 				d := l.Luks["crypted"]
-				if d.Device != "/dev/disk/by-partlabel/disk-main-luks" || !reflect.DeepEqual(d.Opts, []string{"tpm2-device=auto"}) || paths["boot.initrd.systemd.enable"] != true {
-					t.Errorf("luks: crypted %+v, systemd initrd %v; want tpm2-device=auto under the systemd initrd", d, paths["boot.initrd.systemd.enable"])
+				if d.Device != "/dev/disk/by-partlabel/disk-main-luks" || !reflect.DeepEqual(d.Opts, []string{"tpm2-device=auto", "tries=0"}) || paths["boot.initrd.systemd.enable"] != true {
+					t.Errorf("luks: crypted %+v, systemd initrd %v; want tpm2-device=auto and tries=0 (ask until the right password comes) under the systemd initrd", d, paths["boot.initrd.systemd.enable"])
 				}
 			case len(l.Luks) != 0:
 				t.Errorf("%s has LUKS devices %v", name, l.Luks)
@@ -186,8 +202,19 @@ func checkCredstore(t *testing.T, l layout, paths map[string]any) {
 	}
 	// crypttab options, which luksroot.nix writes into the systemd
 	// initrd's crypttab (crypttabExtraOpts: "Only used with systemd stage 1").
-	if !reflect.DeepEqual(cs.Opts, []string{"tpm2-device=auto", "tpm2-measure-pcr=yes"}) || paths["boot.initrd.systemd.enable"] != true {
-		t.Errorf("credstore crypttab options %v, systemd initrd %v", cs.Opts, paths["boot.initrd.systemd.enable"])
+	// tries=0: crypttab(5) "If set to 0, the user is queried for a password
+	// indefinitely" (the default, 3, ends in the locked emergency mode).
+	// x-systemd.device-timeout=: crypttab(5); systemd-cryptsetup-generator
+	// turns it into the zvol device's JobRunningTimeoutSec= (TestInitrdBoot
+	// runs the generator), instead of the default 90 s from early boot.
+	if !reflect.DeepEqual(cs.Opts, []string{"tpm2-device=auto", "tpm2-measure-pcr=yes", "tries=0", "x-systemd.device-timeout=infinity"}) || paths["boot.initrd.systemd.enable"] != true {
+		t.Errorf("credstore crypttab options %v, systemd initrd %v; want tpm2-device=auto, tpm2-measure-pcr=yes, tries=0 and x-systemd.device-timeout=infinity", cs.Opts, paths["boot.initrd.systemd.enable"])
+	}
+	// zfs.nix: createImportService passes ZFS_FORCE="-f" to `zpool import`
+	// while forceImportRoot is true (its default), which the option's text
+	// calls "highly recommended to disable".
+	if paths["boot.zfs.forceImportRoot"] != false {
+		t.Errorf("boot.zfs.forceImportRoot = %v: rpool is imported with -f on every boot; want false", paths["boot.zfs.forceImportRoot"])
 	}
 	// zfs.nix: with requestEncryptionCredentials the import service runs
 	// `zfs load-key` itself, before the credstore is open.
@@ -233,8 +260,16 @@ func checkCredstore(t *testing.T, l layout, paths map[string]any) {
 	switch {
 	case !contains(strs(load["requires"]), "zfs-import-rpool.service") || !contains(strs(load["after"]), "zfs-import-rpool.service"):
 		t.Errorf("the key is loaded before the pool is imported: %v", load)
-	case !contains(strs(load["requiredBy"]), "sysroot.mount") || !contains(strs(load["before"]), "sysroot.mount"):
+	case !contains(strs(load["before"]), "sysroot.mount"):
 		t.Errorf("/ is mounted without waiting for the key: %v", load)
+	// initrd.nix: initrd-switch-root.service requires initrd-nixos-activation,
+	// which RequiresMountsFor=/sysroot/run, so whatever sysroot.mount
+	// requires is started by the switch-root transaction, which also stops
+	// the credstore (Conflicts=): systemd then drops the switch-root.
+	case contains(strs(load["requiredBy"]), "sysroot.mount") || contains(strs(load["wantedBy"]), "sysroot.mount") || !contains(strs(load["requiredBy"]), "initrd.target") || !contains(strs(load["before"]), "initrd.target"):
+		t.Errorf("the key loader must hang off initrd.target (requiredBy and before it), never sysroot.mount: %v", load)
+	case svc["RemainAfterExit"] != true:
+		t.Errorf("the key loader does not remain active until switch-root (RemainAfterExit): %v", svc)
 	case unit["RequiresMountsFor"] != where || unit["DefaultDependencies"] != false:
 		t.Errorf("the key unit does not wait for the credstore at %s: %v", where, unit)
 	case filepath.Dir(file) != where:
@@ -242,6 +277,9 @@ func checkCredstore(t *testing.T, l layout, paths map[string]any) {
 	case svc["ExecStart"] != "/bin/zfs load-key -L file://%d/"+id+" rpool/crypt":
 		t.Errorf("ExecStart %v does not read the credential %s", svc["ExecStart"], id)
 	}
+	checkUdevOrder(t, services)
+	checkOneOwner(t, l)
+	checkEncryptionRoot(t, l, services)
 	// The install: rpool/crypt is raw-keyed aes-256-gcm, the key file is
 	// made in the credstore (32 random bytes) and its keylocation names the
 	// file the boot reads. No keylocation among disko's options: disko
@@ -272,6 +310,66 @@ func checkCredstore(t *testing.T, l layout, paths map[string]any) {
 	}
 	if !strings.Contains(l.Credhook, "zfs load-key -L file:///run/keystone-credstore/"+id+" rpool/crypt") || !strings.HasSuffix(strings.TrimSpace(l.Credhook), "cryptsetup close credstore") {
 		t.Errorf("the credstore's postMountHook does not load the key and close it:\n%s", l.Credhook)
+	}
+}
+
+// inInitrd are the mountpoints the initrd mounts (nixpkgs
+// nixos/lib/utils.nix pathsNeededForBoot, the ones this layout has).
+var inInitrd = []string{"/", "/nix"}
+
+// checkOneOwner: a dataset mounted after the initrd has one owner, its
+// fileSystems entry (disko's _config, without zfsutil for legacy), and
+// mountpoint=legacy keeps zfs-mount.service's `zfs mount -a` off it;
+// nixpkgs#529602: "You cannot have zfs-mount.service and a systemd mount
+// unit handling the same dataset. They race".
+func checkOneOwner(t *testing.T, l layout) {
+	t.Helper()
+	if len(l.Mounts) == 0 {
+		t.Fatal("no ZFS dataset is mounted")
+	}
+	for _, m := range l.Mounts {
+		if !contains(inInitrd, m.Mountpoint) && m.Option != "legacy" {
+			t.Errorf("%s is mounted at %s both by zfs-mount.service (its mountpoint property) and by a fileSystems entry; want options.mountpoint = \"legacy\"", m.Name, m.Mountpoint)
+		}
+	}
+}
+
+// checkUdevOrder: stop jobs run in reverse order of start, so udevd, which
+// initrd-udevadm-cleanup-db.service stops at switch-root too, must be
+// ordered before the credstore's cryptsetup unit to outlive its detach.
+func checkUdevOrder(t *testing.T, services map[string]any) {
+	t.Helper()
+	udevd, _ := services["systemd-udevd"].(map[string]any)
+	if !contains(strs(udevd["before"]), "systemd-cryptsetup@credstore.service") {
+		t.Errorf("systemd-udevd is not ordered before systemd-cryptsetup@credstore.service: udevd may stop while the credstore closes, leaving it open: %v", udevd)
+	}
+}
+
+// checkEncryptionRoot: a unit between the import and the credstore checks
+// the encryption root of every dataset the host mounts before any password
+// is asked or key loaded.
+func checkEncryptionRoot(t *testing.T, l layout, services map[string]any) {
+	t.Helper()
+	check, _ := services["rpool-crypt-check"].(map[string]any)
+	svc, _ := check["serviceConfig"].(map[string]any)
+	script, _ := check["script"].(string)
+	for _, u := range []string{"systemd-cryptsetup@credstore.service", "rpool-crypt-load-key.service"} {
+		if !contains(strs(check["requiredBy"]), u) || !contains(strs(check["before"]), u) {
+			t.Errorf("rpool-crypt-check does not come before %s, which must not start without it: %v", u, check)
+		}
+	}
+	switch {
+	case !contains(strs(check["requires"]), "zfs-import-rpool.service") || !contains(strs(check["after"]), "zfs-import-rpool.service"):
+		t.Errorf("rpool-crypt-check does not wait for the import: %v", check)
+	case svc["Type"] != "oneshot" || svc["RemainAfterExit"] != true:
+		t.Errorf("rpool-crypt-check is not a oneshot that remains: %v", svc)
+	case !strings.Contains(script, "zfs get -H -o value encryptionroot") || !strings.Contains(script, "zpool export rpool") || !strings.Contains(script, "exit 1"):
+		t.Errorf("rpool-crypt-check does not check encryptionroot, export the pool and fail:\n%s", script)
+	}
+	for _, ds := range l.Mounted {
+		if !strings.Contains(script, ds) {
+			t.Errorf("rpool-crypt-check does not check %s, which the host mounts:\n%s", ds, script)
+		}
 	}
 }
 

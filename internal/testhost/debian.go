@@ -499,6 +499,15 @@ func CacheDir() string {
 	return "/var/cache/keystone-testhost"
 }
 
+// DebianRoot returns the cached debootstrapped root Debian hosts boot from
+// (BasePackages and extra), building it the first time. It is shared:
+// callers mount an overlay on it and never write to it.
+func DebianRoot(t testing.TB, extra ...string) string {
+	t.Helper()
+	RequireRoot(t)
+	return cachedRoot(t, append(slices.Clone(BasePackages), extra...))
+}
+
 // cachedRoot returns a debootstrapped root with pkgs, building it the first
 // time. Concurrent test binaries wait on a lock instead of building twice.
 func cachedRoot(t testing.TB, pkgs []string) string {

@@ -44,8 +44,13 @@
               passwordFile = "/tmp/secret.key";
               settings = {
                 allowDiscards = true;
-                # Unlock with the TPM2 once enrolled; ask for the password otherwise.
-                crypttabExtraOpts = [ "tpm2-device=auto" ];
+                # Unlock with the TPM2 once enrolled; ask for the password
+                # otherwise, again after a wrong one, for ever (tries=0; the
+                # default, 3, fails the boot into a locked emergency mode).
+                crypttabExtraOpts = [
+                  "tpm2-device=auto"
+                  "tries=0"
+                ];
               };
               content = {
                 type = "filesystem";

@@ -15,6 +15,12 @@ let
   # /etc/credstore: the installer's /etc belongs to the installer).
   installDir = "/run/keystone-credstore";
   keyFile = "rpool-crypt.key";
+  # The datasets the host mounts, each checked before the key is loaded.
+  mounted = [
+    "rpool/crypt/root"
+    "rpool/crypt/nix"
+    "rpool/crypt/home"
+  ];
 in
 {
   disko.devices = {
@@ -94,9 +100,18 @@ in
             # measured by systemd-stub (it skips silently otherwise, as on
             # GRUB today); with PCR 15 in the enrolled policy, nothing later
             # in that boot could unseal the key again.
+            # tries=0: a wrong password asks again, for ever (the default,
+            # 3, fails the boot into the initrd's locked emergency mode).
+            # x-systemd.device-timeout: the zvol appears only once
+            # zfs-import-rpool imported the pool, which waits for udev to
+            # settle and up to a minute for every disk, and fails the boot
+            # itself when it cannot; the default 90 s, counted from early
+            # boot, would fail it on slow disks.
             settings.crypttabExtraOpts = [
               "tpm2-device=auto"
               "tpm2-measure-pcr=yes"
+              "tries=0"
+              "x-systemd.device-timeout=infinity"
             ];
             # After disko opened the credstore to mount the pool: load
             # rpool/crypt's key from it if it is not loaded, then close it
@@ -158,6 +173,11 @@ in
         "crypt/home" = {
           type = "zfs_fs";
           mountpoint = "/home";
+          # One owner per dataset: home.mount (disko's fileSystems entry,
+          # then without zfsutil), never also zfs-mount.service, which
+          # skips legacy datasets; the two race otherwise. / and /nix are
+          # mounted in the initrd, before zfs-mount.service runs.
+          options.mountpoint = "legacy";
         };
       };
     };
@@ -178,13 +198,21 @@ in
 
   # The boot, in the systemd initrd (crypttab's tpm2-device= needs it):
   #   zfs-import-rpool.service (NixOS's) imports rpool without mounting it;
-  #   its zvol rpool/credstore appears, and
+  #   rpool-crypt-check.service checks that the datasets the boot mounts
+  #   are encrypted by rpool/crypt, else exports rpool and stops the boot;
+  #   the zvol rpool/credstore appears, and
   #   systemd-cryptsetup@credstore.service (from the crypttab line disko's
   #   luks entry gives) opens it by TPM2 or by the password on the console;
   #   etc-credstore.mount mounts it read-only at /etc/credstore;
   #   rpool-crypt-load-key.service loads the key into rpool/crypt;
   #   sysroot.mount mounts / and the boot goes on; before switch-root the
   #   mount and the credstore are stopped, so it is closed in the real system.
+  # Nothing the switch-root transaction starts may need the credstore:
+  # initrd-switch-root.service requires initrd-nixos-activation, which
+  # needs /sysroot/run and so sysroot.mount. A unit sysroot.mount requires
+  # would be started by that transaction while its Conflicts= stops it, and
+  # systemd then drops the switch-root (the boot stops at "Reached target
+  # Switch Root"). So the key loader hangs off initrd.target instead.
   boot.initrd.systemd.enable = true;
   # The TPM2 units and the tpm-tis/tpm-crb modules in the initrd (the
   # default when the initrd's systemd has TPM2 support; said here because
@@ -195,6 +223,9 @@ in
   # NixOS's import would try `zfs load-key` on rpool/crypt before the
   # credstore is open; rpool-crypt-load-key does it.
   boot.zfs.requestEncryptionCredentials = false;
+  # Import without -f: ZFS's hostid guard stays (nixos-anywhere exports the
+  # pool after the install, so the first boot imports it cleanly).
+  boot.zfs.forceImportRoot = false;
 
   boot.initrd.systemd.mounts = [
     {
@@ -220,14 +251,61 @@ in
       conflicts = [ "initrd-switch-root.target" ];
       before = [ "initrd-switch-root.target" ];
     };
+    # Stop jobs run in reverse order: udevd stops only after the credstore
+    # is closed (the detach waits for one last udev update, and without it
+    # can stall, leaving the credstore open in the real system).
+    systemd-udevd.before = [ "systemd-cryptsetup@credstore.service" ];
+
+    # ZFS does not authenticate dataset metadata: whoever can write the
+    # disk can put an unencrypted dataset of their own in place of
+    # rpool/crypt/root, which would be handed the key and booted. Before
+    # the credstore is opened (no password is asked for such a pool) and
+    # the key loaded, every dataset the host mounts must have rpool/crypt as
+    # its encryption root; otherwise the pool is exported and the boot stops.
+    rpool-crypt-check = {
+      description = "Check that rpool's datasets are encrypted by rpool/crypt";
+      requiredBy = [
+        "systemd-cryptsetup@credstore.service"
+        "rpool-crypt-load-key.service"
+      ];
+      before = [
+        "systemd-cryptsetup@credstore.service"
+        "rpool-crypt-load-key.service"
+      ];
+      requires = [ "zfs-import-rpool.service" ];
+      after = [ "zfs-import-rpool.service" ];
+      unitConfig.DefaultDependencies = false;
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        # On the console, where the person at the machine looks.
+        StandardOutput = "journal+console";
+      };
+      script = ''
+        for ds in ${builtins.concatStringsSep " " mounted}; do
+          root=$(zfs get -H -o value encryptionroot "$ds") || root="nothing (no such dataset)"
+          if [ "$root" != rpool/crypt ]; then
+            echo "keystone: the encryption root of $ds is $root, not rpool/crypt: it may have been replaced; exporting rpool, loading no key" >&2
+            zpool export rpool || echo "keystone: could not export rpool" >&2
+            exit 1
+          fi
+        done
+      '';
+    };
 
     # The key as a systemd credential: systemd copies the file into this
     # unit's private credentials directory (%d), zfs reads it from there,
-    # and the copy goes away when the unit finishes.
+    # and the copy goes away when the unit stops: with /etc/credstore's
+    # mount (RequiresMountsFor= passes its stop on), before switch-root.
     rpool-crypt-load-key = {
       description = "Load the key of rpool/crypt from the credstore";
-      requiredBy = [ "sysroot.mount" ];
-      before = [ "sysroot.mount" ];
+      # Not required by sysroot.mount (see above); remains active until
+      # switch-root, so nothing starts it twice.
+      requiredBy = [ "initrd.target" ];
+      before = [
+        "sysroot.mount"
+        "initrd.target"
+      ];
       requires = [ "zfs-import-rpool.service" ];
       after = [ "zfs-import-rpool.service" ];
       unitConfig = {
@@ -236,6 +314,7 @@ in
       };
       serviceConfig = {
         Type = "oneshot";
+        RemainAfterExit = true;
         LoadCredential = "${keyFile}:/etc/credstore/${keyFile}";
         # zfs.nix puts zfs in the systemd initrd's /bin (extraBin).
         ExecStart = "/bin/zfs load-key -L file://%d/${keyFile} rpool/crypt";
