@@ -29,6 +29,9 @@ type Options struct {
 	VM     bool
 	HostID string
 	Swap   string
+	// InitrdNIC is the kernel module of the network card the initrd
+	// unlocks over (new-host --initrd-nic); "" for none.
+	InitrdNIC string
 }
 
 // Host is a validated host, ready to render.
@@ -42,6 +45,10 @@ type Host struct {
 	VM     bool
 	HostID string
 	Swap   string // disko size such as "8G"; "" for no swap
+	// InitrdNIC is the network card's kernel module for the initrd's
+	// sshd: --initrd-nic, else virtio_net on a VM, else "" (a facter
+	// report or the user adds it; deploy refuses a host without it).
+	InitrdNIC string
 }
 
 // NewHost validates o. Notes are things the user should know that are not
@@ -72,6 +79,9 @@ func NewHost(o Options) (h *Host, notes []string, err error) {
 		return nil, nil, err
 	}
 	if h.Swap, err = CheckSwap(o.Swap); err != nil {
+		return nil, nil, err
+	}
+	if h.InitrdNIC, err = CheckInitrdNIC(o.InitrdNIC, h.Layout, h.VM); err != nil {
 		return nil, nil, err
 	}
 	return h, notes, nil
@@ -127,6 +137,31 @@ func CheckHostID(id, name string) (string, error) {
 	}
 	return strings.ToLower(id), nil
 }
+
+var moduleName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+
+// CheckInitrdNIC accepts a kernel module name for an encrypted layout,
+// whose initrd runs sshd for `keystone unlock`; a VM's card is virtio_net.
+func CheckInitrdNIC(module, layout string, vm bool) (string, error) {
+	if !Encrypted(layout) {
+		if module != "" {
+			return "", hint.Errorf("leave --initrd-nic out, or choose --layout zfs-encrypted or luks",
+				"--initrd-nic is for the encrypted layouts, whose initrd asks for the disk password; %s asks for none", layout)
+		}
+		return "", nil
+	}
+	if module == "" && vm {
+		return "virtio_net", nil
+	}
+	if module != "" && !moduleName.MatchString(module) {
+		return "", hint.Errorf("give the kernel module of the network card, as `lspci -k` names it (such as igb or e1000e)",
+			"--initrd-nic %q is not a kernel module name", module)
+	}
+	return module, nil
+}
+
+// Encrypted says the layout asks for a disk password at boot.
+func Encrypted(layout string) bool { return layout == "zfs-encrypted" || layout == "luks" }
 
 var swapSize = regexp.MustCompile(`^[1-9][0-9]{0,5}[MGT]$`)
 

@@ -141,7 +141,7 @@ func TestNewHostDefaultsAndChoices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.Layout != "zfs-encrypted" || h.System != "x86_64-linux" || h.Disk != "/dev/vda" || h.Target != nil || h.Swap != "" {
+	if h.Layout != "zfs-encrypted" || h.System != "x86_64-linux" || h.Disk != "/dev/vda" || h.Target != nil || h.Swap != "" || h.InitrdNIC != "virtio_net" {
 		t.Errorf("defaults: %+v", h)
 	}
 	for _, tc := range []struct {
@@ -155,6 +155,8 @@ func TestNewHostDefaultsAndChoices(t *testing.T) {
 		{Options{Name: "web1", VM: true, Keys: []string{key}, HostID: "x"}, "not 8 hex digits", ""},
 		{Options{Name: "web1", VM: true, Keys: []string{key}, Swap: "lots"}, "is not a size", ""},
 		{Options{Name: "WEB1", VM: true, Keys: []string{key}}, "upper-case", ""},
+		{Options{Name: "web1", VM: true, Keys: []string{key}, InitrdNIC: "igb; rm"}, `--initrd-nic "igb; rm" is not a kernel module name`, "lspci -k"},
+		{Options{Name: "web1", VM: true, Keys: []string{key}, Layout: "ext4", InitrdNIC: "igb"}, "--initrd-nic is for the encrypted layouts", "--layout zfs-encrypted or luks"},
 	} {
 		_, _, err := NewHost(tc.o)
 		wantErr(t, tc.msg, err, tc.msg, tc.hint)

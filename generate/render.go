@@ -36,6 +36,10 @@ type view struct {
 	// SudoUser is the target's user when it is not root: the host gets
 	// that user, with the keys and passwordless sudo, as verify needs.
 	SudoUser Str
+	// Unlock: an encrypted layout, whose initrd runs sshd for `keystone
+	// unlock`; InitrdNIC its network card's module ("" for none given).
+	Unlock    bool
+	InitrdNIC Str
 }
 
 type targetView struct {
@@ -47,6 +51,7 @@ func newView(h *Host) view {
 	v := view{
 		Name: Str(h.Name), HostID: Str(h.HostID), System: Str(h.System), Disk: Str(h.Disk),
 		Layout: h.Layout, VM: h.VM, BIOS: h.System == "x86_64-linux", Swap: Str(h.Swap),
+		Unlock: Encrypted(h.Layout), InitrdNIC: Str(h.InitrdNIC),
 	}
 	for _, k := range h.Keys {
 		v.Keys = append(v.Keys, Str(k.Line))

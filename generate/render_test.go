@@ -43,6 +43,7 @@ func goldenCases() map[string]Options {
 			}
 		}
 	}
+	cases["luks-physical-nic"] = Options{Name: "web1", Layout: "luks", Disk: "/dev/disk/by-id/nvme-Samsung_SSD_980_1TB_S64ANS0T123456", Keys: []string{demoKey}, InitrdNIC: "igb"}
 	cases["zfs-encrypted-aarch64"] = Options{Name: "arm1", System: "aarch64-linux", VM: true, Keys: []string{demoKey}, Swap: "1G"}
 	return cases
 }

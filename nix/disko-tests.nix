@@ -32,6 +32,12 @@ let
   # is built from source once.
   ovmfTPM = pkgs.OVMF.override { tpmSupport = true; };
 
+  # The initrd's sshd (keystone.unlock.ssh) needs its host key on the
+  # installed system when the bootloader is installed (boot.initrd.secrets);
+  # keystone deploy sends it, disko's install test has none to send. These
+  # tests are about the credstore's boot, typed at the console.
+  initrdSSH = false;
+
   serialConsole = {
     boot.kernelParams = pkgs.lib.mkAfter [ "console=ttyS0" ];
   };
@@ -51,6 +57,7 @@ in
   # No TPM2 (disko's test VM has none): the boot stops at the password
   # prompt and goes on once the password is typed.
   password = {
+    keystone.unlock.ssh.enable = initrdSSH;
     disko.tests = {
       extraConfig = serialConsole;
       bootCommands = typePassword "machine";
@@ -62,6 +69,7 @@ in
   # (nothing enrolled), systemd-cryptenroll binds the credstore to PCR 7,
   # and the next boot is unattended.
   tpm = {
+    keystone.unlock.ssh.enable = initrdSSH;
     disko.tests = {
       extraConfig = serialConsole;
       bootCommands = typePassword "machine";

@@ -4,5 +4,6 @@
     ./server.nix
     ./deploy.nix
     ./verify.nix
+    ./unlock.nix
   ];
 }

@@ -20,6 +20,13 @@
   boot.initrd.availableKernelModules = [ "nvme" "xhci_pci" "ahci" "usbhid" "usb_storage" "sd_mod" ];
   hardware.enableRedistributableFirmware = true;
 
+  # The initrd runs sshd on port 2222 for `keystone unlock` (the disk
+  # password from afar); it needs the driver of the network card the host
+  # is reached through.
+  # A nixos-facter report (deploy --hardware-config) adds it; without one,
+  # name it here (`lspci -k` on the target), such as:
+  # keystone.unlock.ssh.networkModules = [ "igb" ];
+
   # The Keystone server profile: key-only SSH, mDNS, a firewall with only
   # SSH open, systemd-resolved.
   keystone.server.enable = true;

@@ -19,6 +19,11 @@
   # without a serial has no /dev/disk/by-id link).
   keystone.vm = true;
 
+  # The initrd runs sshd on port 2222 for `keystone unlock` (the disk
+  # password from afar); it needs the driver of the network card the host
+  # is reached through.
+  keystone.unlock.ssh.networkModules = [ "virtio_net" ];
+
   # The Keystone server profile: key-only SSH, mDNS, a firewall with only
   # SSH open, systemd-resolved.
   keystone.server.enable = true;
