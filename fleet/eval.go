@@ -31,6 +31,17 @@ type Keystone struct {
 	Verify struct {
 		Expectations json.RawMessage `json:"expectations"`
 	} `json:"verify"`
+	// Unlock is keystone.unlock (nix/modules/unlock.nix): the initrd's
+	// sshd that keystone unlock talks to.
+	Unlock struct {
+		SSH struct {
+			Enable         bool     `json:"enable"`
+			Port           int      `json:"port"`
+			HostKey        string   `json:"hostKey"`
+			NetworkModules []string `json:"networkModules"`
+			InitrdModules  []string `json:"initrdModules"`
+		} `json:"ssh"`
+	} `json:"unlock"`
 
 	// Not under config.keystone: networking.hostName and hostId, and
 	// root's SSH keys, which evalFleet adds for the lint.

@@ -45,6 +45,18 @@ type BootOptions struct {
 	// Done is polled while the container runs; once it reports true the
 	// container is stopped (it need not power off by itself).
 	Done func() bool
+	// NetNS, when set, is the network namespace (from Network) the
+	// container runs in instead of a private one with no network.
+	NetNS string
+}
+
+// Network makes a network namespace with an address the test reaches
+// (eth0, a /30 with this machine) and a firewall that lets in openTCP, for
+// BootOptions.NetNS; it is removed when the test ends.
+func Network(t testing.TB, openTCP ...int) (ns, addr string) {
+	t.Helper()
+	h := newHost(t, "net", 0, openTCP, false)
+	return h.NS, h.Addr
 }
 
 // BootOnce boots o.Root with systemd as PID 1 under systemd-nspawn, with no
@@ -71,8 +83,12 @@ func BootOnce(t testing.TB, o BootOptions) (console string, exited bool) {
 	sweepStale(t)
 	h.record(t, "owner "+strconv.Itoa(os.Getpid())+" "+startTime(os.Getpid())+"\n")
 	h.onClose(func() { os.Remove(filepath.Join(recordDir, h.NS)) })
+	network := "--private-network"
+	if o.NetNS != "" {
+		network = "--network-namespace-path=/run/netns/" + o.NetNS
+	}
 	args := append([]string{
-		"--quiet", "--boot", "--register=no", "--private-network",
+		"--quiet", "--boot", "--register=no", network,
 		"--directory=" + o.Root,
 		"--machine=" + h.NS,
 		"--console=read-only",
