@@ -13,6 +13,7 @@ var floors = map[string]int{
 	"deploy":   3,
 	"enroll":   3,
 	"verify":   2,
+	"unlock":   2,
 	"fleet":    1,
 	"generate": 1,
 	"lint":     1,
