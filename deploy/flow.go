@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/keystone-nix/keystone/internal/remote"
 	"github.com/keystone-nix/keystone/internal/sshx"
 	"github.com/keystone-nix/keystone/internal/text"
+	"github.com/keystone-nix/keystone/unlock"
 	"github.com/keystone-nix/keystone/verify"
 )
 
@@ -106,6 +108,7 @@ type plan struct {
 	facts   *Facts
 	hostKey ssh.PublicKey // what the target answered with in pre-flight
 	install Install
+	nic     NIC // the card the target was reached through
 }
 
 func (p *plan) name() string { return p.host.Name }
@@ -170,7 +173,7 @@ func Run(ctx context.Context, hosts []fleet.Host, o Options, ui UI) error {
 					words[i] = `"$EXTRA_FILES"`
 				}
 			}
-			fmt.Fprintf(ui, "\n# EXTRA_FILES: a folder holding etc/ssh/ssh_host_ed25519_key, which deploy makes new for the install\nnixos-anywhere %s\n",
+			fmt.Fprintf(ui, "\n# EXTRA_FILES: a folder holding etc/ssh/ssh_host_ed25519_key (and the initrd's key, with keystone.unlock.ssh), which deploy makes new for the install\nnixos-anywhere %s\n",
 				strings.Join(words, " "))
 		}
 		fmt.Fprintln(ui, "dry run: nothing was changed")
@@ -278,6 +281,17 @@ func preflight(ctx context.Context, h *fleet.Host, o Options, secret string) (*p
 		}
 		return nil, refused(hint.Wrap(fmt.Errorf("refused, nothing was changed: %s", strings.Join(lines, "; ")), refusals[0].Hint))
 	}
+	if cfg.Unlock.SSH.Enable {
+		if err := CheckInitrdKeyPath(cfg.Unlock.SSH.HostKey); err != nil {
+			return nil, refused(err)
+		}
+		if p.nic, err = ReadNIC(ctx, r); err != nil {
+			return nil, exit.With(verify.ExitCannotReach, fmt.Errorf("pre-flight: %w", err))
+		}
+		if r := JudgeNIC(p.nic, *cfg, o.HardwareConfig); r != nil {
+			return nil, refused(hint.Wrap(fmt.Errorf("refused, nothing was changed: %s", r.What), r.Hint))
+		}
+	}
 
 	p.install = Install{
 		Flake: h.Flake, Name: h.Name, Target: h.Target, Identity: first(h.Identities),
@@ -327,6 +341,10 @@ func printPlan(w io.Writer, p *plan, o Options) {
 	}
 	fmt.Fprintf(w, "  layout     %s\n", layout)
 	fmt.Fprintf(w, "  build on   %s\n", cmp.Or(p.install.BuildOn, "auto"))
+	if u := p.host.Config.Unlock.SSH; u.Enable {
+		fmt.Fprintf(w, "  unlock     the initrd's sshd on port %d, its own new key at %s, pinned in %s; network card %s (%s)\n",
+			u.Port, q(u.HostKey), initrdPin(p.host), q(cmp.Or(p.nic.Interface, "unknown")), q(cmp.Or(p.nic.Module, p.nic.Driver, "no module")))
+	}
 	if p.install.HardwareConfig != "" {
 		fmt.Fprintf(w, "  hardware   nixos-facter writes %s before the build; mkHosts makes it hardware.facter.reportPath\n", p.install.HardwareConfig)
 	}
@@ -373,6 +391,13 @@ func install(ctx context.Context, program string, p *plan, o Options, w io.Write
 	defer key.Remove()
 	p.install.ExtraFiles = key.ExtraFiles
 	fmt.Fprintf(w, "%sthe new system's host key is %s\n", prefix, ssh.FingerprintSHA256(key.Public))
+	var initrdKey *InitrdKey
+	if u := p.host.Config.Unlock.SSH; u.Enable {
+		if initrdKey, err = key.AddInitrdKey(u.HostKey, "root@"+name+"-initrd"); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%sthe initrd's host key is %s\n", prefix, ssh.FingerprintSHA256(initrdKey.Public))
+	}
 
 	runCtx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -389,6 +414,12 @@ func install(ctx context.Context, program string, p *plan, o Options, w io.Write
 			return fmt.Errorf("installed, but pinning its new host key failed: %w", perr)
 		}
 		fmt.Fprintf(w, "%spinned the new host key in %s\n", prefix, p.host.PinFile)
+		if initrdKey != nil {
+			if perr := pinKey(initrdPin(p.host), initrdKey.Line("root@"+name+"-initrd")); perr != nil {
+				return exit.With(ExitInstall, fmt.Errorf("installed, but pinning the initrd's host key failed: %w", perr))
+			}
+			fmt.Fprintf(w, "%spinned the initrd's host key in %s\n", prefix, initrdPin(p.host))
+		}
 	}
 	if err != nil {
 		return exit.With(ExitInstall, err)
@@ -398,7 +429,14 @@ func install(ctx context.Context, program string, p *plan, o Options, w io.Write
 		HostKeys: sshx.HostKeys{Pinned: key.Public, PinnedFrom: p.host.PinFile}}
 	fmt.Fprintf(w, "%swaiting up to %s for %s to boot its new system\n", prefix, o.Wait, name)
 	encrypted := p.host.Config.Deploy.DiskSecret
-	if encrypted {
+	switch {
+	case encrypted && initrdKey != nil:
+		// The first boot asks for the password: nothing is enrolled yet.
+		fmt.Fprintf(w, "%sanswering %s's disk password request over its initrd's SSH\n", prefix, name)
+		if err := unlockFirstBoot(ctx, p, initrdKey, pinned, o, w, prefix); err != nil {
+			return err
+		}
+	case encrypted:
 		// Both encrypted layouts ask on the console at boot; nothing else can answer.
 		fmt.Fprintf(w, "%s%s asks for its disk password on its console at boot: type it there\n", prefix, name)
 	}
@@ -425,6 +463,49 @@ func install(ctx context.Context, program string, p *plan, o Options, w io.Write
 		fmt.Fprintf(w, "%snext: keystone enroll %s --disk-password-file FILE, so that its TPM2 unlocks the disks at boot\n", prefix, name)
 	}
 	return nil
+}
+
+// initrdPin is where the initrd's host key is pinned, beside the main key.
+func initrdPin(h *fleet.Host) string {
+	return filepath.Join(filepath.Dir(h.PinFile), unlock.PinName)
+}
+
+// unlockFirstBoot answers the first boot's password request with
+// --disk-password-file, over the initrd's SSH pinned to its new key.
+func unlockFirstBoot(ctx context.Context, p *plan, key *InitrdKey, system sshx.Options, o Options, w io.Writer, prefix string) error {
+	password, err := unlock.FilePassword(o.PasswordFile)
+	if err != nil {
+		return refused(err)
+	}
+	initrd := system
+	initrd.Addr = net.JoinHostPort(p.host.Target.Host, strconv.Itoa(p.host.Config.Unlock.SSH.Port))
+	initrd.User = "root"
+	initrd.HostKeys = sshx.HostKeys{Pinned: key.Public, PinnedFrom: initrdPin(p.host)}
+	t := unlock.Target{Name: p.name(), Hostname: p.expect.Hostname, Initrd: initrd, System: system}
+	_, err = unlock.Run(ctx, t, unlock.Options{Password: password, Wait: o.Wait}, prefixed{w, prefix})
+	if err != nil {
+		return hint.Wrap(err, "look at its console; keystone unlock "+p.name()+" answers the request again, then keystone verify "+p.name())
+	}
+	return nil
+}
+
+// prefixed writes each line with prefix, for several hosts at once.
+type prefixed struct {
+	w      io.Writer
+	prefix string
+}
+
+func (p prefixed) Write(b []byte) (int, error) {
+	if p.prefix == "" {
+		return p.w.Write(b)
+	}
+	lines := strings.SplitAfter(string(b), "\n")
+	for _, l := range lines {
+		if l != "" {
+			io.WriteString(p.w, p.prefix+l)
+		}
+	}
+	return len(b), nil
 }
 
 // pinKey writes the host's public key next to its configuration, and tells

@@ -428,3 +428,70 @@ func TestDeployAllPreflightErrors(t *testing.T) {
 		t.Errorf("deploy nope: exit %d, stderr %q", code, stderr)
 	}
 }
+
+// TestDeployInitrdKey: with keystone.unlock.ssh, pre-flight reads the card
+// the target is reached through (a veth here: module veth) and refuses a
+// config whose initrd lacks its driver; with it, deploy makes the initrd's
+// own key, installs it at keystone.unlock.ssh.hostKey (0600) and pins it,
+// and its first-boot unlock finds the system already up (no initrd here).
+func TestDeployInitrdKey(t *testing.T) {
+	e := newDeployEnv(t)
+	withUnlock := func(modules []string) func(map[string]any) {
+		return func(k map[string]any) {
+			k["unlock"] = map[string]any{"ssh": map[string]any{"enable": true, "port": 2222,
+				"hostKey": "/etc/ssh/initrd_ssh_host_ed25519_key", "initrdModules": modules}}
+		}
+	}
+	// The card's driver is what the target's /sys says: in a container,
+	// this machine's own eth0's.
+	driver, err := e.h.Run(t, "sh", "-c", `basename "$(readlink -f /sys/class/net/eth0/device/driver)"`)
+	driver = strings.TrimSpace(driver)
+	if err != nil || driver == "" || driver == "driver" {
+		t.Fatalf("reading the target's network driver: %q, %v", driver, err)
+	}
+	code, stdout, stderr := e.deploy(e.config(withUnlock([]string{"nvme"})), "--yes")
+	if code != 3 || e.standInCalled() || !strings.Contains(stderr, "the initrd would have no driver for eth0, the card this host is reached through ("+driver+")") ||
+		!strings.Contains(stderr, `hint: add keystone.unlock.ssh.networkModules = [ "`+driver+`" ];`) {
+		t.Fatalf("a config without the card's driver: exit %d, nixos-anywhere called %v\nstdout:\n%s\nstderr:\n%s", code, e.standInCalled(), stdout, stderr)
+	}
+
+	code, stdout, stderr = e.deploy(e.config(withUnlock([]string{"nvme", driver})), "--yes")
+	t.Logf("stdout:\n%s\nstderr:\n%s", stdout, stderr)
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"unlock     the initrd's sshd on port 2222", "network card eth0 (" + driver + ")", "the initrd's host key is SHA256:",
+		"pinned the initrd's host key in", "web1: already unlocked"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout lacks %q", want)
+		}
+	}
+	noSecrets(t, e, stdout, stderr)
+	pin, err := os.ReadFile(filepath.Join(e.flake, "vms/web1/ssh_initrd_host_ed25519_key.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned, _, _, _, err := ssh.ParseAuthorizedKey(pin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mode, err := e.h.Run(t, "stat", "-c", "%a", "/etc/ssh/initrd_ssh_host_ed25519_key")
+	if err != nil || strings.TrimSpace(mode) != "600" {
+		t.Errorf("the initrd key on the host: mode %q, %v; want 600", mode, err)
+	}
+	priv, err := e.h.Run(t, "cat", "/etc/ssh/initrd_ssh_host_ed25519_key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey([]byte(priv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(signer.PublicKey().Marshal()) != string(pinned.Marshal()) {
+		t.Error("the initrd key on the host is not the pinned one")
+	}
+	main, _ := os.ReadFile(e.pinned())
+	if mainKey, _, _, _, _ := ssh.ParseAuthorizedKey(main); mainKey == nil || string(mainKey.Marshal()) == string(pinned.Marshal()) {
+		t.Error("the initrd key is the main host key")
+	}
+}
