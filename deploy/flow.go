@@ -452,7 +452,8 @@ func install(ctx context.Context, program string, p *plan, o Options, w io.Write
 		return nil
 	}
 	// The system was just built: the host must run exactly it.
-	rep := verify.Run(ctx, p.expect, verify.Options{Name: name, SSH: pinned, Wait: time.Minute, System: p.host.Config.System})
+	rep := verify.Run(ctx, p.expect, verify.Options{Name: name, SSH: pinned, Wait: time.Minute, System: p.host.Config.System,
+		InitrdPin: verify.InitrdPin(p.host.PinFile)})
 	verify.WriteTable(w, []verify.Report{rep})
 	if code := rep.ExitCode(); code != 0 {
 		return exit.With(code, errors.New("installed, but verify failed"))

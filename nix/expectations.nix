@@ -169,4 +169,12 @@ in
       }
     else
       null;
+
+  # The initrd's sshd (nix/modules/unlock.nix): its port closed once the
+  # system runs, its key on the host the pinned one.
+  unlock =
+    let
+      u = config.keystone.unlock.ssh or { enable = false; };
+    in
+    if u.enable then { inherit (u) port hostKey; } else null;
 }

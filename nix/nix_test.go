@@ -219,6 +219,10 @@ func TestExpectations(t *testing.T) {
 		// services.openssh.startWhenNeeded: sshd.nix declares
 		// systemd.sockets.sshd, so the unit to expect is sshd.socket.
 		{"ssh-socket", map[string]any{"services.openssh.startWhenNeeded": true}, nil},
+		// keystone.unlock.ssh (nix/modules/unlock.nix) on: the initrd's
+		// port and key for the exposure and initrd-key checks.
+		{"unlock", map[string]any{"keystone": map[string]any{"unlock": map[string]any{"ssh": map[string]any{
+			"enable": true, "port": 2222, "hostKey": "/etc/ssh/initrd_ssh_host_ed25519_key"}}}}, nil},
 		{"luks", map[string]any{
 			"disko": map[string]any{"devices": map[string]any{"disk": map[string]any{}}},
 			"fileSystems": map[string]any{

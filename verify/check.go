@@ -54,6 +54,8 @@ type Host struct {
 	Outs func() []Output
 	// System is Options.System.
 	System string
+	// InitrdPin is Options.InitrdPin.
+	InitrdPin string
 }
 
 // A Check is data plus a judge, as in goss: what to run on the host

@@ -28,6 +28,7 @@ func All() []Check {
 		zfsCheck,
 		luksCheck,
 		tpmCheck,
+		initrdKeyCheck,
 		mountsCheck,
 		mdnsCheck,
 	}

@@ -24,6 +24,15 @@ type Expectations struct {
 	LUKS     *LUKS     `json:"luks"`
 	Mounts   []string  `json:"mounts"`
 	MDNS     *MDNS     `json:"mdns"`
+	Unlock   *Unlock   `json:"unlock"`
+}
+
+// Unlock is the initrd's sshd (keystone.unlock.ssh): its port must be
+// closed once the system runs, and its host key on the host must be the
+// pinned one.
+type Unlock struct {
+	Port    int    `json:"port"`
+	HostKey string `json:"hostKey"`
 }
 
 type Firewall struct {

@@ -63,7 +63,11 @@ var exposureCheck = Check{
 			}
 			opens = append(opens, fmt.Sprintf("open TCP %s%s", joinInts(open), at))
 			if len(unexpected) > 0 {
-				fails = append(fails, fmt.Sprintf("open TCP ports %s%s, only %s expected", strings.Join(unexpected, ","), at, joinInts(want)))
+				initrd := ""
+				if e.Unlock != nil && slices.Contains(open, e.Unlock.Port) && !slices.Contains(want, e.Unlock.Port) {
+					initrd = fmt.Sprintf(" (%d is the initrd's SSH port, which must be closed once the system runs)", e.Unlock.Port)
+				}
+				fails = append(fails, fmt.Sprintf("open TCP ports %s%s, only %s expected%s", strings.Join(unexpected, ","), at, joinInts(want), initrd))
 			}
 			// Only where verify reached the host: a service may well
 			// listen on one family alone.

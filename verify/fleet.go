@@ -41,6 +41,7 @@ func Fleet(ctx context.Context, hosts []fleet.Host, o Options) []Report {
 		wg.Go(func() {
 			ho := o
 			ho.Name, ho.SSH, ho.System = h.Name, h.SSH(), h.Config.System
+			ho.InitrdPin = InitrdPin(h.PinFile)
 			reports[i] = Run(ctx, e, ho)
 		})
 	}

@@ -53,6 +53,8 @@ func TestJudges(t *testing.T) {
 		{"nft healthy", firewallCheck, func(e *Expectations) { e.Firewall.Backend = "nftables" }, []Output{out(fixture(t, "nft", "healthy.json"))}, Pass, "nixos-fw opens"},
 		{"nft disabled", firewallCheck, func(e *Expectations) { e.Firewall.Backend = "nftables" }, []Output{out(fixture(t, "nft", "disabled.json"))}, Fail, "not running"},
 		{"exposure extra", exposureCheck, nil, []Output{{Stdout: "22,8080", Stderr: "1025 ports scanned"}}, Fail, "open TCP ports 8080, only 22 expected"},
+		{"exposure initrd port open", exposureCheck, func(e *Expectations) { e.Unlock = &Unlock{Port: 2222, HostKey: "/k"} },
+			[]Output{{Stdout: "22,2222", Stderr: "1026 ports scanned"}}, Fail, "open TCP ports 2222, only 22 expected (2222 is the initrd's SSH port, which must be closed once the system runs)"},
 		{"exposure missing", exposureCheck, nil, []Output{{Stdout: "none", Stderr: "1025 ports scanned"}}, Warn, "nothing answers"},
 		{"zfs healthy", zfsCheck, nil, []Output{out(fixture(t, "zpool-status", "json-flat-healthy.json")), out(fixture(t, "zfs-get", "text-healthy.txt"))}, Pass, "encrypted (aes-256-gcm, key available)"},
 		{"zfs degraded", zfsCheck, nil, []Output{out(fixture(t, "zpool-status", "text-degraded.txt")), out(fixture(t, "zfs-get", "text-healthy.txt"))}, Fail, "pool rpool"},

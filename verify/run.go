@@ -35,6 +35,10 @@ type Options struct {
 	// system check compares with the host's /run/current-system; "" skips
 	// that check ("not asked (--drift)").
 	System string
+	// InitrdPin is the pinned public key of the initrd's sshd
+	// (vms/NAME/ssh_initrd_host_ed25519_key.pub), which the initrd-key
+	// check compares with the key on the host; "" when there is none.
+	InitrdPin string
 }
 
 // Report is everything verify found about one host.
@@ -130,7 +134,7 @@ func Run(ctx context.Context, e *Expectations, o Options) Report {
 		r.waitForBoot(ctx, deadline)
 	}
 	host := Host{Addr: hostOf(o.SSH.Addr), SSHPort: portOf(o.SSH.Addr), ScanPorts: o.ScanPorts,
-		RTT: client.RTT, Timeout: o.Timeout, System: o.System}
+		RTT: client.RTT, Timeout: o.Timeout, System: o.System, InitrdPin: o.InitrdPin}
 	results := make([]Result, len(o.Checks))
 	done := make([]time.Duration, len(o.Checks))
 	var wg sync.WaitGroup

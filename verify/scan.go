@@ -233,6 +233,9 @@ func scanPorts(e *Expectations, h Host, listening []Listener) []int {
 	for _, p := range expectedTCP(e, "") {
 		set[p] = true
 	}
+	if e.Unlock != nil {
+		set[e.Unlock.Port] = true // the initrd's: closed once the system runs
+	}
 	for _, l := range listening {
 		if l.Proto != "udp" && !loopbackListener(l) {
 			set[l.Port] = true

@@ -440,6 +440,10 @@ func TestDeployInitrdKey(t *testing.T) {
 		return func(k map[string]any) {
 			k["unlock"] = map[string]any{"ssh": map[string]any{"enable": true, "port": 2222,
 				"hostKey": "/etc/ssh/initrd_ssh_host_ed25519_key", "initrdModules": modules}}
+			// What nix/expectations.nix adds: verify scans 2222 and
+			// compares the key on the host with the pin.
+			k["verify"].(map[string]any)["expectations"].(map[string]any)["unlock"] = map[string]any{
+				"port": 2222, "hostKey": "/etc/ssh/initrd_ssh_host_ed25519_key"}
 		}
 	}
 	// The card's driver is what the target's /sys says: in a container,
@@ -460,7 +464,7 @@ func TestDeployInitrdKey(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	for _, want := range []string{"unlock     the initrd's sshd on port 2222", "network card eth0 (" + driver + ")", "the initrd's host key is SHA256:",
+	for _, want := range []string{"unlock     the initrd's sshd on port 2222", "initrd-key │ PASS   │ /etc/ssh/initrd_ssh_host_ed25519_key, mode 600, the pinned SHA256:", "network card eth0 (" + driver + ")", "the initrd's host key is SHA256:",
 		"pinned the initrd's host key in", "web1: already unlocked"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("stdout lacks %q", want)
