@@ -23,7 +23,7 @@ var tpmCheck = Check{
 		for _, v := range e.LUKS.Volumes {
 			cmds = append(cmds, fmt.Sprintf(volumeScript, shellQuote(v.Device)))
 		}
-		return cmds
+		return append(cmds, SecureBootScript)
 	},
 	Judge: judgeTPM,
 }
@@ -47,9 +47,16 @@ func judgeTPM(e *Expectations, outs []Output) (Status, string) {
 		return Fail, msg
 	}
 	hasTPM2 := strings.TrimSpace(outs[0].Stdout) == "2"
+	var sb SecureBoot
+	if n := len(e.LUKS.Volumes) + 1; len(outs) > n && outs[n].Err == nil {
+		sb = ParseSecureBoot(outs[n].Stdout)
+	}
 	worst, lines := Pass, []string{}
 	for i, v := range e.LUKS.Volumes {
 		st, line := judgeVolume(e.Hostname, v, hasTPM2, outs[i+1])
+		if st == Pass {
+			st, line = judgeSecureBoot(e.Hostname, sb, outs[i+1], line)
+		}
 		worst = max(worst, st)
 		lines = append(lines, v.Name+": "+line)
 	}
@@ -86,6 +93,24 @@ func judgeVolume(host string, v LUKSVolume, hasTPM2 bool, o Output) (Status, str
 		return Pass, "no TPM2: " + fallback + " at boot"
 	}
 	return Pass, fallback
+}
+
+// judgeSecureBoot warns about a TPM2 policy that, with Secure Boot off,
+// measures nothing of the boot chain: PCR 7 then records only "Secure Boot
+// off", so a kernel or initrd swapped on the unencrypted ESP still gets the
+// key unsealed. The TPM2 protects a removed disk, not a tampered boot.
+func judgeSecureBoot(host string, sb SecureBoot, o Output, line string) (Status, string) {
+	dump := o.Stdout
+	if i := strings.LastIndex(dump, unlockMarker+" "); i >= 0 {
+		dump = dump[:i]
+	}
+	u, err := ParseLuksDumpJSON([]byte(dump))
+	if err != nil || len(u.TPM2) == 0 || !sb.Known || sb.On() || BindsBootChain(u.TPM2[0].PCRs) {
+		return Pass, line
+	}
+	return Warn, line + ", but Secure Boot is " + sb.String() + ": " + pcrs(u.TPM2[0]) +
+		" binds nothing of the boot chain, so the TPM2 protects a removed disk, not a tampered boot (a swapped initrd gets the key); turn Secure Boot on and run keystone enroll " +
+		host + " --force, or enroll with boot-chain PCRs (4, 8, 9, 11) knowing every kernel update then needs a re-enroll"
 }
 
 // unlockers names what opens a volume without a TPM2, or "".

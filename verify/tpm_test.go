@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"cmp"
 	"context"
 	"reflect"
 	"strings"
@@ -58,7 +59,40 @@ func TestParseLuksDumpJSON(t *testing.T) {
 	}
 }
 
+// SecureBootScript's output: the efivarfs values of a firmware with Secure
+// Boot on, off, and in setup mode (OVMF's Microsoft-enrolled variables
+// read SecureBoot=1 SetupMode=0; its plain ones 0 and 1).
+const (
+	sbOn    = "uefi=yes\nSecureBoot=1\nSetupMode=0\n"
+	sbOff   = "uefi=yes\nSecureBoot=0\nSetupMode=0\n"
+	sbSetup = "uefi=yes\nSecureBoot=1\nSetupMode=1\n"
+)
+
+func TestParseSecureBoot(t *testing.T) {
+	for out, want := range map[string]string{
+		sbOn: "on", sbOff: "off", sbSetup: "setup mode (no platform key): nothing enforced",
+		"uefi=yes\nSecureBoot=0\nSetupMode=1\n":             "off, setup mode",
+		"uefi=yes\nSecureBoot=missing\nSetupMode=missing\n": "off",
+		"uefi=no\n": "unavailable (a legacy BIOS boot, no UEFI)",
+		"":          "unknown",
+	} {
+		sb := ParseSecureBoot(out)
+		if sb.String() != want || sb.On() != (want == "on") {
+			t.Errorf("%q: %q (on %v), want %q", out, sb, sb.On(), want)
+		}
+	}
+}
+
 func TestJudgeTPM(t *testing.T) {
+	// SecureBootScript's output per case; the others have Secure Boot on.
+	secureBoot := map[string]string{
+		"PCR 7, BIOS":            "uefi=no\n",
+		"PCR 7, Secure Boot off": sbOff,
+		"PCR 7, setup mode":      sbSetup,
+		"PCRs 0+2+7, Secure Boot off: still nothing of the boot chain": sbOff,
+		"not enrolled, Secure Boot off: the enroll warning":            sbOff,
+		"Secure Boot state unreadable":                                 " ",
+	}
 	credstore := LUKSVolume{Name: "credstore", Device: "/dev/zvol/rpool/credstore", TPM2: true}
 	data := LUKSVolume{Name: "data", Device: "/dev/vdb", TPM2: false}
 	dump := func(name string) Output { return Output{Stdout: luksDump(t, name)} }
@@ -86,13 +120,21 @@ func TestJudgeTPM(t *testing.T) {
 		{"enrolled, PCRs changed", []LUKSVolume{credstore}, []Output{tpm2, {Stdout: luksDump(t, "tpm2-pcr7") + unlockMarker + " 2\n"}}, Warn,
 			"the TPM2 does not open it now: the PCRs changed (a firmware or bootloader update?), so the boot asks for the password; run keystone enroll web1 --force"},
 		{"not meant for TPM2", []LUKSVolume{data}, []Output{tpm2, dump("recovery-no-tpm2")}, Pass, "data: password + recovery key"},
+		{"PCR 7, Secure Boot off", []LUKSVolume{credstore}, []Output{tpm2, dump("tpm2-pcr7")}, Warn,
+			"credstore: TPM2 (PCRs 7) + password, but Secure Boot is off: (PCRs 7) binds nothing of the boot chain, so the TPM2 protects a removed disk, not a tampered boot"},
+		{"PCR 7, setup mode", []LUKSVolume{credstore}, []Output{tpm2, dump("tpm2-pcr7")}, Warn, "Secure Boot is setup mode (no platform key): nothing enforced"},
+		{"PCR 7, BIOS", []LUKSVolume{credstore}, []Output{tpm2, dump("tpm2-pcr7")}, Warn, "Secure Boot is unavailable (a legacy BIOS boot, no UEFI)"},
+		{"PCRs 0+2+7, Secure Boot off: still nothing of the boot chain", []LUKSVolume{credstore}, []Output{tpm2, dump("tpm2-pcr027-recovery")}, Warn, "binds nothing of the boot chain"},
+		{"not enrolled, Secure Boot off: the enroll warning", []LUKSVolume{credstore}, []Output{tpm2, dump("password-only")}, Warn, "password only: asks at boot"},
+		{"Secure Boot state unreadable", []LUKSVolume{credstore}, []Output{tpm2, dump("tpm2-pcr7")}, Pass, "credstore: TPM2 (PCRs 7) + password"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := &Expectations{Hostname: "web1", LUKS: &LUKS{Volumes: tc.volumes}}
-			if n := len(tpmCheck.Commands(e)); n != len(tc.outs) {
-				t.Fatalf("%d commands for %d outputs", n, len(tc.outs))
+			outs := append(tc.outs, Output{Stdout: cmp.Or(secureBoot[tc.name], sbOn)})
+			if n := len(tpmCheck.Commands(e)); n != len(outs) {
+				t.Fatalf("%d commands for %d outputs", n, len(outs))
 			}
-			st, ev := tpmCheck.Judge(e, tc.outs)
+			st, ev := tpmCheck.Judge(e, outs)
 			if st != tc.status || !strings.Contains(ev, tc.says) {
 				t.Errorf("%s %q, want %s %q", st, ev, tc.status, tc.says)
 			}
