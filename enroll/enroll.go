@@ -11,6 +11,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,6 +44,10 @@ type Options struct {
 	// auto, the host's /sys/class/tpm is not asked whether it has one.
 	TPM2Device string
 	Timeout    time.Duration // for each command on the host
+	// AcceptUnverifiedBoot enrolls a policy that measures nothing of the
+	// boot chain (PCR 7 alone) while Secure Boot is off: the TPM2 then
+	// protects a removed disk, not a tampered boot.
+	AcceptUnverifiedBoot bool
 }
 
 // pcrSpec is what systemd-cryptenroll's --tpm2-pcrs takes, by number.
@@ -50,8 +55,16 @@ var pcrSpec = regexp.MustCompile(`^([0-9]|1[0-9]|2[0-3])(\+([0-9]|1[0-9]|2[0-3])
 
 // Check refuses what the command line alone shows to be wrong.
 func (o Options) Check() error {
-	if pcrs := strings.ReplaceAll(o.PCRs, ",", "+"); pcrs != "" && !pcrSpec.MatchString(pcrs) {
+	pcrs := strings.ReplaceAll(o.PCRs, ",", "+")
+	if pcrs != "" && !pcrSpec.MatchString(pcrs) {
 		return exit.UsageError(hint.Errorf("e.g. --pcrs 7, or --pcrs 0+2+7", "--pcrs %q: PCRs are numbers from 0 to 23 joined by +", o.PCRs))
+	}
+	if slices.Contains(strings.Split(pcrs, "+"), "15") {
+		// tpm2-measure-pcr=yes on the credstore's crypttab line extends
+		// PCR 15 with the volume key after the unlock: what it holds now
+		// no later boot has before it.
+		return exit.UsageError(hint.Errorf("leave 15 out, e.g. --pcrs 7",
+			"--pcrs %q: PCR 15 is extended once the credstore is unlocked (tpm2-measure-pcr=yes), so a key bound to it now could never be unsealed at a later boot", o.PCRs))
 	}
 	return nil
 }
@@ -144,6 +157,10 @@ func Run(ctx context.Context, h *fleet.Host, o Options, w io.Writer) error {
 				"the host has no TPM2, so it keeps asking for its disk password on the console at boot; nothing was changed"))
 		}
 	}
+	sbLine, err := secureBoot(ctx, r, o.PCRs, o.AcceptUnverifiedBoot)
+	if err != nil {
+		return err
+	}
 	var volumes []volume
 	for _, v := range meant {
 		out := r.Run(ctx, "cryptsetup luksDump --dump-json-metadata -- "+remote.Quote(v.Device))
@@ -165,6 +182,7 @@ func Run(ctx context.Context, h *fleet.Host, o Options, w io.Writer) error {
 	}
 
 	fmt.Fprintf(w, "Plan for %s:\n", h.Name)
+	fmt.Fprintln(w, sbLine)
 	for _, v := range volumes {
 		line := fmt.Sprintf("  enroll     %s (%s): TPM2 bound to PCRs %s; the password (keyslot %s) stays", v.Name, v.Device, o.PCRs, strings.Join(v.unlock.Passwords, ","))
 		if len(v.unlock.TPM2) > 0 {

@@ -33,6 +33,7 @@ func TestEnroll(t *testing.T) {
 	h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-enroll", AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()},
 		ExtraPackages: []string{"cryptsetup-bin", "swtpm", "tpm2-tools", "libtss2-tcti-swtpm0"}})
 	disk := testhost.AttachDisk(t, h, 64<<20)
+	fakeFirmware(t, h, 1, 0) // Secure Boot on: PCR 7 alone is fine (TestEnrollSecureBoot)
 	run := func(args ...string) string {
 		t.Helper()
 		out, err := h.Run(t, args...)
@@ -183,6 +184,7 @@ func TestRefusals(t *testing.T) {
 		{"no password", tpm, enroll.Options{}, enroll.ExitRefused, "needs the disk password"},
 		{"bad PCRs", tpm, enroll.Options{PCRs: "7;reboot"}, exit.Usage, "PCRs are numbers from 0 to 23"},
 		{"PCR 24", tpm, enroll.Options{PCRs: "24"}, exit.Usage, "PCRs are numbers from 0 to 23"},
+		{"PCR 15", tpm, enroll.Options{PCRs: "7+15"}, exit.Usage, "PCR 15 is extended once the credstore is unlocked"},
 		{"missing password file", tpm, enroll.Options{PasswordFile: "/nonexistent"}, enroll.ExitRefused, "no such file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

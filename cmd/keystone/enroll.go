@@ -23,9 +23,13 @@ marks for one, shows the plan, then adds a TPM2 keyslot to each, unlocking
 with the disk password (sent on stdin, kept on the host only in a private
 file on /run while systemd-cryptenroll runs). The password slot always stays.
 
+With Secure Boot off (or in setup mode, or no UEFI), PCR 7 records only that
+it is off: a policy without a boot-chain PCR (4, 8, 9, 11) unseals the key for
+any kernel and initrd, so enroll refuses it unless --accept-unverified-boot.
+
 Exit status: 0 enrolled, 2 cannot connect, 3 refused (nothing changed: no
-TPM2, a TPM2 slot there already without --force), 4 systemd-cryptenroll
-failed, 64 bad usage.
+TPM2, a TPM2 slot there already without --force, Secure Boot off with PCR 7
+alone), 4 systemd-cryptenroll failed, 64 bad usage.
 
 Examples:
    keystone enroll web1 --disk-password-file ~/secrets/web1
@@ -42,6 +46,7 @@ Examples:
 			&cli.BoolFlag{Name: "force", Usage: "replace an existing TPM2 slot"},
 			&cli.StringFlag{Name: "recovery-key-file", Usage: "also add a recovery key, written to the new `FILE` (mode 0600)"},
 			&cli.StringFlag{Name: "tpm2-device", Value: "auto", Usage: "systemd-cryptenroll's --tpm2-device: auto, a `DEVICE`, or a tss2 TCTI"},
+			&cli.BoolFlag{Name: "accept-unverified-boot", Usage: "with Secure Boot off, enroll PCRs that measure nothing of the boot chain (7 alone) all the same: the TPM2 then protects a removed disk, not a tampered boot"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "check and show the plan; change nothing"},
 			&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "limit for each command on the host"},
 		},
@@ -51,7 +56,7 @@ Examples:
 			}
 			o := enroll.Options{PCRs: c.String("pcrs"), Force: c.Bool("force"), PasswordFile: c.String("disk-password-file"),
 				RecoveryKeyFile: c.String("recovery-key-file"), DryRun: c.Bool("dry-run"), TPM2Device: c.String("tpm2-device"),
-				Timeout: c.Duration("timeout")}
+				Timeout: c.Duration("timeout"), AcceptUnverifiedBoot: c.Bool("accept-unverified-boot")}
 			if err := o.Check(); err != nil {
 				return err
 			}

@@ -116,6 +116,11 @@ func vmSecond(t *testing.T, dir string, img *testhost.VMImage, web1 *testhost.VM
 		t.Errorf("keystone disks in web2 lacks the disk with a serial (%v) or the one without (%v):\n%s", serial, bare, out)
 	}
 
+	// OVMF without enrolled keys: UEFI, Secure Boot not enforced.
+	if sb := verify.ParseSecureBoot(g.MustRun(t, verify.SecureBootScript)); !sb.UEFI || sb.On() {
+		t.Errorf("Secure Boot of web2 (OVMF, no keys enrolled): %s (%+v), want UEFI without Secure Boot", sb, sb)
+	}
+
 	const password = "pw-web2-no-tpm"
 	g.MustRun(t, "printf %s '"+password+"' | cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file - "+spareDevice)
 	pwFile := filepath.Join(t.TempDir(), "pw")
