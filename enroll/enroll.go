@@ -10,8 +10,8 @@ import (
 	"io"
 	"os"
 	"regexp"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
