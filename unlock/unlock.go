@@ -148,6 +148,13 @@ func Run(ctx context.Context, t Target, o Options, w io.Writer) (Result, error) 
 	var start time.Time
 	for attempt := 0; ; attempt++ {
 		req, err := pending(ctx, r, o.AskWait)
+		if errors.Is(err, errGone) {
+			// Switch-root while nothing was answered here: the TPM2, or
+			// somebody at the console.
+			fmt.Fprintf(w, "%s: its initrd went on without this password (a TPM2, or the console)\n", t.Name)
+			start = time.Now()
+			break
+		}
 		if err != nil {
 			return Result{}, err
 		}
@@ -256,12 +263,18 @@ func requests(ctx context.Context, r *remote.Runner) ([]request, error) {
 	return reqs, nil
 }
 
+// errGone is the initrd's sshd gone while waiting for a request.
+var errGone = errors.New("the initrd's sshd is gone")
+
 // pending waits for a password request, bounded by askWait (0: the
 // context's deadline).
 func pending(ctx context.Context, r *remote.Runner, askWait time.Duration) (request, error) {
 	waited := time.Now()
 	for {
 		reqs, err := requests(ctx, r)
+		if err != nil && ctx.Err() == nil {
+			return request{}, errGone
+		}
 		if err != nil {
 			return request{}, exit.With(ExitCannotConnect, fmt.Errorf("reading the initrd's password requests: %w", err))
 		}

@@ -88,6 +88,8 @@ Options=bind
 
 const askScript = `#!/bin/sh
 while [ ! -e /standin/go ]; do sleep 0.2; done
+# An enrolled TPM2 that unseals: no request at all.
+if [ -e /standin/tpm2 ]; then echo "unlocked by the TPM2" >> /log/events; exit 0; fi
 echo "asking" >> /log/events
 while :; do
   pw=$(systemd-ask-password --timeout=0 --id=cryptsetup:/dev/standin "Please enter passphrase for disk standin:") || exit 1
@@ -109,7 +111,7 @@ type rig struct {
 // bootRig boots an initrd-mode Debian root (systemd 252 with
 // /etc/initrd-release) in a network namespace: its sshd on 2222, the
 // asker, and a second root with the main sshd on 22 that it switches to.
-func bootRig(t *testing.T) *rig {
+func bootRig(t *testing.T, tpm2 bool) *rig {
 	lower := testhost.DebianRoot(t)
 	ns, addr := testhost.Network(t, 22, 2222)
 	initrd, _ := testhost.Overlay(t, lower)
@@ -152,6 +154,9 @@ func bootRig(t *testing.T) *rig {
 	}
 	write(initrd, "standin/ask", askScript, 0o755)
 	write(initrd, "standin/password", right+"\n", 0o600)
+	if tpm2 {
+		write(initrd, "standin/tpm2", "", 0o644)
+	}
 	os.MkdirAll(filepath.Join(initrd, "sysroot"), 0o755)
 	os.MkdirAll(filepath.Join(initrd, "log"), 0o755)
 
@@ -201,6 +206,19 @@ func bootRig(t *testing.T) *rig {
 	return r
 }
 
+// finish stops the container and returns its console. Before the test
+// ends: BootOnce's own cleanups (registered after the rig's) run first.
+func (r *rig) finish() string {
+	select {
+	case <-r.stop:
+	default:
+		close(r.stop)
+	}
+	console := <-r.console
+	r.console <- console
+	return console
+}
+
 func (r *rig) events() string {
 	data, _ := os.ReadFile(filepath.Join(r.logDir, "events"))
 	return string(data)
@@ -232,7 +250,7 @@ func once(pw string) func(int) ([]byte, error) {
 // turn.
 func TestUnlockInitrd(t *testing.T) {
 	testhost.RequireRoot(t)
-	r := bootRig(t)
+	r := bootRig(t, false)
 	ctx := context.Background()
 	var out bytes.Buffer
 	run := func(name string, tg Target, o Options) (Result, error) {
@@ -285,9 +303,7 @@ func TestUnlockInitrd(t *testing.T) {
 		t.Errorf("second unlock: %+v, %v; want already unlocked", res, err)
 	}
 
-	close(r.stop)
-	console := <-r.console
-	r.console <- console
+	console := r.finish()
 	for _, pw := range []string{right, wrong} {
 		if strings.Contains(out.String(), pw) || strings.Contains(console, pw) {
 			t.Errorf("the password %q is in keystone's output or the console", pw)
@@ -320,4 +336,23 @@ func TestUnlockUnreachable(t *testing.T) {
 	if exit.Code(err) != ExitCannotConnect || !strings.Contains(err.Error(), "neither its initrd nor its system answered within 2s") {
 		t.Errorf("exit %d, %v", exit.Code(err), err)
 	}
+}
+
+// TestUnlockInitrdGoesOn: the initrd switches root while unlock waits for
+// a request (its TPM2 unsealed the key, or somebody typed at the console):
+// unlock says so and waits for the system as after an answer.
+func TestUnlockInitrdGoesOn(t *testing.T) {
+	testhost.RequireRoot(t)
+	r := bootRig(t, true)
+	go func() {
+		time.Sleep(3 * time.Second)
+		os.WriteFile(filepath.Join(r.initrd, "standin/go"), nil, 0o644)
+	}()
+	var out bytes.Buffer
+	res, err := Run(context.Background(), r.target(r.initrdKey), Options{Password: once(right), Wait: time.Minute}, &out)
+	if err != nil || res.AlreadyUp || !strings.Contains(out.String(), "web1: its initrd went on without this password (a TPM2, or the console)") ||
+		!strings.Contains(out.String(), "web1: unlocked: the system answers on") || !strings.Contains(r.events(), "unlocked by the TPM2") {
+		t.Errorf("%+v, %v\noutput:\n%s\nevents:\n%s", res, err, out.String(), r.events())
+	}
+	r.finish()
 }
