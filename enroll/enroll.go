@@ -92,6 +92,9 @@ func ReadPassword(path string) ([]byte, error) {
 	if err == nil {
 		data, err = readAtMost(path, 1<<20)
 	}
+	if len(data) > 1<<20 {
+		err = errors.New("larger than 1 MiB, which no disk password is")
+	}
 	usage := func(fix, format string, args ...any) ([]byte, error) {
 		return nil, exit.UsageError(hint.Errorf(fix, format, args...))
 	}
@@ -121,7 +124,7 @@ func readAtMost(path string, n int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, n))
+	return io.ReadAll(io.LimitReader(f, n+1))
 }
 
 // volume is one LUKS volume meant for the TPM2, as the host has it.

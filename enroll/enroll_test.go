@@ -362,6 +362,7 @@ func TestReadPassword(t *testing.T) {
 		{"empty", file("empty", ""), "is empty", "printf %s"},
 		{"newline", file("nl", "s3cret-pw\n"), "ends with a newline, which the disk password typed at boot does not have", `printf %s "$(cat `},
 		{"two lines", file("two", "s3cret-pw\nmore"), "holds more than one line", ""},
+		{"too big", file("big", strings.Repeat("s3cret", 1<<18)), "larger than 1 MiB", "give a readable file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := enroll.ReadPassword(tc.path)
