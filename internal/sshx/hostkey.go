@@ -117,7 +117,7 @@ func (h HostKeys) pinned(hostname string, remote net.Addr, key ssh.PublicKey) er
 		return nil
 	}
 	return hint.Wrap(fmt.Errorf("%w: %s answered with host key %s, but %s pins %s: the host was reinstalled, or this is not the host",
-		ErrHostKey, hostname, describe(key), h.PinnedFrom, describe(h.Pinned)),
+		ErrHostKey, hostname, ssh.FingerprintSHA256(key), h.PinnedFrom, ssh.FingerprintSHA256(h.Pinned)),
 		"if the host was reinstalled without keystone deploy, replace "+h.PinnedFrom+" with its new key after checking it on the console")
 }
 
@@ -142,7 +142,7 @@ func (h HostKeys) knownHosts(cb ssh.HostKeyCallback) ssh.HostKeyCallback {
 		}
 		if !h.AcceptNew {
 			return hint.Wrap(fmt.Errorf("%w: %s is not in %s (its host key is %s)", ErrHostKey, hostname, h.KnownHosts, describe(key)),
-				"compare it with ssh-keygen -lf "+hostKeyFile(key.Type())+" on the host's console, then pass --accept-new to record it")
+				"pass --accept-new to record it, after comparing it with ssh-keygen -lf "+hostKeyFile(key.Type())+" on the host's console")
 		}
 		line := knownhosts.Line([]string{knownhosts.Normalize(hostname)}, key)
 		if err := os.MkdirAll(filepath.Dir(h.KnownHosts), 0o700); err != nil {

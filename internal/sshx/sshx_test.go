@@ -187,7 +187,7 @@ func TestUnknownHostKeyIsEd25519(t *testing.T) {
 	_, err := Dial(context.Background(), o)
 	want := "(its host key is ssh-ed25519 " + ssh.FingerprintSHA256(h.HostKey) + ")"
 	if h.HostKey.Type() != ssh.KeyAlgoED25519 || err == nil || !strings.Contains(err.Error(), want) ||
-		!strings.Contains(hint.Of(err), "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub") {
+		!strings.Contains(hint.Of(err), "after comparing it with ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub") {
 		t.Errorf("%v (hint %q), want %q", err, hint.Of(err), want)
 	}
 	o.HostKeys.AcceptNew = true
