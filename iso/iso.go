@@ -87,13 +87,10 @@ func Build(ctx context.Context, o Options) (_ string, err error) {
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("nix build of the installer ISO failed: %w", err)
 	}
-	var built []struct {
-		Outputs map[string]string `json:"outputs"`
+	out, err := builtPath(stdout.Bytes())
+	if err != nil {
+		return "", err
 	}
-	if json.Unmarshal(stdout.Bytes(), &built) != nil || len(built) != 1 || built[0].Outputs["out"] == "" {
-		return "", fmt.Errorf("nix build printed %q, not the one store path of the ISO", strings.TrimSpace(stdout.String()))
-	}
-	out := built[0].Outputs["out"]
 	if o.Out != "" {
 		out = filepath.Join(o.Out, "installer-iso")
 	}
@@ -102,6 +99,18 @@ func Build(ctx context.Context, o Options) (_ string, err error) {
 		return "", fmt.Errorf("nix build made %s, which holds %d files iso/*.iso, not one", out, len(isos))
 	}
 	return isos[0], nil
+}
+
+// builtPath is the one output of what nix build --json printed:
+// [{"drvPath": …, "outputs": {"out": PATH}}] from Nix 2.8 on.
+func builtPath(stdout []byte) (string, error) {
+	var built []struct {
+		Outputs map[string]string `json:"outputs"`
+	}
+	if json.Unmarshal(stdout, &built) != nil || len(built) != 1 || built[0].Outputs["out"] == "" {
+		return "", fmt.Errorf("nix build printed %q, not the one store path of the ISO", strings.TrimSpace(string(stdout)))
+	}
+	return built[0].Outputs["out"], nil
 }
 
 // mkdirAll makes dir and returns the topmost folder it made, "" if dir

@@ -201,3 +201,25 @@ func TestRealNixVersion(t *testing.T) {
 		t.Errorf("nix --version %q read as %q; builtins.nixVersion is %s", out, got, want)
 	}
 }
+
+// TestRealNixBuildJSON: what this machine's nix build --json prints is read
+// as the store path it built (a builtin derivation, in a store of its own).
+func TestRealNixBuildJSON(t *testing.T) {
+	root := t.TempDir()
+	t.Cleanup(func() { exec.Command("chmod", "-R", "u+w", root).Run() }) // the store is read-only
+	cmd := exec.Command("nix", "--extra-experimental-features", "nix-command flakes", "build", "--store", "local?root="+root,
+		"--option", "sandbox", "false", "--option", "build-users-group", "", "--option", "substituters", "",
+		"--json", "--no-link", "--impure", "--expr",
+		`derivation { name = "iso-json"; system = "builtin"; builder = "builtin:buildenv"; derivations = ""; manifest = builtins.toFile "m" ""; }`)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("nix build: %v: %s", err, out)
+	}
+	path, err := builtPath(out)
+	if err != nil || !strings.HasPrefix(path, "/nix/store/") || !strings.HasSuffix(path, "-iso-json") {
+		t.Fatalf("%q: %v", path, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, path)); err != nil {
+		t.Errorf("nix build made no %s: %v", path, err)
+	}
+}
