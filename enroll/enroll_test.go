@@ -307,11 +307,13 @@ func TestRefusals(t *testing.T) {
 		{"PCR 15", tpm, enroll.Options{PCRs: "15", DryRun: true}, exit.Usage, "PCR 15 is extended once the credstore is unlocked"},
 		{"PCR 15 among others", tpm, enroll.Options{PCRs: "0,7,15", DryRun: true}, exit.Usage, "PCR 15 is extended"},
 		{"missing password file", tpm, enroll.Options{PCRs: "7", PasswordFile: "/nonexistent"}, exit.Usage, "no such file"},
+		{"recovery key file in a missing folder", tpm, enroll.Options{PCRs: "7", Password: []byte("pw"), RecoveryKeyFile: "/nonexistent/web1.recovery"},
+			enroll.ExitRefused, "give a file in a folder that exists"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &fleet.Host{Name: "web1", Target: nowhere, Expectations: tc.expect}
 			err := enroll.Run(context.Background(), h, tc.o, &bytes.Buffer{})
-			if exit.Code(err) != tc.code || err == nil || !strings.Contains(err.Error(), tc.says) {
+			if exit.Code(err) != tc.code || err == nil || !strings.Contains(err.Error()+" "+hint.Of(err), tc.says) {
 				t.Errorf("%v (exit %d), want exit %d and %q", err, exit.Code(err), tc.code, tc.says)
 			}
 		})
