@@ -17,6 +17,7 @@ var floors = map[string]int{
 	"generate": 1,
 	"lint":     1,
 	"vm":       1,
+	"iso":      1,
 	"internal": 0,
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -71,9 +72,14 @@ func (e *deployEnv) config(edit func(k map[string]any)) string {
 }
 
 func (e *deployEnv) deploy(cfg string, extra ...string) (int, string, string) {
-	args := append([]string{"deploy", "web1", "--config", cfg, "--flake", e.flake, "-i", e.key,
-		"--disk-password-file", e.password, "--wait", "60s"}, extra...)
-	return keystone(e.t, args...)
+	args := []string{"deploy", "web1", "--config", cfg, "--flake", e.flake, "-i", e.key}
+	// Defaults a test may give its own value for: a flag is taken once.
+	for _, d := range [][2]string{{"--disk-password-file", e.password}, {"--wait", "60s"}} {
+		if !slices.Contains(extra, d[0]) {
+			args = append(args, d[0], d[1])
+		}
+	}
+	return keystone(e.t, append(args, extra...)...)
 }
 
 func (e *deployEnv) standInCalled() bool {
