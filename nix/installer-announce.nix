@@ -1,0 +1,54 @@
+# The installer's NixOS module that announces it on the local network as
+# _keystone-installer._tcp (mDNS, avahi), for `keystone discover`;
+# keystoneVersion is a module argument (installer-iso.nix sets it). Option names checked against
+# nixos-25.11's nixos/modules/services/networking/avahi-daemon.nix and
+# ssh/sshd.nix (docs/options.md).
+#
+# The TXT records hold what only the booted machine knows (its new SSH
+# host key's fingerprint, UEFI or BIOS, its disks), so the service file
+# is written at boot by ./installer-announce.sh, the one source of it: the
+# discover tests run the same script in their test hosts.
+{
+  config,
+  pkgs,
+  keystoneVersion,
+  ...
+}:
+let
+  version = keystoneVersion;
+  inherit (pkgs.stdenv.hostPlatform) system;
+  quote = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+  port = toString (builtins.head config.services.openssh.ports);
+in
+{
+  services.avahi = {
+    enable = true;
+    # avahi publishes static services only with publishing on, and the
+    # SRV record names <host>.local, which needs its address records.
+    publish.enable = true;
+    publish.addresses = true;
+    openFirewall = true; # UDP 5353 (its default, said here because discover needs it)
+  };
+
+  systemd.services.keystone-installer-announce = {
+    description = "Announce this keystone installer over mDNS";
+    wantedBy = [ "multi-user.target" ];
+    # The host key is made by sshd-keygen.service (sshd.nix); avahi-daemon
+    # reads /etc/avahi/services when it starts, so the file must be there.
+    wants = [ "sshd-keygen.service" ];
+    after = [ "sshd-keygen.service" ];
+    before = [ "avahi-daemon.service" ];
+    path = [
+      pkgs.openssh
+      pkgs.util-linux
+      pkgs.gawk
+      pkgs.gnused
+      pkgs.coreutils
+    ];
+    serviceConfig = {
+      Type = "oneshot";
+      RemainAfterExit = true;
+    };
+    script = "${pkgs.runtimeShell} ${./installer-announce.sh} ${quote version} ${quote system} ${quote port}";
+  };
+}
