@@ -30,6 +30,14 @@ in
     openFirewall = true; # UDP 5353 (its default, said here because discover needs it)
   };
 
+  # The fingerprint that discover shows came over the network: the console
+  # is where to check it (the login prompt says how; the unit prints it at boot).
+  services.getty.helpLine = ''
+
+    keystone discover shows this machine's SSH host key fingerprint; compare it with:
+      ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub
+  '';
+
   systemd.services.keystone-installer-announce = {
     description = "Announce this keystone installer over mDNS";
     wantedBy = [ "multi-user.target" ];
@@ -48,6 +56,7 @@ in
     serviceConfig = {
       Type = "oneshot";
       RemainAfterExit = true;
+      StandardOutput = "journal+console"; # the fingerprint, on the screen
     };
     script = "${pkgs.runtimeShell} ${./installer-announce.sh} ${quote version} ${quote system} ${quote port}";
   };

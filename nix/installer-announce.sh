@@ -64,3 +64,6 @@ cat >"$tmp" <<EOF
 </service-group>
 EOF
 mv "$tmp" "$out"
+# On the console (the unit's output goes there too), to compare with what
+# keystone discover shows.
+echo "keystone installer $name: SSH host key $fingerprint (ED25519)"

@@ -153,6 +153,9 @@ type announceModule struct {
 				Addresses bool `json:"addresses"`
 			} `json:"publish"`
 		} `json:"avahi"`
+		Getty struct {
+			HelpLine string `json:"helpLine"`
+		} `json:"getty"`
 	} `json:"services"`
 	Systemd struct {
 		Services map[string]struct {
@@ -184,6 +187,9 @@ func TestInstallerAnnounce(t *testing.T) {
 			coreutils = "/fake/coreutils"; runtimeShell = "/fake/bash"; stdenv.hostPlatform.system = "aarch64-linux"; };
 	in import (builtins.elemAt iso.modules 2) (args // { inherit pkgs; config.services.openssh.ports = [ 2222 22 ]; })`, root), &m)
 	a := m.Services.Avahi
+	if !strings.Contains(m.Services.Getty.HelpLine, "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub") {
+		t.Errorf("the console does not say how to see the fingerprint: %q", m.Services.Getty.HelpLine)
+	}
 	if !a.Enable || !a.Publish.Enable || !a.Publish.Addresses || !a.OpenFirewall {
 		t.Errorf("avahi: %+v", a)
 	}
@@ -196,7 +202,8 @@ func TestInstallerAnnounce(t *testing.T) {
 		t.Errorf("script = %q, want %q", u.Script, script)
 	}
 	if !reflect.DeepEqual(u.Before, []string{"avahi-daemon.service"}) || !reflect.DeepEqual(u.After, []string{"sshd-keygen.service"}) ||
-		!reflect.DeepEqual(u.WantedBy, []string{"multi-user.target"}) || u.ServiceConfig["Type"] != "oneshot" {
+		!reflect.DeepEqual(u.WantedBy, []string{"multi-user.target"}) || u.ServiceConfig["Type"] != "oneshot" ||
+		u.ServiceConfig["StandardOutput"] != "journal+console" {
 		t.Errorf("unit: %+v", u)
 	}
 	for _, p := range []string{"/fake/openssh", "/fake/util-linux", "/fake/gawk", "/fake/gnused", "/fake/coreutils"} {
@@ -236,8 +243,12 @@ func TestInstallerAnnounceService(t *testing.T) {
 			cmd := exec.Command("bash", filepath.Join(root, "nix/installer-announce.sh"), "0.4.0", "x86_64-linux", "22", out)
 			cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "KEYSTONE_EFI_DIR="+efi,
 				"KEYSTONE_HOST_KEY="+filepath.Join(root, "nix/testdata/installer-host-key.pub"))
-			if b, err := cmd.CombinedOutput(); err != nil {
+			b, err := cmd.CombinedOutput()
+			if err != nil {
 				t.Fatalf("installer-announce.sh: %v\n%s", err, b)
+			}
+			if want := "keystone installer installer-a05081b0: SSH host key SHA256:NAY6t3t668yXJ/RF2Mm4eJ5yexX0r+mJe2U54EbEd6w (ED25519)\n"; string(b) != want {
+				t.Errorf("on the console: %q, want %q", b, want)
 			}
 			got, err := os.ReadFile(out)
 			if err != nil {
