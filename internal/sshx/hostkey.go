@@ -26,9 +26,9 @@ type HostKeys struct {
 	// announced over mDNS (discover): only that key is accepted. Anyone
 	// on the link can announce anything, so this only holds the
 	// connection to what was announced; it proves nothing.
-	Announced string
-	KnownHosts string        // a known_hosts file
-	AcceptNew  bool          // record an unknown key in KnownHosts (never a changed one)
+	Announced  string
+	KnownHosts string // a known_hosts file
+	AcceptNew  bool   // record an unknown key in KnownHosts (never a changed one)
 	Insecure   bool
 }
 
