@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -181,6 +182,19 @@ func TestDiscoverOnALink(t *testing.T) {
 	}
 }
 
+// pinned is the fingerprint of the key deploy pinned for web1.
+func pinned(t *testing.T, flake string) string {
+	b, err := os.ReadFile(filepath.Join(flake, "vms/web1/ssh_host_ed25519_key.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _, _, _, err := ssh.ParseAuthorizedKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ssh.FingerprintSHA256(k)
+}
+
 func contains(ss []string, s string) bool {
 	for _, x := range ss {
 		if x == s {
@@ -206,5 +220,106 @@ func TestDiscoverWithoutALink(t *testing.T) {
 		stderr.String() != "keystone: error: no network interface to ask for installers on: lo is loopback\n"+
 			"keystone: hint: connect this machine to the installers' network (discover asks only on the local link)\n" {
 		t.Errorf("exit %d\n%s%s", code, stdout.String(), stderr.String())
+	}
+}
+
+// TestDiscoverNewHostDeployVerify is the loop a physical machine goes
+// through, each step run as the user runs it, from a client on the
+// machine's link: discover finds the installer; new-host renders it with
+// the address discover printed; deploy installs it there (the stand-in
+// nixos-anywhere; config.keystone as nix eval would print it for the
+// rendered host, as --config) and verifies it; verify passes, mdns too.
+func TestDiscoverNewHostDeployVerify(t *testing.T) {
+	testhost.RequireRoot(t)
+	signer, key := testhost.ClientKey(t)
+	seg := testhost.NewSegment(t)
+	h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-loop", AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	testhost.AsInstaller(t, h)
+	disk := testhost.AttachDisk(t, h, 20<<30)
+	seg.Join(t, h)
+	announce(t, h)
+
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "nixos-anywhere"), []byte(testhost.NixosAnywhere), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	argv := filepath.Join(t.TempDir(), "argv")
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	t.Setenv("STANDIN_ARGV", argv)
+	t.Setenv("HOME", t.TempDir()) // known_hosts and ~/.ssh are the test's
+	keystoneBin, err := exec.LookPath("keystone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (int, string) {
+		t.Helper()
+		cmd := seg.Command(keystoneBin, args...)
+		out, _ := cmd.CombinedOutput()
+		t.Logf("keystone %s: exit %d\n%s", strings.Join(args, " "), cmd.ProcessState.ExitCode(), out)
+		return cmd.ProcessState.ExitCode(), string(out)
+	}
+
+	// 1. discover
+	code, stdout, stderr := discoverIn(t, seg, 1)
+	var found []discover.Installer
+	if err := json.Unmarshal([]byte(stdout), &found); code != 0 || err != nil || len(found) != 1 {
+		t.Fatalf("discover: exit %d, %v\n%s%s", code, err, stdout, stderr)
+	}
+	if found[0].Fingerprint != ssh.FingerprintSHA256(h.HostKey) {
+		t.Fatalf("announced %s, the host's key is %s", found[0].Fingerprint, ssh.FingerprintSHA256(h.HostKey))
+	}
+	target, ok := found[0].Target()
+	if !ok {
+		t.Fatalf("no target in %+v", found[0])
+	}
+
+	// 2. new-host, at the address discover found.
+	flake := t.TempDir()
+	pub := filepath.Join(t.TempDir(), "me.pub")
+	os.WriteFile(pub, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644)
+	if code, out := run("new-host", "web1", "--vm", "--key", pub, "--target", target.String(), "--dir", filepath.Join(flake, "vms")); code != 0 {
+		t.Fatalf("new-host: exit %d\n%s", code, out)
+	}
+	rendered, err := os.ReadFile(filepath.Join(flake, "vms/web1/configuration.nix"))
+	if err != nil || !strings.Contains(string(rendered), `"`+target.Host+`"`) {
+		t.Fatalf("configuration.nix does not name %s: %v\n%s", target.Host, err, rendered)
+	}
+
+	// 3. deploy: config.keystone as nix eval prints it for that host,
+	// with the stand-in's disk, and the verify at its end.
+	expect := map[string]any{
+		"hostname": h.Name,
+		"services": []string{"sshd.service", "avahi-daemon.service", "nftables.service"},
+		"firewall": map[string]any{"enable": true, "backend": "nftables", "tcp": []int{22}, "udp": []int{5353}},
+		"sshd":     map[string]any{"ports": []int{22}, "permitRootLogin": "prohibit-password"},
+		"mounts":   []string{"/"},
+		"mdns":     map[string]any{"publish": true},
+	}
+	cfg, _ := json.Marshal(map[string]any{"vm": true, "deploy": map[string]any{
+		"targetHost": target.Host, "targetUser": "root", "sshPort": target.Port, "buildOn": "auto",
+		"disks": []string{disk}, "partitionSizes": map[string][]string{disk: {"1M", "1G", "100%"}}, "diskSecret": true,
+	}, "verify": map[string]any{"expectations": expect}})
+	cfgFile := filepath.Join(t.TempDir(), "keystone.json")
+	os.WriteFile(cfgFile, cfg, 0o644)
+	expectJSON, _ := json.Marshal(expect)
+	expectFile := filepath.Join(t.TempDir(), "expect.json")
+	os.WriteFile(expectFile, expectJSON, 0o644)
+	mdnsPass := regexp.MustCompile(`mdns\W+PASS`)
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("correct horse battery"), 0o600)
+	code, out := run("deploy", "web1", "--config", cfgFile, "--flake", flake, "-i", key, "--disk-password-file", pw, "--yes", "--wait", "60s")
+	if code != 0 || !strings.Contains(out, "is up with its new system") || !mdnsPass.MatchString(out) {
+		t.Fatalf("deploy: exit %d", code)
+	}
+	args, _ := os.ReadFile(argv)
+	if !strings.Contains(string(args), "root@"+target.Host) {
+		t.Errorf("nixos-anywhere was not pointed at the discovered address: %s", args)
+	}
+
+	// 4. verify, with the key deploy pinned (the expectations and the
+	// target given, as nix eval would give them).
+	code, out = run("verify", "web1", "--expect", expectFile, "--target", target.String(), "--flake", flake, "-i", key)
+	if code != 0 || !mdnsPass.MatchString(out) || !strings.Contains(out, "host key "+pinned(t, flake)) {
+		t.Errorf("verify: exit %d", code)
 	}
 }
