@@ -45,13 +45,21 @@ type instance struct {
 	problems []string
 }
 
+// What one run keeps at most: a link that floods it with names gets the
+// rest dropped (and said), not memory and queries without end.
+const (
+	maxInstances = 64
+	maxAddresses = 1024
+)
+
 // collector gathers the records of every answer, checking each answer
 // before it is used. It is not safe for concurrent use.
 type collector struct {
 	instances map[string]*instance    // by lower-case full name
 	order     []string                // first seen first
 	addrs     map[string][]netip.Addr // by lower-case host name
-	dropped   map[string]int          // why answers were dropped, and how often
+	nAddrs    int
+	dropped   map[string]int // why answers were dropped, and how often
 }
 
 func newCollector() *collector {
@@ -79,13 +87,16 @@ func (c *collector) add(l link, src netip.Addr, msg []byte) {
 			if !ok || label == "" {
 				continue
 			}
-			c.instance(r.Target, label, l)
+			c.instance(r.Target, label, l, src)
 		case (r.Type == mdns.TypeSRV || r.Type == mdns.TypeTXT) && hasSuffixFold(r.Name, suffix):
 			label, _ := cutSuffixFold(r.Name, suffix)
 			if label == "" {
 				continue
 			}
-			in := c.instance(r.Name, label, l)
+			in := c.instance(r.Name, label, l, src)
+			if in == nil {
+				continue
+			}
 			slot := &in.srv
 			if r.Type == mdns.TypeTXT {
 				slot = &in.txt
@@ -106,16 +117,27 @@ func (c *collector) add(l link, src netip.Addr, msg []byte) {
 				ip = ip.WithZone(l.Name) // only reachable through this link
 			}
 			host := strings.ToLower(r.Name)
-			if !slices.Contains(c.addrs[host], ip) {
+			switch {
+			case slices.Contains(c.addrs[host], ip):
+			case c.nAddrs == maxAddresses:
+				c.dropped[fmt.Sprintf("addresses from %s beyond the first %d", src, maxAddresses)]++
+			default:
 				c.addrs[host] = append(c.addrs[host], ip)
+				c.nAddrs++
 			}
 		}
 	}
 }
 
-func (c *collector) instance(full, label string, l link) *instance {
+// instance is the one named full, new if need be; nil when there are too
+// many already.
+func (c *collector) instance(full, label string, l link, src netip.Addr) *instance {
 	key := strings.ToLower(full)
 	in := c.instances[key]
+	if in == nil && len(c.order) == maxInstances {
+		c.dropped[fmt.Sprintf("installers from %s beyond the first %d", src, maxInstances)]++
+		return nil
+	}
 	if in == nil {
 		in = &instance{name: label, links: map[string]bool{}}
 		c.instances[key] = in

@@ -133,6 +133,21 @@ func sshOnly(t testing.TB) []byte {
 	return msg
 }
 
+// A link that announces without end fills no more than the bounds.
+func TestCollectBounds(t *testing.T) {
+	c := newCollector()
+	for i := range maxInstances + 10 {
+		name := "installer-" + strings.Repeat("x", i%3) + string(rune('a'+i%26)) + string(rune('a'+i/26))
+		c.add(eth0, netip.MustParseAddr("192.0.2.10"), announce(t, name, "h"+name, netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), good(fpA)...))
+	}
+	if n := len(c.installers()); n != maxInstances {
+		t.Errorf("%d installers kept", n)
+	}
+	if len(c.dropped) == 0 {
+		t.Error("nothing said about the ones dropped")
+	}
+}
+
 func TestShow(t *testing.T) {
 	for in, want := range map[string]string{
 		"installer-1a2b":    "installer-1a2b",

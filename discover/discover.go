@@ -33,8 +33,13 @@ const Service = "_keystone-installer._tcp.local"
 
 // Exit statuses of discover.
 const (
-	ExitNone     = 1 // nobody answered
-	ExitCannot   = 2 // no link to ask on, or a machine's disks could not be read
+	ExitNone   = 1 // nobody answered
+	ExitCannot = 2 // no link to ask on, or a machine's disks could not be read
+)
+
+const (
+	// askEvery: avahi answers a browse once it has probed and announced,
+	// a moment after it starts; asking again also fills in what is missing.
 	askEvery     = time.Second
 	maxQuestions = 24 // a query stays far below the 512 bytes every responder takes
 )
