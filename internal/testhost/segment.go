@@ -52,7 +52,7 @@ func NewSegment(t testing.TB) *Segment {
 		// an island the test laid out itself.
 		for _, s := range [][]string{
 			{"ip", "-n", h.NS, "link", "set", "lo", "up"},
-			{"ip", "netns", "exec", h.NS, "sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"},
+			noDAD(h.NS, "default"),
 		} {
 			if err := cmdRun(s[0], s[1:]...); err != nil {
 				t.Fatal(err)
@@ -90,7 +90,7 @@ func (s *Segment) Join(t testing.TB, h *Host) string {
 	addr := "10.214.0." + strconv.Itoa(n+1)
 	for _, c := range [][]string{
 		{"ip", "link", "add", port, "netns", s.NS, "type", "veth", "peer", "name", "eth1", "netns", h.NS},
-		{"ip", "netns", "exec", h.NS, "sysctl", "-q", "-w", "net.ipv6.conf.eth1.accept_dad=0"},
+		noDAD(h.NS, "eth1"),
 		{"ip", "-n", s.NS, "link", "set", port, "master", "br0", "up"},
 		{"ip", "-n", h.NS, "addr", "add", addr + "/24", "dev", "eth1"},
 		{"ip", "-n", h.NS, "link", "set", "eth1", "up"},
@@ -105,4 +105,10 @@ func (s *Segment) Join(t testing.TB, h *Host) string {
 // Command runs name with args in the client's namespace.
 func (s *Segment) Command(name string, args ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", s.Client, name}, args...)...)
+}
+
+// noDAD turns duplicate address detection off for iface in ns (before it
+// is up), so its IPv6 link-local address is usable at once.
+func noDAD(ns, iface string) []string {
+	return []string{"ip", "netns", "exec", ns, "sh", "-c", "echo 0 > /proc/sys/net/ipv6/conf/" + iface + "/accept_dad"}
 }
