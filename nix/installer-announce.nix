@@ -41,10 +41,15 @@ in
   systemd.services.keystone-installer-announce = {
     description = "Announce this keystone installer over mDNS";
     wantedBy = [ "multi-user.target" ];
-    # The host key is made by sshd-keygen.service (sshd.nix); avahi-daemon
-    # reads /etc/avahi/services when it starts, so the file must be there.
+    # The host key is made by sshd-keygen.service (sshd.nix; older
+    # releases made it in sshd.service's preStart, hence both), and the
+    # announced port answers once sshd runs. avahi-daemon reads
+    # /etc/avahi/services when it starts, so the file must be there first.
     wants = [ "sshd-keygen.service" ];
-    after = [ "sshd-keygen.service" ];
+    after = [
+      "sshd-keygen.service"
+      "sshd.service"
+    ];
     before = [ "avahi-daemon.service" ];
     path = [
       pkgs.openssh

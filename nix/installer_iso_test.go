@@ -201,7 +201,7 @@ func TestInstallerAnnounce(t *testing.T) {
 	if u.Script != script {
 		t.Errorf("script = %q, want %q", u.Script, script)
 	}
-	if !reflect.DeepEqual(u.Before, []string{"avahi-daemon.service"}) || !reflect.DeepEqual(u.After, []string{"sshd-keygen.service"}) ||
+	if !reflect.DeepEqual(u.Before, []string{"avahi-daemon.service"}) || !reflect.DeepEqual(u.After, []string{"sshd-keygen.service", "sshd.service"}) ||
 		!reflect.DeepEqual(u.WantedBy, []string{"multi-user.target"}) || u.ServiceConfig["Type"] != "oneshot" ||
 		u.ServiceConfig["StandardOutput"] != "journal+console" {
 		t.Errorf("unit: %+v", u)
