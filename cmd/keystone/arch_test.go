@@ -10,6 +10,7 @@ import (
 // (docs/architecture.md).
 var floors = map[string]int{
 	"cmd":      4,
+	"discover": 3,
 	"deploy":   3,
 	"enroll":   3,
 	"verify":   2,

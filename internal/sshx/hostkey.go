@@ -18,12 +18,17 @@ import (
 )
 
 // HostKeys says which host keys a connection trusts. The first that is set
-// wins: Pinned, then KnownHosts; Insecure trusts anything.
+// wins: Pinned, then Announced, then KnownHosts; Insecure trusts anything.
 type HostKeys struct {
 	Pinned     ssh.PublicKey // vms/NAME/ssh_host_ed25519_key.pub
 	PinnedFrom string        // where Pinned came from, for messages
-	KnownHosts string        // a known_hosts file
-	AcceptNew  bool          // record an unknown key in KnownHosts (never a changed one)
+	// Announced is the SHA256 fingerprint of the ed25519 key an installer
+	// announced over mDNS (discover): only that key is accepted. Anyone
+	// on the link can announce anything, so this only holds the
+	// connection to what was announced; it proves nothing.
+	Announced  string
+	KnownHosts string // a known_hosts file
+	AcceptNew  bool   // record an unknown key in KnownHosts (never a changed one)
 	Insecure   bool
 }
 
@@ -50,6 +55,8 @@ func (h HostKeys) config(addr string) (ssh.HostKeyCallback, []string, error) {
 	switch {
 	case h.Pinned != nil:
 		return h.pinned, algorithmsFor(h.Pinned.Type()), nil
+	case h.Announced != "":
+		return h.announced, []string{ssh.KeyAlgoED25519}, nil
 	case h.Insecure:
 		return ssh.InsecureIgnoreHostKey(), nil, nil
 	case h.KnownHosts == "":
@@ -119,6 +126,14 @@ func (h HostKeys) pinned(hostname string, remote net.Addr, key ssh.PublicKey) er
 	return hint.Wrap(fmt.Errorf("%w: %s answered with host key %s, but %s pins %s: the host was reinstalled, or this is not the host",
 		ErrHostKey, hostname, ssh.FingerprintSHA256(key), h.PinnedFrom, ssh.FingerprintSHA256(h.Pinned)),
 		"if the host was reinstalled without keystone deploy, replace "+h.PinnedFrom+" with its new key after checking it on the console")
+}
+
+func (h HostKeys) announced(hostname string, _ net.Addr, key ssh.PublicKey) error {
+	if fp := ssh.FingerprintSHA256(key); fp != h.Announced {
+		return fmt.Errorf("%w: %s answered with host key %s, not the %s it announced: another machine answers at its address",
+			ErrHostKey, hostname, fp, h.Announced)
+	}
+	return nil
 }
 
 func (h HostKeys) knownHosts(cb ssh.HostKeyCallback) ssh.HostKeyCallback {
