@@ -127,7 +127,7 @@ func renderInitrd(t *testing.T, o generate.Options) initrdLayout {
 	evalJSON(t, fmt.Sprintf(`let
 		inherit (builtins) attrNames concatMap;
 		m = import %[2]s;
-		c = if builtins.isFunction m then m { lib.mkDefault = v: v; config.disko.rootMountPoint = "/mnt"; } else m;
+		c = if builtins.isFunction m then m ` + layoutArgs + ` else m;
 		devices = c.disko.devices;
 		# disko v1.12.0's fileSystems entries (_config): filesystem.nix
 		# (device, fsType = format, options = mountOptions, for a mountpoint),
