@@ -198,7 +198,7 @@ func TestExpectations(t *testing.T) {
 	// expectations read it only where `options` has it.
 	// These cases take their boot settings, and the LUKS devices disko
 	// derives (testdata/disko-config.nix), from a rendered layout.
-	layouts := map[string]string{"zfs-credstore": "zfs-encrypted-vm", "luks-layout": "luks-vm"}
+	layouts := map[string]string{"zfs-credstore": "zfs-encrypted-vm", "luks-layout": "luks-vm", "zfs-raidz1-layout": "zfs-encrypted-raidz1", "zfs-stripe-layout": "zfs-encrypted-stripe"}
 	withBackend := map[string]any{"networking": map[string]any{"firewall": map[string]any{"backend": map[string]any{}}}}
 	for _, tc := range []struct {
 		name    string
@@ -230,6 +230,12 @@ func TestExpectations(t *testing.T) {
 		// The rendered layouts: the credstore is a LUKS volume meant for
 		// the TPM2 but closed before switch-root, so not an open device.
 		{"zfs-credstore", nil, nil},
+		// Pools over several disks: the topology and disk count, and an
+		// ESP of each disk among the mounts (disko's fileSystems entry for
+		// each, nofail).
+		{"zfs-raidz1-layout", map[string]any{"fileSystems./boot1": map[string]any{"mountPoint": "/boot1", "device": "/dev/disk/by-partlabel/disk-disk1-ESP", "fsType": "vfat", "options": []string{"umask=0077", "nofail"}},
+			"fileSystems./boot2": map[string]any{"mountPoint": "/boot2", "device": "/dev/disk/by-partlabel/disk-disk2-ESP", "fsType": "vfat", "options": []string{"umask=0077", "nofail"}}}, nil},
+		{"zfs-stripe-layout", nil, nil},
 		{"luks-layout", map[string]any{
 			"disko": map[string]any{"devices": map[string]any{"disk": map[string]any{}}},
 			"fileSystems": map[string]any{
