@@ -651,7 +651,7 @@ func TestDeployFacts(t *testing.T) {
 		}
 		evalJSON(t, fmt.Sprintf(`let
 			m = import %[2]s;
-			layout = if builtins.isFunction m then m ` + layoutArgs + ` else m;
+			layout = if builtins.isFunction m then m `+layoutArgs+` else m;
 			o = (import %[1]s/nix/modules/deploy.nix { config = { inherit (layout) disko; }; lib = %[3]s; }).options.keystone.deploy;
 		in { disks = o.disks.default; sizes = o.partitionSizes.default; secret = o.diskSecret.default; }`, repoRoot(t), disk, fakeLib), &got)
 		// Every disk the layout names, each with the same partitions.

@@ -75,7 +75,10 @@ func TestJudges(t *testing.T) {
 			Fail, "vdev 1527839927278881561 (/dev/disk/by-partuuid/97cd98fb-8fb8-4ac4-bc84-bd8950a7ace7) is UNAVAIL"},
 		{"zfs raidz1 where a mirror was made", zfsCheck, mirror2, []Output{out(fixture(t, "zpool-status", "json-man-raidz1-healthy.json")), out(fixture(t, "zfs-get", "text-healthy.txt"))},
 			Fail, "pool tank: is raidz1 of 3 disks, want mirror of 2 disks"},
-		{"zfs one disk where a mirror was made", zfsCheck, func(e *Expectations) { e.ZFS.Pools = []string{"tank"}; e.ZFS.Topology = map[string]Topology{"tank": {"mirror", 2}} },
+		{"zfs one disk where a mirror was made", zfsCheck, func(e *Expectations) {
+			e.ZFS.Pools = []string{"tank"}
+			e.ZFS.Topology = map[string]Topology{"tank": {"mirror", 2}}
+		},
 			[]Output{out(fixture(t, "zpool-status", "json-flat-problems.json")), out(fixture(t, "zfs-get", "text-healthy.txt"))}, Fail, "is one disk, want mirror of 2 disks"},
 		{"zfs text: no tree", zfsCheck, func(e *Expectations) { e.ZFS.Topology = map[string]Topology{"rpool": {"mirror", 2}} },
 			[]Output{out(fixture(t, "zpool-status", "text-healthy.txt")), out(fixture(t, "zfs-get", "text-healthy.txt"))}, Pass, "layout not compared"},
