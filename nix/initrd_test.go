@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -60,7 +61,7 @@ func TestInitrdBoot(t *testing.T) {
 		tpm2         bool     // the TPM2 unseals the credstore
 		typed        []string // passwords typed at the console, in order
 		evilRoot     bool     // rpool/crypt/root was replaced by an unencrypted dataset
-		missing      []string // pool members whose device never appears
+		missing      []string // disks (disko's names) whose partitions never appear
 	}{
 		{name: "zfs-encrypted/tpm2", layout: "zfs-encrypted", tpm2: true},
 		{name: "zfs-encrypted/password", layout: "zfs-encrypted", typed: []string{"wrong1", "wrong2", "wrong3", "right"}},
@@ -69,8 +70,8 @@ func TestInitrdBoot(t *testing.T) {
 		{name: "zfs-encrypted/replaced-root", layout: "zfs-encrypted", tpm2: true, evilRoot: true},
 		// A mirror: both disks there, then the second one dead.
 		{name: "zfs-encrypted-mirror/tpm2", layout: "zfs-encrypted-mirror", tpm2: true},
-		{name: "zfs-encrypted-mirror/disk-missing", layout: "zfs-encrypted-mirror", tpm2: true, missing: []string{"dev/disk/by-partlabel/disk-disk1-zfs"}},
-		{name: "zfs-encrypted-mirror/both-missing", layout: "zfs-encrypted-mirror", tpm2: true, missing: []string{"dev/disk/by-partlabel/disk-main-zfs", "dev/disk/by-partlabel/disk-disk1-zfs"}},
+		{name: "zfs-encrypted-mirror/disk-missing", layout: "zfs-encrypted-mirror", tpm2: true, missing: []string{"disk1"}},
+		{name: "zfs-encrypted-mirror/both-missing", layout: "zfs-encrypted-mirror", tpm2: true, missing: []string{"main", "disk1"}},
 		{name: "luks/tpm2", layout: "luks", tpm2: true},
 		{name: "luks/password", layout: "luks", typed: []string{"wrong1", "wrong2", "wrong3", "right"}},
 	} {
@@ -84,6 +85,10 @@ func TestInitrdBoot(t *testing.T) {
 				b.checkRefused(t)
 			case len(tc.missing) > 0 && len(tc.missing) == len(l.Members):
 				b.checkNoPool(t)
+			case zfs && len(l.Members) > 1:
+				b.checkCredstoreBoot(t, tc.tpm2, len(tc.typed))
+				b.checkImport(t, len(l.Members), tc.missing)
+				b.checkESPs(t, l, tc.missing)
 			case zfs:
 				b.checkCredstoreBoot(t, tc.tpm2, len(tc.typed))
 				b.checkImport(t, len(l.Members), tc.missing)
@@ -875,10 +880,12 @@ func bootInitrd(t *testing.T, lower string, l initrdLayout, tpm2 bool, typed []s
 		roots = "rpool/crypt/root -\n"
 	}
 	write(initrd, "standin/encryptionroots", roots, 0o644)
+	// Every partition of a disk that is there: the pool's members and the
+	// ESPs (disko's by-partlabel names, disk-DISK-PART).
 	var present []string
-	for _, m := range l.Members {
-		if !contains(missing, m) {
-			present = append(present, m)
+	for _, node := range append(append([]string(nil), l.Members...), espNodes(l)...) {
+		if !slices.ContainsFunc(missing, func(d string) bool { return strings.Contains(node, "/disk-"+d+"-") }) {
+			present = append(present, node)
 		}
 	}
 	write(initrd, "standin/members", strings.Join(l.Members, "\n")+"\n", 0o644)
@@ -903,6 +910,33 @@ ExecStart=/bin/sh -c 'echo "new root: multi-user.target reached" >> /log/events'
 ExecStart=/bin/systemctl --no-block poweroff
 `, 0o644)
 	write(next, "etc/systemd/system/multi-user.target.wants/standin-booted.service", linkPrefix+"../standin-booted.service", 0)
+	// The ESPs, mounted by the new root as NixOS's stage 2 does: from fstab
+	// lines (nixos/modules/tasks/filesystems.nix: "DEVICE MOUNTPOINT TYPE
+	// OPTIONS"), made units by systemd-fstab-generator, which in a
+	// container ignores device entries; so its units are written here as
+	// it writes them (systemd v252 src/fstab-generator/fstab-generator.c,
+	// add_mount): Before=local-fs.target and a local-fs.target.requires
+	// link, or with nofail no Before= and a .wants link. local-fs.target's
+	// OnFailure= is emergency.target: an ESP that fails without nofail
+	// stops the boot. mount.vfat stands in for the ESP: it mounts when
+	// udev made its node.
+	for _, fs := range l.FileSystems {
+		if fs.FSType != "vfat" {
+			continue
+		}
+		name := escapePath(t, fs.MountPoint) + ".mount"
+		before, dep := "Before=local-fs.target\n", "requires"
+		if contains(fs.Options, "nofail") {
+			before, dep = "", "wants"
+		}
+		write(next, "etc/systemd/system/"+name, fmt.Sprintf("[Unit]\nDocumentation=man:fstab(5) man:systemd-fstab-generator(8)\nSourcePath=/etc/fstab\n%s[Mount]\nWhat=%s\nWhere=%s\nType=vfat\nOptions=%s\n",
+			before, fs.Device, fs.MountPoint, strings.Join(fs.Options, ",")), 0o644)
+		write(next, "etc/systemd/system/local-fs.target."+dep+"/"+name, linkPrefix+"../"+name, 0)
+	}
+	write(next, "usr/sbin/mount.vfat", `#!/bin/sh
+[ -e "/run/standin$1" ] || { echo "new root: mount $1 on $2 refused: no such device" >> /log/events; echo "mount.vfat: $1 does not exist" >&2; exit 32; }
+mount -t tmpfs -o size=1m none "$2" && echo "new root: mount $1 on $2" >> /log/events
+`, 0o755)
 	for _, d := range []string{"log", "nix"} {
 		os.MkdirAll(filepath.Join(next, d), 0o755)
 	}
@@ -1086,6 +1120,37 @@ func (b initrdBoot) checkNoPool(t *testing.T) {
 		b.fail(t, "the boot went on without a pool")
 	case b.index("emergency.target started") < 0:
 		b.fail(t, "the boot did not stop in emergency mode")
+	}
+}
+
+// espNodes are the layout's ESPs, by the node their fileSystems entry
+// names.
+func espNodes(l initrdLayout) []string {
+	var out []string
+	for _, fs := range l.FileSystems {
+		if fs.FSType == "vfat" {
+			out = append(out, strings.TrimPrefix(fs.Device, "/"))
+		}
+	}
+	return out
+}
+
+// checkESPs: the new root mounts the ESP of every disk that is there, and a
+// dead disk's ESP, which cannot mount, does not stop its boot.
+func (b initrdBoot) checkESPs(t *testing.T, l initrdLayout, missing []string) {
+	t.Helper()
+	for _, fs := range l.FileSystems {
+		if fs.FSType != "vfat" {
+			continue
+		}
+		dead := slices.ContainsFunc(missing, func(d string) bool { return strings.Contains(fs.Device, "/disk-"+d+"-") })
+		want := "new root: mount " + fs.Device + " on " + fs.MountPoint
+		if dead {
+			want += " refused"
+		}
+		if b.index(want) < 0 {
+			b.fail(t, "no %q", want)
+		}
 	}
 }
 
