@@ -97,7 +97,8 @@ func WriteStatus(w io.Writer, infos []*Info, format string) error {
 	return hint.Errorf("use table or json", "bad --format %q", format)
 }
 
-// List reports on every VM of the flake in dir, by name.
+// List reports on every VM of the flake in dir, by name. A VM whose state
+// cannot be read is left out and named in the error.
 func List(dir string) ([]*Info, error) {
 	entries, err := os.ReadDir(StateDir(dir))
 	if errors.Is(err, os.ErrNotExist) {
@@ -107,6 +108,7 @@ func List(dir string) ([]*Info, error) {
 		return nil, err
 	}
 	var infos []*Info
+	var errs []error
 	for _, e := range entries {
 		if !e.IsDir() || checkName(e.Name()) != nil {
 			continue
@@ -116,11 +118,13 @@ func List(dir string) ([]*Info, error) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			// The others are still listed.
+			errs = append(errs, err)
+			continue
 		}
 		infos = append(infos, i)
 	}
-	return infos, nil
+	return infos, errors.Join(errs...)
 }
 
 // running returns the VM's state if its QEMU runs.

@@ -115,7 +115,8 @@ func (m machine) readState() (*State, error) {
 	}
 	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("%s: %w", m.path("state.json"), err)
+		return nil, hint.Wrap(fmt.Errorf("VM %s: %s: %w", m.name, m.path("state.json"), err),
+			fmt.Sprintf("keystone vm destroy %s removes the VM; or mend the file by hand", m.name))
 	}
 	return &s, nil
 }

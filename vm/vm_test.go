@@ -411,3 +411,18 @@ func TestFailedFirstUpLeavesNothing(t *testing.T) {
 		t.Errorf("the state of a VM that ran before is gone: %v", err)
 	}
 }
+
+// vm status lists the VMs it can read when another's state is corrupt,
+// and names that one.
+func TestStatusWithACorruptState(t *testing.T) {
+	dir := t.TempDir()
+	for name, state := range map[string]string{"web1": `{"name":"web1","sshPort":22001}`, "web2": `{"name":`} {
+		m, _ := open(dir, name)
+		os.MkdirAll(m.dir, 0o700)
+		os.WriteFile(m.path("state.json"), []byte(state), 0o600)
+	}
+	infos, err := List(dir)
+	if len(infos) != 1 || infos[0].Name != "web1" || err == nil || !strings.Contains(err.Error(), "web2") {
+		t.Errorf("List = %v, %v; want web1 listed and web2 named", infos, err)
+	}
+}

@@ -112,13 +112,14 @@ func vmStatus(c *cli.Context) error {
 	} else {
 		infos, err = vm.List(c.String("flake"))
 	}
-	if err != nil {
+	if err != nil && (c.NArg() > 0 || len(infos) == 0) {
 		return err
 	}
+	// The VMs that could be read are shown even when one could not.
 	if err := vm.WriteStatus(c.App.Writer, infos, c.String("format")); err != nil {
 		return usageError{err}
 	}
-	return nil
+	return err
 }
 
 // silentExit passes a program's exit status on without a message of ours.
