@@ -160,7 +160,7 @@ func Monitor(dir, name, cmd string) (string, error) {
 
 // monitor sends one HMP command to QEMU's monitor and returns its answer.
 func (m machine) monitor(cmd string) (string, error) {
-	c, err := net.DialTimeout("unix", m.path("monitor.sock"), 2*time.Second)
+	c, err := m.dial("monitor.sock", 2*time.Second)
 	if err != nil {
 		return "", fmt.Errorf("QEMU monitor: %w", err)
 	}
@@ -217,7 +217,7 @@ func Down(ctx context.Context, dir, name string, timeout time.Duration, out io.W
 	if err != nil {
 		return err
 	}
-	unlock, err := m.lock()
+	unlock, err := m.lock("vm down", out)
 	if err != nil {
 		return m.notCreated(err)
 	}
