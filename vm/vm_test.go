@@ -247,42 +247,18 @@ func TestDestroyAsks(t *testing.T) {
 
 func TestFindPrompt(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "console.log")
-	text := "boot\nPlease enter passphrase for disk spare: ********\nlogin: \nPassphrase for /dev/vda2: "
+	text := "boot\nPlease enter passphrase for disk spare: ********\nlogin: \n[sudo] password for alice: \nPassphrase for /dev/vda2: "
 	os.WriteFile(log, []byte(text), 0o644)
 	first := findPrompt(log, 0)
-	if first != int64(strings.Index(text, "assphrase for disk")) {
+	if first != int64(strings.Index(text, "Please enter")) {
 		t.Fatalf("first prompt at %d", first)
 	}
-	if second := findPrompt(log, first+1); second != int64(strings.LastIndex(text, "assphrase for")) {
+	// sudo's prompt is no disk's.
+	if second := findPrompt(log, first+1); second != int64(strings.LastIndex(text, "Passphrase for")) {
 		t.Fatalf("second prompt at %d", second)
 	}
-	if none := findPrompt(log, int64(strings.LastIndex(text, "assphrase for"))+1); none != -1 {
+	if none := findPrompt(log, int64(strings.LastIndex(text, "Passphrase for"))+1); none != -1 {
 		t.Fatalf("a prompt after the last: %d", none)
-	}
-}
-
-func TestAtPrompt(t *testing.T) {
-	log := filepath.Join(t.TempDir(), "console.log")
-	prompt := "Please enter passphrase for disk credstore (credstore): (press TAB for no echo) "
-	for _, tc := range []struct {
-		text string
-		from int64
-		want bool
-	}{
-		{"booting\n" + prompt, 0, true},
-		{"booting\n" + prompt + "\nStarted foo.\nlogin: ", 0, false},                                        // answered
-		{"booting\n" + prompt + "\n" + prompt, 0, true},                                                     // asked again
-		{"booting\n" + prompt, int64(len("booting\n") + strings.Index(prompt, "assphrase for") + 1), false}, // Unlock answered it
-		{"booting\nDebian GNU/Linux 12 kstest ttyS0\n\nkstest login: ", 0, false},
-		{"", 0, false},
-	} {
-		os.WriteFile(log, []byte(tc.text), 0o644)
-		if got := atPrompt(log, tc.from); got != tc.want {
-			t.Errorf("atPrompt(%q, %d) = %v, want %v", tc.text, tc.from, got, tc.want)
-		}
-	}
-	if atPrompt(filepath.Join(t.TempDir(), "none"), 0) {
-		t.Error("at a prompt without a console log")
 	}
 }
 
