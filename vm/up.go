@@ -129,11 +129,9 @@ func Up(ctx context.Context, o Options) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Runs after the lock is let go: a start that fails before QEMU is
-	// recorded removes what it made, and only that.
-	defer undo()
 	unlock, err := m.lock("vm up", out)
 	if err != nil {
+		undo()
 		return nil, err
 	}
 	locked := true
@@ -144,6 +142,10 @@ func Up(ctx context.Context, o Options) (*State, error) {
 		}
 	}
 	defer release()
+	// Runs before the lock is let go, so that it cannot take what another
+	// vm up made meanwhile: a start that fails before QEMU is recorded
+	// removes what it made, and only that.
+	defer undo()
 
 	old, err := m.readState()
 	if err != nil && !errors.Is(err, errNotCreated) {
@@ -165,7 +167,7 @@ func Up(ctx context.Context, o Options) (*State, error) {
 			}
 		}
 	}
-	m.killStrays()
+	m.killStrays(out)
 	s := m.settle(&o, old, out)
 
 	// Refusals first, before the disk is made or changed.
@@ -656,7 +658,7 @@ func (m machine) cleanup(st *State) {
 // killStrays ends a QEMU or swtpm that a vm up interrupted between
 // starting it and recording it left behind: its pid file is there, and it
 // runs with this VM's files.
-func (m machine) killStrays() {
+func (m machine) killStrays(out io.Writer) {
 	for _, f := range []string{"qemu.pid", "swtpm.pid"} {
 		pid, err := readPIDFile(m.path(f))
 		if err != nil {
@@ -664,6 +666,7 @@ func (m machine) killStrays() {
 		}
 		cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		if start := startTime(pid); alive(pid, start) && strings.Contains(string(cmdline), m.dir+"/") {
+			fmt.Fprintf(out, "vm: %s: ending %s (pid %d), which ran with no state recording it\n", m.name, strings.TrimSuffix(f, ".pid"), pid)
 			unix.Kill(pid, unix.SIGKILL)
 			waitGone(pid, start, 5*time.Second)
 		}

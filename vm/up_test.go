@@ -228,3 +228,27 @@ func TestUpMakesNoFlakeFolder(t *testing.T) {
 		t.Errorf("vm up --flake %s made it: %v", typo, err)
 	}
 }
+
+// The state is written only once QEMU runs: a vm up interrupted before
+// that leaves a QEMU nothing records. The next vm up ends it, by its pid
+// file, rather than fail on the disk it holds.
+func TestUpEndsAnUnrecordedQEMU(t *testing.T) {
+	dir := t.TempDir()
+	first := upBare(t, bare(dir, "web1"))
+	t.Cleanup(func() {
+		if alive(first.PID, first.PIDStart) {
+			unix.Kill(first.PID, unix.SIGKILL)
+		}
+	})
+	m, _ := open(dir, "web1")
+	if err := os.Remove(m.path("state.json")); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	o := bare(dir, "web1")
+	o.Out = &out
+	second := upBare(t, o)
+	if alive(first.PID, first.PIDStart) || !alive(second.PID, second.PIDStart) || !strings.Contains(out.String(), "ending qemu") {
+		t.Errorf("first QEMU alive: %v, second alive: %v; printed:\n%s", alive(first.PID, first.PIDStart), alive(second.PID, second.PIDStart), out.String())
+	}
+}
