@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -639,7 +640,8 @@ func (m machine) unlockedAt() int64 {
 
 // openPrompt returns the offset of the last disk password prompt at or
 // after from if nothing answered it yet: an answer, typed or by Unlock,
-// ends the prompt's line. Else -1.
+// ends the prompt's line. Else -1. The kernel's messages, which it prints
+// on the console whatever waits there, end lines of their own.
 func openPrompt(log string, from int64) int64 {
 	at := findPrompt(log, from)
 	if at < 0 {
@@ -649,11 +651,15 @@ func openPrompt(log string, from int64) int64 {
 		at = next
 	}
 	b, err := os.ReadFile(log)
-	if err != nil || strings.Contains(string(b[at:]), "\n") {
+	if err != nil || strings.Contains(kernelLine.ReplaceAllString(string(b[at:]), ""), "\n") {
 		return -1
 	}
 	return at
 }
+
+// kernelLine is one message of the kernel on its console, with printk's
+// time stamp (CONFIG_PRINTK_TIME, on in Debian's and NixOS's kernels).
+var kernelLine = regexp.MustCompile(`\[ *[0-9]+\.[0-9]{6}\] [^\n]*\n`)
 
 // bootMarks begin a boot on the console: the kernel's last words on
 // reboot, the firmware's first (SeaBIOS, OVMF), the kernel's first.

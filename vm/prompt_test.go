@@ -23,6 +23,10 @@ const (
 	sudoPrompt  = "sudo -i\r\n[sudo] password for alice: "
 	sshAddAsks  = "ssh-add\r\nEnter passphrase for /root/.ssh/id_ed25519: "
 	byHandAsked = "cryptsetup open /dev/vdb spare\r\nEnter passphrase for /dev/vdb: "
+	// The kernel prints its messages whatever waits on the console (these
+	// two are from the console of this repository's Debian test guest).
+	kernelSays = "[  143.171657] platform regulatory.0: firmware: failed to load regulatory.db (-2)\r\n" +
+		"[  143.172816] firmware_class: See https://wiki.debian.org/Firmware for information about missing firmware\r\n"
 )
 
 // vm down skips the ACPI power-off only at the boot's own unanswered disk
@@ -34,6 +38,7 @@ func TestDownQuitsOnlyAtTheBootsDiskPrompt(t *testing.T) {
 		quit      bool // quit at once, no power-off first
 	}{
 		{"boot's disk prompt", boot + "[    2.1] systemd[1]: Started.\r\n" + diskPrompt, true},
+		{"boot's disk prompt, then the kernel", boot + diskPrompt + kernelSays, true},
 		{"disk prompt of a later boot", boot + loggedIn + "systemctl reboot\r\n" + rebooted + boot + diskPrompt, true},
 		{"disk prompt of a reset boot", boot + loggedIn + boot + diskPrompt, true},
 		{"sudo on the serial console", boot + loggedIn + sudoPrompt, false},
@@ -72,6 +77,7 @@ func TestUnlockTypesOnlyAtAnOpenDiskPrompt(t *testing.T) {
 		typed     string // "": nothing
 	}{
 		{"open", boot + diskPrompt, "\tS3cretPW-xyz\r"},
+		{"open, then the kernel", boot + diskPrompt + kernelSays, "\tS3cretPW-xyz\r"},
 		{"answered in vm console", boot + answered, ""},
 		{"sudo", boot + loggedIn + sudoPrompt, ""},
 		{"ssh-add", boot + loggedIn + sshAddAsks, ""},
