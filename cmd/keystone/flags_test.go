@@ -45,7 +45,7 @@ func TestRepeatedFlag(t *testing.T) {
 	rows = append(rows,
 		row{[]string{"keystone", "new-host", "web1", "--target", "a", "--target", "b"}, false},
 		row{[]string{"keystone", "new-host", "web1", "--layout=luks", "--layout", "ext4"}, false},
-		row{[]string{"keystone", "new-host", "web1", "--disk", "/dev/disk/by-id/a", "--disk=/dev/disk/by-id/b"}, false},
+		row{[]string{"keystone", "new-host", "web1", "--disk", "/dev/disk/by-id/a", "--disk=/dev/disk/by-id/b"}, true}, // a pool over several disks
 		row{[]string{"keystone", "enroll", "web1", "--pcrs", "7", "--dry-run", "--pcrs", "0+7"}, false},
 		row{[]string{"keystone", "vm", "up", "web1", "--tpm", "--memory", "2G", "--tpm"}, false},
 		row{[]string{"keystone", "verify", "web1", "-i", "a", "--identity", "b", "-i", "c"}, true},
