@@ -73,7 +73,8 @@ buildGoApplication {
     nix
     git
     openssh # ssh-keygen, ssh-agent
-    qemu # qemu-img, for the vm package's disk tests
+    qemu # qemu-img and QEMU itself (SeaBIOS, its own edk2), for the vm tests that start a VM without a guest
+    swtpm # vm up --tpm
   ];
   checkPhase = ''
     runHook preCheck

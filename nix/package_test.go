@@ -125,6 +125,7 @@ var inputPackages = map[string][]string{
 	"git":         {"git"},
 	"openssh":     {"openssh-client", "openssh-server"}, // nixpkgs' openssh has both
 	"qemu":        {"qemu-utils", "qemu-system-x86"},
+	"swtpm":       {"swtpm"},
 }
 
 // sandboxPath makes a folder of links to exactly the commands a Nix build
