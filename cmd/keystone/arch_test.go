@@ -12,6 +12,7 @@ var floors = map[string]int{
 	"cmd":      4,
 	"deploy":   3,
 	"enroll":   3,
+	"switch":   3,
 	"verify":   2,
 	"fleet":    1,
 	"generate": 1,
