@@ -78,6 +78,8 @@ var systems = map[string]struct {
 	// The fleet's other two hosts.
 	"fleetb": {tcp: []int{22}, hook: "systemctl start ssh.service"},
 	"fleetc": {tcp: []int{22}, hook: "systemctl start ssh.service"},
+	// Built on the host (keystone.deploy.buildOn = "remote").
+	"onhost": {tcp: []int{22}, hook: "systemctl start ssh.service"},
 }
 
 // flakeNix makes every folder of systems/ a host of the same name whose
@@ -150,7 +152,11 @@ func mustWrite(t *testing.T, path, content string, mode os.FileMode) {
 // key pinned, as deploy leaves a host.
 func (w *world) aim(t *testing.T, system string, h *testhost.Host) {
 	t.Helper()
-	k := map[string]any{"deploy": map[string]any{"targetHost": h.Addr, "targetUser": "root", "sshPort": h.Port, "buildOn": "local"},
+	buildOn := "local"
+	if system == "onhost" {
+		buildOn = "remote"
+	}
+	k := map[string]any{"deploy": map[string]any{"targetHost": h.Addr, "targetUser": "root", "sshPort": h.Port, "buildOn": buildOn},
 		"verify": map[string]any{"expectations": map[string]any{
 			"hostname": h.Name,
 			"services": []string{"sshd.service", "nftables.service"},
@@ -189,7 +195,7 @@ func (w *world) install(t *testing.T, h *testhost.Host, system string) string {
 	if err := copyClosure(context.Background(), &host, p, nil); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := h.Run(t, "sh", "-c", "mkdir -p /etc/nix && echo 'build-users-group =' >/etc/nix/nix.conf && nix-env -p /nix/var/nix/profiles/system --set "+p+" && "+p+"/bin/switch-to-configuration test"); err != nil {
+	if out, err := h.Run(t, "sh", "-c", "mkdir -p /etc/nix && printf 'build-users-group =\\nsandbox = false\\n' >/etc/nix/nix.conf && nix-env -p /nix/var/nix/profiles/system --set "+p+" && "+p+"/bin/switch-to-configuration test"); err != nil {
 		t.Fatalf("install %s: %v\n%s", system, err, out)
 	}
 	return p
@@ -217,12 +223,16 @@ func current(t *testing.T, h *testhost.Host) string {
 
 // ui is the test's person at the terminal: it says yes.
 type ui struct {
-	t  *testing.T
-	mu sync.Mutex
-	b  bytes.Buffer
+	t      *testing.T
+	mu     sync.Mutex
+	b      bytes.Buffer
+	onLine func(string) // sees each write
 }
 
 func (u *ui) Write(p []byte) (int, error) {
+	if u.onLine != nil {
+		u.onLine(string(p))
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.b.Write(p)
@@ -417,6 +427,42 @@ func TestSwitch(t *testing.T) {
 			t.Errorf("the supervisor's reasons: %q", o)
 		}
 		checkBackOn(t, w, h, good)
+	})
+
+	t.Run("interrupted while verifying: rolled back at once", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		u := newUI(t)
+		u.onLine = func(l string) {
+			if strings.Contains(l, "activated; verifying") {
+				cancel()
+			}
+		}
+		start := time.Now()
+		results, err := Run(ctx, w.hosts(t, "good2"), opts(time.Minute), u)
+		t.Logf("%v\n%s", err, u)
+		r := results[0]
+		if r.Outcome != RolledBack || r.ExitCode != ExitVerifyFailed || r.Reason != "keystone was interrupted" {
+			t.Fatalf("good2 interrupted: %+v", r)
+		}
+		if took := time.Since(start); took > 30*time.Second {
+			t.Errorf("took %v: the host waited for its deadline", took)
+		}
+		checkBackOn(t, w, h, good)
+	})
+
+	t.Run("built on the host", func(t *testing.T) {
+		results, _ := run(t, w, opts(time.Minute), "onhost")
+		if r := results[0]; r.Outcome != Switched || r.ExitCode != 0 {
+			t.Fatalf("onhost: %+v", r)
+		}
+		if out, _ := h.Run(t, "readlink", "/run/current-system"); strings.TrimSpace(out) != sys("onhost") {
+			t.Errorf("the host runs %s, want %s", out, sys("onhost"))
+		}
+		// What the host built is not in this machine's store.
+		if _, err := nixCmd(context.Background(), nil, nil, "path-info", sys("onhost")); err == nil {
+			t.Errorf("%s was built here", sys("onhost"))
+		}
 	})
 
 	t.Run("fleet of 3, the canary fails", func(t *testing.T) { fleetCanary(t, w, h, good) })

@@ -77,7 +77,7 @@ func switchHost(ctx context.Context, h *fleet.Host, o Options, ui UI) Result {
 	}
 	res.Old = f.Current
 	if remoteBuild {
-		sf.Inhibitors = f.Inhibitors // read on the host once built there
+		sf.Inhibitors = f.Inhibitors // checked once built on the host
 	}
 	if err := judge(f, sf); err != nil {
 		return res.fail(Refused, ExitRefused, err)
@@ -120,9 +120,15 @@ func switchHost(ctx context.Context, h *fleet.Host, o Options, ui UI) Result {
 			return res.fail(Failed, ExitCannotReach, err)
 		}
 		say("building on the host")
-		out := r.Run(ctx, "nix-store --realise "+drv)
-		if out.Err != nil || out.Exit != 0 || strings.TrimSpace(out.Stdout) != sys {
+		// A whole system's build: the limit of the switch, not of a command.
+		build := remote.New(client, h.Target.User != "root", 2*time.Hour)
+		out := build.Run(ctx, "nix-store --realise "+drv+" && tr -d '\\n' <"+sys+"/switch-inhibitors 2>/dev/null; echo")
+		if out.Err != nil || out.Exit != 0 || strings.TrimSpace(firstLines(out.Stdout, 1)[0]) != sys {
 			return res.fail(Failed, ExitRefused, fmt.Errorf("building %s on the host: %v %s", drv, out.Err, lastLines(out.Stderr, 3)))
+		}
+		// Built there, the new system's inhibitors are known only now.
+		if inh := strings.Split(strings.TrimSpace(out.Stdout)+"\n", "\n")[1]; inh != f.Inhibitors {
+			return res.fail(Refused, ExitRefused, judge(f, systemFacts{Inhibitors: inh}))
 		}
 	} else if len(f.Missing) > 0 {
 		say("copying")
@@ -155,10 +161,20 @@ func switchHost(ctx context.Context, h *fleet.Host, o Options, ui UI) Result {
 			keep, why = false, "keystone was interrupted"
 		}
 		res.timing.verified = time.Now()
-		if err := w.verdict(ctx, sup, keep, why, giveUp); err != nil {
+		if err := w.verdict(ctx, sup, keep, why, giveUp); err != nil && ctx.Err() == nil {
 			say("could not give the verdict (%v): the host rolls back on its own at its deadline", err)
 		}
 		st, err = w.until(ctx, sup, giveUp, status.terminal)
+	}
+	if err != nil && ctx.Err() != nil {
+		// Interrupted: roll back now rather than at the deadline, if the
+		// host still listens; a few seconds, as the signal's grace allows.
+		stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if sup.verdict(stop, w.r, false, "keystone was interrupted") == nil {
+			st, err = w.until(stop, sup, time.Now().Add(9*time.Second), status.terminal)
+		}
+		ctx = stop
 	}
 	if err != nil {
 		return res.fail(Failed, ExitRollbackFailed, hint.Wrap(fmt.Errorf("the host's state is unknown: %w", err),

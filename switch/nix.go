@@ -92,9 +92,11 @@ type pathInfo struct {
 	NarSize int64  `json:"narSize"`
 }
 
-// closure lists the store paths p needs, each with its size.
+// closure lists the store paths p needs, each with its size; for a .drv,
+// what building it needs (nix takes a .drv for its outputs without
+// --derivation).
 func closure(ctx context.Context, p string) ([]pathInfo, error) {
-	out, err := nixCmd(ctx, nil, nil, "path-info", "--json", "--recursive", p)
+	out, err := nixCmd(ctx, nil, nil, append([]string{"path-info", "--json", "--recursive"}, asDerivation(p)...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -108,6 +110,15 @@ func closure(ctx context.Context, p string) ([]pathInfo, error) {
 		}
 	}
 	return infos, nil
+}
+
+// asDerivation is p as the last arguments of a nix command, which takes
+// a .drv as itself only with --derivation.
+func asDerivation(p string) []string {
+	if strings.HasSuffix(p, ".drv") {
+		return []string{"--derivation", p}
+	}
+	return []string{p}
 }
 
 // systemFacts is what keystone reads of a built system before copying it.
@@ -220,7 +231,7 @@ func copyClosure(ctx context.Context, h *fleet.Host, p string, progress io.Write
 	// --no-check-sigs: the paths were built here, unsigned; the host takes
 	// them from its root over the pinned connection, as nixos-rebuild's
 	// nix-copy-closure does.
-	_, err = nixCmd(ctx, progress, []string{"NIX_SSHOPTS=" + opts}, "copy", "--no-check-sigs", "--to", uri, p)
+	_, err = nixCmd(ctx, progress, []string{"NIX_SSHOPTS=" + opts}, append([]string{"copy", "--no-check-sigs", "--to", uri}, asDerivation(p)...)...)
 	if err != nil && strings.Contains(err.Error(), "Host key verification failed") {
 		return errors.Join(err, fmt.Errorf("the host's key is not the one pinned in %s", h.PinFile))
 	}
