@@ -111,7 +111,7 @@ type world struct {
 	signer ssh.Signer
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	if _, err := exec.LookPath("busybox"); err != nil {
 		t.Fatalf("busybox is not installed (apt-get install busybox-static): %v", err)
@@ -138,7 +138,7 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
-func mustWrite(t *testing.T, path, content string, mode os.FileMode) {
+func mustWrite(t testing.TB, path, content string, mode os.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -150,7 +150,7 @@ func mustWrite(t *testing.T, path, content string, mode os.FileMode) {
 
 // aim makes system the flake's host of that name, reached at h with its
 // key pinned, as deploy leaves a host.
-func (w *world) aim(t *testing.T, system string, h *testhost.Host) {
+func (w *world) aim(t testing.TB, system string, h *testhost.Host) {
 	t.Helper()
 	buildOn := "local"
 	if system == "onhost" {
@@ -168,7 +168,7 @@ func (w *world) aim(t *testing.T, system string, h *testhost.Host) {
 	mustWrite(t, filepath.Join(w.flake, "vms", system, fleet.PinnedKeyFile), string(ssh.MarshalAuthorizedKey(h.HostKey)), 0o644)
 }
 
-func (w *world) hosts(t *testing.T, names ...string) []fleet.Host {
+func (w *world) hosts(t testing.TB, names ...string) []fleet.Host {
 	t.Helper()
 	hs, err := fleet.Load(context.Background(), fleet.Options{Flake: w.flake, Names: names, Identities: []string{w.key}, Drift: true})
 	if err != nil {
@@ -184,7 +184,7 @@ func (w *world) hosts(t *testing.T, names ...string) []fleet.Host {
 
 // install puts system on h as a deploy would leave it: in the store, the
 // profile's first generation, activated.
-func (w *world) install(t *testing.T, h *testhost.Host, system string) string {
+func (w *world) install(t testing.TB, h *testhost.Host, system string) string {
 	t.Helper()
 	w.aim(t, system, h)
 	host := w.hosts(t, system)[0]

@@ -186,6 +186,7 @@ func switchHost(ctx context.Context, h *fleet.Host, o Options, ui UI) Result {
 
 // finish turns the supervisor's last state into the host's result.
 func (w *watcher) finish(ctx context.Context, sup supervisor, st status, res *Result, say func(string, ...any)) Result {
+	res.timing.done = time.Now()
 	if st.State != "kept" {
 		res.Journal = sup.journal(ctx, w.r)
 		for _, l := range res.Journal {
