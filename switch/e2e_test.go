@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/keystone-nix/keystone/fleet"
+	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/testhost"
 	"github.com/keystone-nix/keystone/verify"
 )
@@ -64,9 +65,10 @@ exit "$(cat "$self/exit-code")"
 
 // systems are the test's NixOS systems: what each one's activation does.
 var systems = map[string]struct {
-	tcp  []int
-	hook string
-	exit int
+	tcp        []int
+	hook       string
+	exit       int
+	inhibitors string // its switch-inhibitors file, if any
 }{
 	"base":  {tcp: []int{22}, hook: "systemctl start ssh.service"},
 	"good":  {tcp: []int{22}, hook: "systemctl start ssh.service"},
@@ -78,6 +80,8 @@ var systems = map[string]struct {
 	// The fleet's other two hosts.
 	"fleetb": {tcp: []int{22}, hook: "systemctl start ssh.service"},
 	"fleetc": {tcp: []int{22}, hook: "systemctl start ssh.service"},
+	// A live switch NixOS would refuse (another dbus implementation).
+	"inhib": {tcp: []int{22}, hook: "systemctl start ssh.service", inhibitors: `{"dbus-implementation":"broker"}`},
 	// Built on the host (keystone.deploy.buildOn = "remote").
 	"onhost": {tcp: []int{22}, hook: "systemctl start ssh.service"},
 }
@@ -134,6 +138,9 @@ func newWorld(t testing.TB) *world {
 		mustWrite(t, filepath.Join(dir, "etc/nftables.conf"), testhost.Ruleset(s.tcp), 0o644)
 		mustWrite(t, filepath.Join(dir, "hook"), s.hook+"\n", 0o644)
 		mustWrite(t, filepath.Join(dir, "exit-code"), fmt.Sprintln(s.exit), 0o644)
+		if s.inhibitors != "" {
+			mustWrite(t, filepath.Join(dir, "switch-inhibitors"), s.inhibitors+"\n", 0o644)
+		}
 	}
 	return w
 }
@@ -465,13 +472,70 @@ func TestSwitch(t *testing.T) {
 		}
 	})
 
-	t.Run("fleet of 3, the canary fails", func(t *testing.T) { fleetCanary(t, w, h, good) })
+	t.Run("fleet of 3, the canary fails", func(t *testing.T) { fleetCanary(t, w, h) })
+
+	t.Run("inhibitors differ: refused live", func(t *testing.T) {
+		before := state(t, h)
+		results, _ := run(t, w, opts(time.Minute), "inhib")
+		if r := results[0]; r.Outcome != Refused || r.ExitCode != ExitRefused || !strings.Contains(r.Reason, "switch inhibitors differ") ||
+			!strings.Contains(hint.Of(r.Err), "--boot") {
+			t.Fatalf("inhib: %+v", r)
+		}
+		if after := state(t, h); after != before {
+			t.Errorf("the host changed:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+	})
+
+	// The boot path, with real reboots of the container: a unit stands in
+	// for NixOS's stage 2, activating the boot default at every boot.
+	if _, err := h.Run(t, "sh", "-c", stage2); err != nil {
+		t.Fatal(err)
+	}
+	bootOpts := opts(time.Minute)
+	bootOpts.Boot, bootOpts.RebootWait = true, 2*time.Minute
+	t.Run("boot path: verified after a reboot", func(t *testing.T) {
+		before := h.BootIdentity(t)
+		results, _ := run(t, w, bootOpts, "good2")
+		if r := results[0]; r.Outcome != Switched || r.ExitCode != 0 {
+			t.Fatalf("good2 --boot: %+v", r)
+		}
+		if h.BootIdentity(t) == before {
+			t.Errorf("the host did not reboot")
+		}
+		checkBackOn(t, w, h, sys("good2"))
+	})
+	t.Run("boot path: verify fails, rebooted back", func(t *testing.T) {
+		before := h.BootIdentity(t)
+		results, _ := run(t, w, bootOpts, "web")
+		if r := results[0]; r.Outcome != RolledBack || r.ExitCode != ExitVerifyFailed || !strings.Contains(r.Reason, "firewall") {
+			t.Fatalf("web --boot: %+v", r)
+		}
+		if h.BootIdentity(t) == before {
+			t.Errorf("the host did not reboot")
+		}
+		checkBackOn(t, w, h, sys("good2"))
+	})
 }
+
+// stage2 installs the stand-in for NixOS's stage 2: at every boot, the
+// boot default is activated.
+const stage2 = `cat >/etc/systemd/system/keystone-stage2.service <<'EOF'
+[Unit]
+Description=stand-in for NixOS stage 2: activate the boot default
+After=nftables.service
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'exec "$(cat /boot/keystone-default)/bin/switch-to-configuration" test'
+[Install]
+WantedBy=multi-user.target
+EOF
+systemctl enable keystone-stage2.service`
 
 // TestSwitch's last case: a fleet whose canary fails; the other hosts
 // are sshd test hosts that a switch, or even its pre-flight, would log in
 // to.
-func fleetCanary(t *testing.T, w *world, h *testhost.Host, good string) {
+func fleetCanary(t *testing.T, w *world, h *testhost.Host) {
+	running := current(t, h)
 	others := []*testhost.Host{
 		testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{w.signer.PublicKey()}}),
 		testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{w.signer.PublicKey()}}),
@@ -492,7 +556,7 @@ func fleetCanary(t *testing.T, w *world, h *testhost.Host, good string) {
 			t.Errorf("%s was logged in to:\n%s", r.Host, log)
 		}
 	}
-	checkBackOn(t, w, h, good)
+	checkBackOn(t, w, h, running)
 }
 
 // checkBackOn checks h runs old again, as the boot default too, with its

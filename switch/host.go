@@ -79,7 +79,7 @@ func switchHost(ctx context.Context, h *fleet.Host, o Options, ui UI) Result {
 	if remoteBuild {
 		sf.Inhibitors = f.Inhibitors // checked once built on the host
 	}
-	if err := judge(f, sf); err != nil {
+	if err := judge(f, sf, o.Boot); err != nil {
 		return res.fail(Refused, ExitRefused, err)
 	}
 
@@ -98,7 +98,7 @@ func switchHost(ctx context.Context, h *fleet.Host, o Options, ui UI) Result {
 	if !remoteBuild {
 		kernel := "unchanged"
 		if sf.Kernel != f.Kernel || sf.Initrd != f.Initrd {
-			kernel = "changed: the new kernel or initrd runs from the next boot"
+			kernel = "changed: they run from the next boot (--boot reboots into them)"
 		}
 		say("kernel and initrd: %s", kernel)
 		if d := diffClosures(ctx, f.Current, sys); d != "" {
@@ -107,7 +107,11 @@ func switchHost(ctx context.Context, h *fleet.Host, o Options, ui UI) Result {
 			}
 		}
 	}
-	say("activate with switch-to-configuration test, verify, then make it the boot default; the host rolls back on its own without a verdict within %s", o.Confirm)
+	if o.Boot {
+		say("make it the boot default, reboot, verify; on FAIL make %s the default again and reboot into it", f.Current)
+	} else {
+		say("activate with switch-to-configuration test, verify, then make it the boot default; the host rolls back on its own without a verdict within %s", o.Confirm)
+	}
 	if o.DryRun {
 		say("dry run: nothing was changed")
 		res.Outcome = Planned
@@ -128,7 +132,9 @@ func switchHost(ctx context.Context, h *fleet.Host, o Options, ui UI) Result {
 		}
 		// Built there, the new system's inhibitors are known only now.
 		if inh := strings.Split(strings.TrimSpace(out.Stdout)+"\n", "\n")[1]; inh != f.Inhibitors {
-			return res.fail(Refused, ExitRefused, judge(f, systemFacts{Inhibitors: inh}))
+			if err := judge(f, systemFacts{Inhibitors: inh}, o.Boot); err != nil {
+				return res.fail(Refused, ExitRefused, err)
+			}
 		}
 	} else if len(f.Missing) > 0 {
 		say("copying")
@@ -138,15 +144,19 @@ func switchHost(ctx context.Context, h *fleet.Host, o Options, ui UI) Result {
 	}
 	res.timing.copied = time.Now()
 
-	// Activate under the supervisor.
 	sup := newSupervisor()
 	res.Unit = sup.unit
+	w := &watcher{h: h, r: r, client: client, timeout: o.Timeout}
+	defer func() { w.client.Close() }()
+	if o.Boot {
+		return w.bootPath(ctx, sup, e, o, &res, say)
+	}
+
+	// Activate under the supervisor.
 	if err := sup.start(ctx, r, sys, "test", o.Confirm, o.Activate); err != nil {
 		return res.fail(Failed, ExitRefused, err)
 	}
 	say("activating in %s", sup.unit)
-	w := &watcher{h: h, r: r, client: client, timeout: o.Timeout}
-	defer func() { w.client.Close() }()
 	// The supervisor ends by itself: after the activation (bounded), the
 	// wait for a verdict and a rollback (bounded again).
 	giveUp := time.Now().Add(2*o.Activate + o.Confirm + 30*time.Second)

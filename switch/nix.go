@@ -127,7 +127,8 @@ type systemFacts struct {
 	Inhibitors     string // its switch-inhibitors file; "" without
 }
 
-// readSystem reads a system in the local store.
+// readSystem reads a system in the local store: `nix store ls --long`
+// prints "MODE SIZE ./NAME[ -> TARGET]" a line.
 func readSystem(ctx context.Context, p string) (systemFacts, error) {
 	var f systemFacts
 	out, err := nixCmd(ctx, nil, nil, "store", "ls", "--long", p)
@@ -135,24 +136,22 @@ func readSystem(ctx context.Context, p string) (systemFacts, error) {
 		return f, err
 	}
 	for _, l := range strings.Split(string(out), "\n") {
-		name, target, ok := strings.Cut(l, " -> ")
-		if !ok {
+		entry, target, _ := strings.Cut(l, " -> ")
+		fields := strings.Fields(entry)
+		if len(fields) == 0 {
 			continue
 		}
-		switch fields := strings.Fields(name); fields[len(fields)-1] {
+		switch strings.TrimPrefix(fields[len(fields)-1], "./") {
 		case "kernel":
 			f.Kernel = target
 		case "initrd":
 			f.Initrd = target
-		}
-		if strings.HasSuffix(name, " switch-inhibitors") {
-			f.Inhibitors = target // a link; read below
-		}
-	}
-	if strings.Contains(string(out), " switch-inhibitors") {
-		inh, err := nixCmd(ctx, nil, nil, "store", "cat", p+"/switch-inhibitors")
-		if err == nil {
-			f.Inhibitors = strings.TrimSpace(string(inh))
+		case "switch-inhibitors":
+			inh, err := nixCmd(ctx, nil, nil, "store", "cat", p+"/switch-inhibitors")
+			if err != nil {
+				return f, err
+			}
+			f.Inhibitors = strings.ReplaceAll(string(inh), "\n", "")
 		}
 	}
 	return f, nil

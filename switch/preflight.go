@@ -92,7 +92,8 @@ func gather(ctx context.Context, r *remote.Runner, closure []pathInfo) (*facts, 
 }
 
 // judge refuses a host that cannot take the switch now; nil means go.
-func judge(f *facts, sys systemFacts) error {
+// The boot path takes any inhibitors: they are about a live switch.
+func judge(f *facts, sys systemFacts, boot bool) error {
 	switch {
 	case len(f.Tools) > 0:
 		return hint.Errorf("switch updates an installed NixOS host (keystone deploy installs one)",
@@ -111,8 +112,8 @@ func judge(f *facts, sys systemFacts) error {
 	case hasPrefix(f.Units, "nixos-rebuild-switch-to-configuration"):
 		return hint.Errorf("wait for it to end, or look at it with systemctl status on the host",
 			"a nixos-rebuild switch is running on the host%s", units(f.Units, "nixos-rebuild"))
-	case sys.Inhibitors != f.Inhibitors:
-		return hint.Errorf("the new system must be reached by a reboot (the boot path, not done yet); nixos-rebuild boot, then a reboot, does it by hand",
+	case sys.Inhibitors != f.Inhibitors && !boot:
+		return hint.Errorf("switch through a reboot: keystone switch --boot",
 			"the switch inhibitors differ between the running and the new system: NixOS refuses to switch to it live")
 	}
 	var need int64

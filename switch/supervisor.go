@@ -76,7 +76,7 @@ systemd-run --unit=%[2]s --description='keystone switch to %[3]s' --collect --no
 
 // status is what the run's folder says.
 type status struct {
-	State, Reason, Old                   string
+	State, Reason, Old, Generation       string
 	ActivateExit, RollbackExit, BootExit string
 	Unit                                 string // systemctl is-active of the unit
 }
@@ -104,7 +104,7 @@ func (s supervisor) read(ctx context.Context, r *remote.Runner) (status, error) 
 	// The unit first: a state read after it shows what the supervisor
 	// wrote before it ended.
 	out := r.Run(ctx, "echo unit=$(systemctl is-active "+s.unit+"); cd "+s.dir+" 2>/dev/null || exit 0; "+
-		"for f in state reason old activate-exit rollback-exit boot-exit; do printf '%s=' $f; cat $f 2>/dev/null || echo; done")
+		"for f in state reason old generation activate-exit rollback-exit boot-exit; do printf '%s=' $f; cat $f 2>/dev/null || echo; done")
 	if out.Err != nil {
 		return status{}, out.Err
 	}
@@ -118,6 +118,8 @@ func (s supervisor) read(ctx context.Context, r *remote.Runner) (status, error) 
 			st.Reason = v
 		case "old":
 			st.Old = v
+		case "generation":
+			st.Generation = v
 		case "activate-exit":
 			st.ActivateExit = v
 		case "rollback-exit":

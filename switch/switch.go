@@ -39,7 +39,11 @@ type Options struct {
 	Activate time.Duration
 	Parallel int    // hosts switched at a time after the canary
 	BuildOn  string // "", auto, local or remote; "" takes keystone.deploy.buildOn
-	Boot     bool   // the boot path: not done yet, refused
+	// Boot is the boot path: make the new system the boot default, reboot,
+	// verify; on FAIL the old default again, and a reboot into it.
+	Boot bool
+	// RebootWait bounds each wait for the host's new boot; 0 means 10m.
+	RebootWait time.Duration
 
 	// The verify gate: checks (nil: all), ports the exposure check scans
 	// (nil: verify's default) and each remote command's limit.
@@ -74,9 +78,8 @@ func (o Options) Check(hosts fleet.Options) error {
 		return exit.UsageError(hint.Errorf("e.g. --timeout 30s", "--timeout %s: it must be more than 0", o.Timeout))
 	case !slices.Contains([]string{"", "auto", "local", "remote"}, o.BuildOn):
 		return exit.UsageError(hint.Errorf("--build-on takes auto, local or remote", "--build-on %q is not supported", o.BuildOn))
-	case o.Boot:
-		return exit.UsageError(hint.Errorf("switch without --boot activates at once and rolls back on its own; reboot paths are not done yet",
-			"--boot (switch through a reboot) is not supported yet"))
+	case o.RebootWait < 0:
+		return exit.UsageError(hint.Errorf("e.g. --reboot-timeout 10m", "--reboot-timeout %s: it cannot be negative", o.RebootWait))
 	}
 	return nil
 }
@@ -122,6 +125,9 @@ const (
 func Run(ctx context.Context, hosts []fleet.Host, o Options, ui UI) ([]Result, error) {
 	if o.Activate == 0 {
 		o.Activate = 10 * time.Minute
+	}
+	if o.RebootWait == 0 {
+		o.RebootWait = 10 * time.Minute
 	}
 	results := make([]Result, len(hosts))
 	for i := range hosts {

@@ -27,6 +27,10 @@ connection against the new system's expectations; only a PASS makes the
 supervisor set the system profile and the boot default. A failed verify,
 a failed activation, or no verdict within --confirm-timeout (a lockout,
 keystone killed) makes the host activate the old system again on its own.
+With --boot (a new kernel, or inhibitors that forbid a live switch) the
+new system becomes the boot default, the host reboots into it and is
+verified; on FAIL the old generation is made the default again and the
+host reboots into it.
 
 Exit status: 0 switched and verified, 1 verify failed (rolled back),
 2 cannot connect, 3 pre-flight refused (nothing changed), 4 activation
@@ -36,6 +40,7 @@ failed (rolled back), 5 the rollback failed or the outcome is unknown,
 Examples:
    keystone switch web1
    keystone switch web1 --dry-run
+   keystone switch web1 --boot
    keystone switch --all --parallel 4 --yes --format json`,
 		OnUsageError: commandUsageError,
 		Flags: []cli.Flag{
@@ -48,7 +53,8 @@ Examples:
 			&cli.BoolFlag{Name: "dry-run", Usage: "build, check and print the plan; change nothing"},
 			&cli.DurationFlag{Name: "confirm-timeout", Value: 2 * time.Minute, Usage: "how long the host waits for verify's verdict before it rolls back"},
 			&cli.StringFlag{Name: "build-on", Usage: "where to build: auto, local or remote (default: keystone.deploy.buildOn)"},
-			&cli.BoolFlag{Name: "boot", Usage: "switch through a reboot (not supported yet)"},
+			&cli.BoolFlag{Name: "boot", Usage: "switch through a reboot: boot default, reboot, verify; on FAIL reboot back"},
+			&cli.DurationFlag{Name: "reboot-timeout", Value: 10 * time.Minute, Usage: "with --boot, how long to wait for each reboot"},
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "limit for each remote command"},
 			&cli.StringFlag{Name: "only", Usage: "verify only these `CHECKS` (comma-separated)"},
 			&cli.StringFlag{Name: "skip", Usage: "skip these `CHECKS` (comma-separated)"},
@@ -60,7 +66,7 @@ Examples:
 				Target: c.String("target"), Identities: nonEmpty(c.StringSlice("identity")),
 				Drift: true} // the new system's out path, from the same evaluation
 			o := switcher.Options{DryRun: c.Bool("dry-run"), Yes: c.Bool("yes"), Confirm: c.Duration("confirm-timeout"),
-				Parallel: c.Int("parallel"), BuildOn: c.String("build-on"), Boot: c.Bool("boot"), Timeout: c.Duration("timeout")}
+				Parallel: c.Int("parallel"), BuildOn: c.String("build-on"), Boot: c.Bool("boot"), RebootWait: c.Duration("reboot-timeout"), Timeout: c.Duration("timeout")}
 			write, err := switcher.Writer(c.String("format"))
 			if err != nil {
 				return err
