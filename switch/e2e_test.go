@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/keystone-nix/keystone/fleet"
+	"github.com/keystone-nix/keystone/internal/exit"
 	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/testhost"
 	"github.com/keystone-nix/keystone/verify"
@@ -260,6 +261,14 @@ func run(t *testing.T, w *world, o Options, names ...string) ([]Result, *ui) {
 	var b strings.Builder
 	WriteTable(&b, results)
 	t.Logf("switch %s in %v: err %v\n%s\n%s", strings.Join(names, " "), time.Since(start).Round(time.Millisecond), err, u, b.String())
+	// The error carries the worst status, which is what the CLI exits with.
+	worst := 0
+	for _, r := range results {
+		worst = max(worst, r.ExitCode)
+	}
+	if got := exit.Code(err); got != worst {
+		t.Errorf("the error says exit %d, the results %d", got, worst)
+	}
 	return results, u
 }
 
@@ -304,6 +313,16 @@ func TestSwitch(t *testing.T) {
 	}
 	base := w.install(t, h, "base")
 	sys := func(name string) string { return w.hosts(t, name)[0].Config.System }
+
+	t.Run("nix copy trusts only the pin", func(t *testing.T) {
+		host := w.hosts(t, "good")[0]
+		other, _ := testhost.GenerateKey(t)
+		host.HostKeys.Pinned = other.PublicKey()
+		err := copyClosure(context.Background(), &host, base, nil)
+		if err == nil || !strings.Contains(err.Error(), "Host key verification failed") {
+			t.Errorf("nix copy to a host whose key is not the pin: %v", err)
+		}
+	})
 
 	t.Run("dry-run changes nothing", func(t *testing.T) {
 		before := state(t, h)
