@@ -261,13 +261,13 @@ func run(t *testing.T, w *world, o Options, names ...string) ([]Result, *ui) {
 	var b strings.Builder
 	WriteTable(&b, results)
 	t.Logf("switch %s in %v: err %v\n%s\n%s", strings.Join(names, " "), time.Since(start).Round(time.Millisecond), err, u, b.String())
-	// The error carries the worst status, which is what the CLI exits with.
-	worst := 0
-	for _, r := range results {
-		worst = max(worst, r.ExitCode)
+	// The CLI exits with the worst status of the errors (cmd's report).
+	got := exit.Code(err)
+	if errs, ok := err.(interface{ Unwrap() []error }); ok {
+		got = exit.Worst(errs.Unwrap())
 	}
-	if got := exit.Code(err); got != worst {
-		t.Errorf("the error says exit %d, the results %d", got, worst)
+	if want := Status(results); got != want {
+		t.Errorf("the errors say exit %d, the results %d", got, want)
 	}
 	return results, u
 }
@@ -566,6 +566,9 @@ func fleetCanary(t *testing.T, w *world, h *testhost.Host) {
 	results, _ := run(t, w, o, "web", "fleetb", "fleetc")
 	if r := results[0]; r.Outcome != RolledBack || r.ExitCode != ExitVerifyFailed {
 		t.Errorf("the canary: %+v", r)
+	}
+	if Status(results) != ExitVerifyFailed {
+		t.Errorf("the fleet's status is %d, want the canary's 1", Status(results))
 	}
 	for i, r := range results[1:] {
 		if r.Outcome != NotStarted || r.ExitCode != ExitRefused {

@@ -37,10 +37,7 @@ func WriteTable(w io.Writer, results []Result) error {
 
 // WriteJSON writes every host's result, and the run's exit status.
 func WriteJSON(w io.Writer, results []Result) error {
-	code := 0
-	for _, r := range results {
-		code = max(code, r.ExitCode)
-	}
+	code := Status(results)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(struct {

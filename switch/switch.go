@@ -179,16 +179,36 @@ func Run(ctx context.Context, hosts []fleet.Host, o Options, ui UI) ([]Result, e
 		wg.Wait()
 	}
 	var errs []error
+	var stoppedBy, notStarted []string
 	for i, r := range results {
-		if r.Err != nil {
+		switch {
+		case r.Err != nil:
 			errs = append(errs, fleet.Named(r.Host, r.Err))
-		} else if r.Outcome == NotStarted && len(hosts) > 1 {
-			results[i].Reason = "not started: " + hosts[0].Name + " or another host did not switch"
-			results[i].ExitCode = ExitRefused
-			errs = append(errs, exit.With(ExitRefused, fleet.Named(r.Host, errors.New("not switched: an earlier host did not switch"))))
+			stoppedBy = append(stoppedBy, r.Host)
+		case r.Outcome == NotStarted:
+			results[i].Reason = "not started: " + strings.Join(stoppedBy, ", ") + " did not switch"
+			results[i].ExitCode = ExitRefused // nothing changed on it
+			notStarted = append(notStarted, r.Host)
 		}
 	}
+	if len(notStarted) > 0 {
+		// The run's status stays that of the hosts that stopped it: a
+		// rollback (1) must not read as "refused, nothing changed" (3).
+		errs = append(errs, exit.With(Status(results), fmt.Errorf("not switched, as %s did not: %s", strings.Join(stoppedBy, ", "), strings.Join(notStarted, ", "))))
+	}
 	return results, errors.Join(errs...)
+}
+
+// Status is the run's exit status: the worst of the hosts that were
+// started; hosts a failure kept from starting do not raise it.
+func Status(results []Result) int {
+	code := 0
+	for _, r := range results {
+		if r.Outcome != NotStarted {
+			code = max(code, r.ExitCode)
+		}
+	}
+	return code
 }
 
 func okOutcome(r Result) bool {
