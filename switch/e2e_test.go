@@ -283,6 +283,9 @@ func (stderrUI) Ask(string) (string, error)  { return "", errors.New("no termina
 // TestMain), so that a test can SIGKILL it.
 const helperEnv = "KEYSTONE_SWITCH_HELPER"
 
+// realHome is HOME before a test set its own.
+var realHome = os.Getenv("HOME")
+
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(helperEnv); spec != "" {
 		var h struct {
@@ -534,6 +537,43 @@ func TestSwitch(t *testing.T) {
 		}
 		checkBackOn(t, w, h, sys("good2"))
 	})
+
+	t.Run("the CLI", func(t *testing.T) { cli(t, w, h, sys("good")) })
+}
+
+// cli runs the keystone binary: its exit statuses and its JSON.
+func cli(t *testing.T, w *world, h *testhost.Host, good string) {
+	bin := filepath.Join(t.TempDir(), "keystone")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/keystone")
+	build.Env = append(os.Environ(), "HOME="+realHome) // Go's caches are under the real one
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, tc := range []struct {
+		name    string
+		code    int
+		outcome string
+	}{{"good", 0, Switched}, {"web", 1, RolledBack}} {
+		cmd := exec.Command(bin, "switch", tc.name, "--flake", w.flake, "-i", w.key, "--ports", "22,8080", "--format", "json")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		cmd.Run()
+		var doc struct {
+			ExitCode int `json:"exitCode"`
+			Hosts    []struct {
+				Host, Outcome string
+				ExitCode      int `json:"exitCode"`
+			} `json:"hosts"`
+		}
+		err := json.Unmarshal(stdout.Bytes(), &doc)
+		if code := cmd.ProcessState.ExitCode(); code != tc.code || err != nil || doc.ExitCode != tc.code || len(doc.Hosts) != 1 || doc.Hosts[0].Outcome != tc.outcome {
+			t.Errorf("keystone switch %s: exit %d, want %d; %v\n%s\n%s", tc.name, code, tc.code, err, stdout.String(), stderr.String())
+		}
+		if tc.code != 0 && !strings.Contains(stderr.String(), "keystone: error: "+tc.name+": rolled back to "+good) {
+			t.Errorf("keystone switch %s: stderr\n%s", tc.name, stderr.String())
+		}
+	}
+	checkBackOn(t, w, h, good)
 }
 
 // stage2 installs the stand-in for NixOS's stage 2: at every boot, the
