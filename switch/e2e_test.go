@@ -327,6 +327,30 @@ func TestSwitch(t *testing.T) {
 		}
 	})
 
+	t.Run("bad input: one line, nothing changed", func(t *testing.T) {
+		before := state(t, h)
+		pin := filepath.Join(w.flake, "vms", "good", fleet.PinnedKeyFile)
+		saved, _ := os.ReadFile(pin)
+		os.Remove(pin)
+		defer os.WriteFile(pin, saved, 0o644)
+		hs, err := fleet.Load(context.Background(), fleet.Options{Flake: w.flake, Names: []string{"mail", "good"}, Identities: []string{w.key}, Drift: true,
+			KnownHosts: filepath.Join(t.TempDir(), "known_hosts")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := opts(time.Minute)
+		o.Yes = true
+		for i, want := range []string{"does not provide attribute 'nixosConfigurations.mail'", "no pinned host key in " + pin} {
+			results, err := Run(context.Background(), hs[i:i+1], o, newUI(t))
+			if r := results[0]; r.Outcome != Refused || r.ExitCode != ExitRefused || !strings.Contains(r.Reason, want) || exit.Code(err) != ExitRefused {
+				t.Errorf("%s: %+v, want refused with %q", hs[i].Name, r, want)
+			}
+		}
+		if after := state(t, h); after != before {
+			t.Errorf("the host changed:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+	})
+
 	t.Run("dry-run changes nothing", func(t *testing.T) {
 		before := state(t, h)
 		results, u := run(t, w, Options{DryRun: true, Confirm: time.Minute, Parallel: 1, Timeout: 20 * time.Second}, "good")

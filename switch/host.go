@@ -30,6 +30,11 @@ func switchHost(ctx context.Context, h *fleet.Host, o Options, ui UI) Result {
 	if err != nil {
 		return res.fail(Refused, ExitRefused, fmt.Errorf("its expectations: %w", err))
 	}
+	if h.HostKeys.Pinned == nil {
+		// nix copy must check the key too, and it is given only the pin.
+		return res.fail(Refused, ExitRefused, hint.Errorf("keystone deploy pins it in "+h.PinFile+"; for a host installed otherwise, write its ssh_host_ed25519_key.pub there after checking it on the console",
+			"no pinned host key in %s: switch only updates a host whose key is pinned", h.PinFile))
+	}
 	if !storePathRE.MatchString(h.Config.System) {
 		return res.fail(Refused, ExitRefused, fmt.Errorf("the flake's system.build.toplevel %q is not a store path", h.Config.System))
 	}
