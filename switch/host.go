@@ -151,7 +151,7 @@ func switchHost(ctx context.Context, h *fleet.Host, o Options, ui UI) Result {
 
 	sup := newSupervisor()
 	res.Unit = sup.unit
-	w := &watcher{h: h, r: r, client: client, timeout: o.Timeout}
+	w := &watcher{h: h, r: r, client: client, timeout: o.Timeout, say: say}
 	defer func() { w.client.Close() }()
 	if o.Boot {
 		return w.bootPath(ctx, sup, e, o, &res, say)
@@ -237,6 +237,8 @@ type watcher struct {
 	r       *remote.Runner
 	client  *sshx.Client
 	timeout time.Duration
+	say     func(string, ...any)
+	away    bool // said that the host is out of reach
 }
 
 // redial replaces a lost connection, trying once.
@@ -264,7 +266,11 @@ func (w *watcher) until(ctx context.Context, sup supervisor, deadline time.Time,
 			return st, fmt.Errorf("the supervisor %s ended in state %q without a result (see journalctl -u %s)", sup.unit, st.State, sup.unit)
 		case err != nil:
 			last = err
-			if w.redial(ctx) != nil {
+			if err := w.redial(ctx); err != nil {
+				if !w.away {
+					w.away = true
+					w.say("lost the connection (%v); without a verdict the host rolls back on its own; trying again until %s", err, deadline.Format(time.TimeOnly))
+				}
 				time.Sleep(time.Second) // the host is away: it switches, or rolls back
 			}
 		}
