@@ -217,7 +217,7 @@ func (w *watcher) finish(ctx context.Context, sup supervisor, st status, res *Re
 	case "rolled-back":
 		res.Reason = st.Reason
 		say("rolled back to %s: %s", res.Old, st.Reason)
-		if st.ActivateExit != "" && st.ActivateExit != "0" {
+		if st.ActivateExit != "" && st.ActivateExit != "0" || st.BootExit != "" {
 			return res.fail(RolledBack, ExitActivation, fmt.Errorf("activation failed (%s), rolled back to %s", st.Reason, res.Old))
 		}
 		return res.fail(RolledBack, ExitVerifyFailed, fmt.Errorf("rolled back to %s: %s", res.Old, st.Reason))
