@@ -55,6 +55,7 @@ test|switch)
 boot)
 	mkdir -p /boot
 	echo "$self" >/boot/keystone-default
+	[ -e "$self/boot-exit-code" ] && exit "$(cat "$self/boot-exit-code")"
 	;;
 *)
 	echo "unknown action $1" >&2
@@ -70,12 +71,15 @@ var systems = map[string]struct {
 	hook       string
 	exit       int
 	inhibitors string // its switch-inhibitors file, if any
+	bootExit   int    // what its switch-to-configuration boot exits with
 }{
 	"base":  {tcp: []int{22}, hook: "systemctl start ssh.service"},
 	"good":  {tcp: []int{22}, hook: "systemctl start ssh.service"},
 	"good2": {tcp: []int{22}, hook: "systemctl start ssh.service"},
 	"web":   {tcp: []int{22, 8080}, hook: "systemctl start ssh.service"},
 	"exit4": {tcp: []int{22}, hook: "systemctl start ssh.service", exit: 4},
+	// Verified, but its boot loader entry cannot be written.
+	"bootfail": {tcp: []int{22}, hook: "systemctl start ssh.service", bootExit: 1},
 	// A switch that takes SSH away: the listener and every session.
 	"nossh": {tcp: []int{22}, hook: "systemctl stop ssh.service; pkill -KILL -x sshd || true"},
 	// The fleet's other two hosts.
@@ -139,6 +143,9 @@ func newWorld(t testing.TB) *world {
 		mustWrite(t, filepath.Join(dir, "etc/nftables.conf"), testhost.Ruleset(s.tcp), 0o644)
 		mustWrite(t, filepath.Join(dir, "hook"), s.hook+"\n", 0o644)
 		mustWrite(t, filepath.Join(dir, "exit-code"), fmt.Sprintln(s.exit), 0o644)
+		if s.bootExit != 0 {
+			mustWrite(t, filepath.Join(dir, "boot-exit-code"), fmt.Sprintln(s.bootExit), 0o644)
+		}
 		if s.inhibitors != "" {
 			mustWrite(t, filepath.Join(dir, "switch-inhibitors"), s.inhibitors+"\n", 0o644)
 		}
@@ -402,6 +409,16 @@ func TestSwitch(t *testing.T) {
 		}
 		if !strings.Contains(strings.Join(r.Journal, "\n"), "rolled back to "+good) {
 			t.Errorf("the journal does not show the rollback: %q", r.Journal)
+		}
+		checkBackOn(t, w, h, good)
+	})
+
+	t.Run("boot entry fails after a PASS: rolled back, profile restored", func(t *testing.T) {
+		results, _ := run(t, w, opts(time.Minute), "bootfail")
+		r := results[0]
+		if r.Outcome != RolledBack || r.ExitCode != ExitActivation || !strings.Contains(r.Reason, "switch-to-configuration boot exited 1") ||
+			r.Verify == nil || r.Verify.ExitCode() != 0 {
+			t.Fatalf("bootfail: %+v", r)
 		}
 		checkBackOn(t, w, h, good)
 	})
