@@ -62,6 +62,7 @@ func stopOnSignal(sigs <-chan os.Signal, cancel func(), grace time.Duration, std
 var signalGrace = map[string]time.Duration{
 	"deploy": 15 * time.Second, "enroll": 15 * time.Second,
 	"verify": 3 * time.Second, "disks": 3 * time.Second,
+	"switch": 15 * time.Second, // Ctrl-C stops waiting; the host rolls back without a verdict
 }
 
 // exitSignal is the shell's exit status for a process ended by sig.
@@ -107,7 +108,7 @@ read-only pre-flight checks, and verifies the live host over SSH.
 		OnUsageError:              onUsageError,
 		DisableSliceFlagSeparator: true, // a key line may hold commas
 		HideHelpCommand:           true,
-		Commands:                  []*cli.Command{newHostCommand(), deployCommand(), verifyCommand(), checkCommand(), enrollCommand(), disksCommand(), vmCommand(), isoCommand(), discoverCommand()},
+		Commands:                  []*cli.Command{newHostCommand(), deployCommand(), verifyCommand(), checkCommand(), enrollCommand(), disksCommand(), vmCommand(), isoCommand(), discoverCommand(), switchCommand()},
 	}
 }
 

@@ -13,6 +13,7 @@ var floors = map[string]int{
 	"discover": 3,
 	"deploy":   3,
 	"enroll":   3,
+	"switch":   3,
 	"verify":   2,
 	"fleet":    1,
 	"generate": 1,
