@@ -54,6 +54,7 @@
             {
               inherit (nixpkgs.lib) nixosSystem;
               inherit nixpkgs;
+              version = self.shortRev or self.dirtyShortRev or "dev";
             }
             // args
           );

@@ -256,16 +256,32 @@ func WriteDisks(w io.Writer, disks []Disk) error {
 	fmt.Fprintln(tw, "DISK\tKERNEL\tSIZE\tMODEL\tSERIAL\tTRANSPORT\tNOTES")
 	// The target wrote all of it: no escape sequence of its reaches the terminal.
 	q := text.OneLine
+	// Disks of one size, the easy choice for a mirror or raidz (whose
+	// smallest disk sets every disk's share): each says which others.
+	bySize := map[int64][]string{}
+	for _, d := range disks {
+		if isWhole(d) {
+			bySize[d.Size] = append(bySize[d.Size], d.Resolved)
+		}
+	}
 	for _, d := range disks {
 		name := q(d.Path)
 		if !d.Stable {
 			name = "(no stable name)"
 		}
+		notes := d.notes()
+		if same := slices.DeleteFunc(slices.Clone(bySize[d.Size]), func(k string) bool { return k == d.Resolved }); isWhole(d) && len(same) > 0 {
+			notes = append(notes, "same size as "+q(strings.Join(same, " ")))
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, q(d.Resolved), bytesString(d.Size), q(cmp.Or(d.Model, "-")),
-			q(cmp.Or(d.Serial, "-")), q(cmp.Or(d.Transport, "-")), strings.Join(d.notes(), ", "))
+			q(cmp.Or(d.Serial, "-")), q(cmp.Or(d.Transport, "-")), strings.Join(notes, ", "))
 	}
 	return tw.Flush()
 }
+
+// isWhole is a disk one could install on: of type disk, not the boot
+// medium, of a known size.
+func isWhole(d Disk) bool { return (d.Type == "disk" || d.Type == "") && !d.BootMedium && d.Size > 0 }
 
 func (d Disk) notes() []string {
 	var n []string

@@ -109,6 +109,9 @@ func TestWriteDisks(t *testing.T) {
 		{Path: "/dev/disk/by-id/nvme-A", Stable: true, Resolved: "/dev/nvme0n1", Size: 500 << 30, Model: "Samsung SSD", Serial: "S1", Transport: "nvme", Type: "disk", System: true},
 		{Path: "/dev/vda", Resolved: "/dev/vda", Size: 20 << 30, Transport: "virtio", Type: "disk"},
 		{Path: "/dev/sr0", Resolved: "/dev/sr0", Size: 1 << 30, Model: "QEMU\x1b[2J", Type: "rom", Removable: true, BootMedium: true},
+		{Path: "/dev/disk/by-id/ata-B", Stable: true, Resolved: "/dev/sdb", Size: 4 << 40, Type: "disk"},
+		{Path: "/dev/disk/by-id/ata-C", Stable: true, Resolved: "/dev/sdc", Size: 4 << 40, Type: "disk"},
+		{Path: "/dev/disk/by-id/ata-D", Stable: true, Resolved: "/dev/sdd", Size: 4 << 40, Type: "disk"},
 	}
 	var b strings.Builder
 	if err := WriteDisks(&b, disks); err != nil {
@@ -118,6 +121,9 @@ func TestWriteDisks(t *testing.T) {
 /dev/disk/by-id/nvme-A  /dev/nvme0n1  500.0 GiB  Samsung SSD  S1      nvme       running system
 (no stable name)        /dev/vda      20.0 GiB   -            -       virtio     
 (no stable name)        /dev/sr0      1.0 GiB    QEMU?[2J     -       -          boot medium, removable, rom
+/dev/disk/by-id/ata-B   /dev/sdb      4.0 TiB    -            -       -          same size as /dev/sdc /dev/sdd
+/dev/disk/by-id/ata-C   /dev/sdc      4.0 TiB    -            -       -          same size as /dev/sdb /dev/sdd
+/dev/disk/by-id/ata-D   /dev/sdd      4.0 TiB    -            -       -          same size as /dev/sdb /dev/sdc
 `
 	if b.String() != want {
 		t.Errorf("table:\n%s\nwant:\n%s", b.String(), want)

@@ -263,6 +263,11 @@ func preflight(ctx context.Context, h *fleet.Host, o Options, secret string) (*p
 		return nil, exit.With(verify.ExitCannotReach, fmt.Errorf("pre-flight: %w", err))
 	}
 	policy := Policy{Reinstall: o.Reinstall, MinDiskBytes: map[string]int64{}, Extra: o.Extra}
+	if z := p.expect.ZFS; z != nil {
+		for _, t := range z.Topology {
+			policy.Redundant = policy.Redundant || (t.Vdev != "single" && t.Vdev != "stripe")
+		}
+	}
 	if pinned, err := sshx.ReadPinned(h.PinFile); err == nil {
 		policy.PinnedKey = string(pinned.Marshal()) == string(client.HostKey.Marshal())
 	}
@@ -334,6 +339,20 @@ func printPlan(w io.Writer, p *plan, o Options) {
 	for _, d := range f.Disks {
 		fmt.Fprintf(w, "  WIPE       %s -> %s, %s, %s, serial %s\n", q(d.Path), q(d.Resolved), gib(d.Size),
 			q(cmp.Or(d.Model, "unknown model")), q(cmp.Or(d.Serial, "none")))
+	}
+	if z := p.expect.ZFS; z != nil && len(f.Disks) > 1 {
+		for _, pool := range z.Pools {
+			t, ok := z.Topology[pool]
+			if !ok || t.Disks < 2 {
+				continue
+			}
+			small := Smallest(f.Disks)
+			share := fmt.Sprintf("the smallest disk, %s (%s), sets each disk's share", q(small.Path), gib(small.Size))
+			if t.Vdev == "stripe" {
+				share = "no redundancy: one failed disk loses the pool"
+			}
+			fmt.Fprintf(w, "  pool       %s: %s of %d disks; %s\n", q(pool), t.Vdev, t.Disks, share)
+		}
 	}
 	layout := "unencrypted"
 	if p.host.Config.Deploy.DiskSecret {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -207,6 +208,23 @@ func TestGatherOnTestHosts(t *testing.T) {
 			}
 			if strings.Contains(all, "holds the running system") {
 				t.Errorf("a kexec target's own disk refused: %q", what)
+			}
+
+			// The same disk under a second name, as two by-id links to one
+			// kernel disk would be: refused, naming both.
+			alias := layout + "-alias"
+			if _, err := h.Run(t, "ln", "-s", layout, alias); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { h.Run(t, "rm", "-f", alias) })
+			twice, err := Gather(ctx, r, []string{layout, alias})
+			if err != nil {
+				t.Fatal(err)
+			}
+			refusals := Judge(twice, Policy{Redundant: true})
+			same := fmt.Sprintf("disks %s and %s are the same disk (%s)", layout, alias, loop)
+			if len(twice.Disks) != 2 || twice.Disks[1].Resolved != loop || !slices.ContainsFunc(refusals, func(r Refusal) bool { return r.What == same }) {
+				t.Errorf("the same disk named twice: disks %+v, refusals %+v; want %q", twice.Disks, refusals, same)
 			}
 
 			disks, err := ListDisks(ctx, r)

@@ -268,6 +268,10 @@ type Policy struct {
 	Reinstall    bool             // the user knows the target is installed and wants it wiped
 	PinnedKey    bool             // the target answered with this host's pinned key
 	MinDiskBytes map[string]int64 // per disk path
+	// Redundant is a layout whose pool mirrors its disks or spreads parity
+	// over them (expectations' zfs.topology): the smallest disk then
+	// decides every disk's share, and sizes must be close.
+	Redundant bool
 	// Extra is what the flow passes nixos-anywhere after keystone's own
 	// arguments (Install.Extra): the flow must set it, because
 	// --no-disko-deps lowers the RAM the kexec installer needs and
@@ -316,7 +320,61 @@ func Judge(f *Facts, p Policy) []Refusal {
 				"use a larger disk or shrink the layout's fixed partitions")
 		}
 	}
+	out = append(out, judgeDiskSet(f.Disks, p.Redundant)...)
 	return out
+}
+
+// maxSizeSpread is how much larger, in percent of the smallest, a disk
+// of a mirror or raidz may be: its space beyond the smallest's is never
+// used.
+const maxSizeSpread = 10
+
+// judgeDiskSet refuses a disk named twice (two names, such as two by-id
+// links, for one kernel disk) and, in a mirror or raidz, disks whose
+// sizes are too far apart.
+func judgeDiskSet(disks []Disk, redundant bool) []Refusal {
+	var out []Refusal
+	seen := map[string]string{} // kernel name -> the first name for it
+	var present []Disk
+	for _, d := range disks {
+		if d.Missing || d.Resolved == "" {
+			continue
+		}
+		if first, ok := seen[d.Resolved]; ok {
+			out = append(out, Refusal{fmt.Sprintf("disks %s and %s are the same disk (%s)", first, d.Path, d.Resolved),
+				"name each disk once in disk-config.nix (`ls -l /dev/disk/by-id/` on the target shows where each name points)"})
+			continue
+		}
+		seen[d.Resolved] = d.Path
+		present = append(present, d)
+	}
+	if !redundant || len(present) < 2 {
+		return out
+	}
+	small, large := Smallest(present), present[0]
+	for _, d := range present {
+		if d.Size > large.Size {
+			large = d
+		}
+	}
+	if small.Size > 0 && (large.Size-small.Size)*100 > small.Size*maxSizeSpread {
+		out = append(out, Refusal{fmt.Sprintf("disk %s is %s and %s only %s: in a mirror or raidz the smallest sets every disk's share, so %s of %s would be unused",
+			large.Path, bytesString(large.Size), small.Path, bytesString(small.Size), bytesString(large.Size-small.Size), large.Path),
+			fmt.Sprintf("use disks within %d%% of each other's size (`keystone disks TARGET` marks equal sizes)", maxSizeSpread)})
+	}
+	return out
+}
+
+// Smallest is the smallest of disks, the one that decides the size of a
+// mirror's or raidz's share on each.
+func Smallest(disks []Disk) Disk {
+	var s Disk
+	for i, d := range disks {
+		if i == 0 || d.Size < s.Size {
+			s = d
+		}
+	}
+	return s
 }
 
 // judgeKexec refuses what makes nixos-anywhere's kexec fail.

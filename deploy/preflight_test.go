@@ -26,6 +26,16 @@ func debian(f *Facts) {
 	f.RootDisks = []string{"/dev/vda"}
 }
 
+// twoDisks gives the installer two disks of these sizes in GB.
+func twoDisks(a, b int64) func(*Facts) {
+	return func(f *Facts) {
+		f.Disks = []Disk{
+			{Path: "/dev/disk/by-id/ata-A", Resolved: "/dev/sdb", Size: a * 1e9},
+			{Path: "/dev/disk/by-id/ata-B", Resolved: "/dev/sdc", Size: b * 1e9},
+		}
+	}
+}
+
 func TestJudge(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -87,6 +97,21 @@ func TestJudge(t *testing.T) {
 			f.OS = map[string]string{"ID": "nixos"}
 			f.Disks = append(f.Disks, Disk{Path: "/dev/vdb", Missing: true})
 		}, Policy{}, []string{"from disk", "/dev/vdb does not exist"}},
+		// Several disks: each once, of close sizes in a mirror or raidz,
+		// none the installer's medium.
+		{"two disks", twoDisks(4000, 4001), Policy{Redundant: true}, nil},
+		{"the same disk by two by-id links", func(f *Facts) {
+			f.Disks = []Disk{
+				{Path: "/dev/disk/by-id/ata-WDC_WD40_X1", Resolved: "/dev/sdb", Size: 4 << 40},
+				{Path: "/dev/disk/by-id/wwn-0x50014ee2b1", Resolved: "/dev/sdb", Size: 4 << 40},
+			}
+		}, Policy{Redundant: true}, []string{"disks /dev/disk/by-id/ata-WDC_WD40_X1 and /dev/disk/by-id/wwn-0x50014ee2b1 are the same disk (/dev/sdb)"}},
+		{"mirror of 4 and 8 TB", twoDisks(4000, 8000), Policy{Redundant: true},
+			[]string{"disk /dev/disk/by-id/ata-B is 7.3 TiB and /dev/disk/by-id/ata-A only 3.6 TiB: in a mirror or raidz the smallest sets every disk's share, so 3.6 TiB of /dev/disk/by-id/ata-B would be unused"}},
+		{"sizes within 10%", twoDisks(4000, 4400), Policy{Redundant: true}, nil},
+		{"stripe of 4 and 8 TB", twoDisks(4000, 8000), Policy{}, nil},
+		{"second disk is the boot medium", func(f *Facts) { twoDisks(4000, 4000)(f); f.Disks[1].BootMedium = true }, Policy{Redundant: true},
+			[]string{"disk /dev/disk/by-id/ata-B (/dev/sdc) is the medium the installer booted from"}},
 	} {
 		f := installer()
 		tc.facts(f)

@@ -5,9 +5,12 @@
 package enroll
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"regexp"
 	"slices"
@@ -34,9 +37,12 @@ const (
 
 // Options say how to enroll.
 type Options struct {
-	PCRs            string // PCRs the TPM2 policy binds to: "7", "0+2+7"
-	Force           bool   // replace an existing TPM2 slot
-	PasswordFile    string // the disk password, which unlocks the volume to add the slot
+	PCRs  string // PCRs the TPM2 policy binds to: "7", "0+2+7"; Run takes "" as 7
+	Force bool   // replace an existing TPM2 slot and recovery key
+	// Password is the disk password, which unlocks the volume to add the
+	// slot; when nil it is read from PasswordFile.
+	Password        []byte
+	PasswordFile    string
 	RecoveryKeyFile string // also add a recovery key, written here (0600)
 	DryRun          bool
 	// TPM2Device is systemd-cryptenroll's --tpm2-device: "auto", a device
@@ -53,20 +59,76 @@ type Options struct {
 // pcrSpec is what systemd-cryptenroll's --tpm2-pcrs takes, by number.
 var pcrSpec = regexp.MustCompile(`^([0-9]|1[0-9]|2[0-3])(\+([0-9]|1[0-9]|2[0-3]))*$`)
 
-// Check refuses what the command line alone shows to be wrong.
+// Check refuses what the command line alone shows to be wrong; an empty
+// PCRs is a --pcrs "" there.
 func (o Options) Check() error {
 	pcrs := strings.ReplaceAll(o.PCRs, ",", "+")
-	if pcrs != "" && !pcrSpec.MatchString(pcrs) {
+	switch {
+	case pcrs == "":
+		// systemd-cryptenroll reads an empty list as no PCRs at all.
+		return exit.UsageError(hint.Errorf("e.g. --pcrs 7, or --pcrs 0+2+7",
+			"--pcrs is empty: a key bound to no PCR is unsealed by whatever system boots on the machine"))
+	case !pcrSpec.MatchString(pcrs):
 		return exit.UsageError(hint.Errorf("e.g. --pcrs 7, or --pcrs 0+2+7", "--pcrs %q: PCRs are numbers from 0 to 23 joined by +", o.PCRs))
-	}
-	if slices.Contains(strings.Split(pcrs, "+"), "15") {
-		// tpm2-measure-pcr=yes on the credstore's crypttab line extends
-		// PCR 15 with the volume key after the unlock: what it holds now
-		// no later boot has before it.
+	case slices.Contains(strings.Split(pcrs, "+"), "15"):
+		// systemd-cryptsetup's tpm2-measure-pcr=yes, on the credstore's
+		// crypttab line, extends PCR 15 with the volume key after the
+		// unlock (on a boot from a measured UKI): now, after the unlock, it
+		// never holds what the next boot has before it.
 		return exit.UsageError(hint.Errorf("leave 15 out, e.g. --pcrs 7",
 			"--pcrs %q: PCR 15 is extended once the credstore is unlocked (tpm2-measure-pcr=yes), so a key bound to it now could never be unsealed at a later boot", o.PCRs))
+	case o.Password == nil && o.PasswordFile == "" && !o.DryRun:
+		return exit.UsageError(hint.Errorf("pass --disk-password-file FILE, the password the boot asks for",
+			"enrolling needs the disk password to unlock the volume"))
 	}
 	return nil
+}
+
+// ReadPassword reads a disk password file: readable, not empty, one line
+// with no newline at its end. It may be a pipe (/dev/stdin, <(pass web1)),
+// read once. Every refusal is a usage error; none holds the password.
+func ReadPassword(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err == nil && fi.IsDir() {
+		err = errors.New("is a folder")
+	}
+	var data []byte
+	if err == nil {
+		data, err = readAtMost(path, 1<<20)
+	}
+	if len(data) > 1<<20 {
+		err = errors.New("larger than 1 MiB, which no disk password is")
+	}
+	usage := func(fix, format string, args ...any) ([]byte, error) {
+		return nil, exit.UsageError(hint.Errorf(fix, format, args...))
+	}
+	switch {
+	case err != nil:
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, exit.UsageError(hint.Wrap(fmt.Errorf("--disk-password-file %s: %w", path, err), "give a readable file holding only the disk password"))
+	case len(data) == 0:
+		return usage("write the password with printf %s 'PASSWORD' > FILE", "--disk-password-file %s is empty", path)
+	case data[len(data)-1] == '\n' || data[len(data)-1] == '\r':
+		fix := "drop it where the password comes from, e.g. | tr -d '\\n'"
+		if fi.Mode().IsRegular() {
+			fix = fmt.Sprintf(`write it without one: printf %%s "$(cat %s)" > %s.new`, path, path)
+		}
+		return usage(fix, "--disk-password-file %s ends with a newline, which the disk password typed at boot does not have", path)
+	case bytes.ContainsAny(data, "\r\n"):
+		return usage("give a file holding only the password", "--disk-password-file %s holds more than one line; a disk password is one", path)
+	}
+	return data, nil
+}
+
+func readAtMost(path string, n int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, n+1))
 }
 
 // volume is one LUKS volume meant for the TPM2, as the host has it.
@@ -78,19 +140,29 @@ type volume struct {
 func refused(err error) error { return exit.With(ExitRefused, err) }
 
 // Run enrolls every LUKS volume of h that its config marks for a TPM2.
+// Everything that can be known before a change is checked first, on every
+// volume (the password included), so that a refusal changes nothing; a
+// failure after that says which volumes were changed already.
 func Run(ctx context.Context, h *fleet.Host, o Options, w io.Writer) error {
 	if h.Err != nil {
 		return refused(h.Err)
 	}
 	o.PCRs = strings.ReplaceAll(o.PCRs, ",", "+")
 	if o.PCRs == "" {
-		o.PCRs = "7"
+		o.PCRs = "7" // the command line's default; Check refuses an empty --pcrs
 	}
 	if o.TPM2Device == "" {
 		o.TPM2Device = "auto"
 	}
 	if err := o.Check(); err != nil {
 		return err
+	}
+	password := o.Password
+	if password == nil && o.PasswordFile != "" {
+		var err error
+		if password, err = ReadPassword(o.PasswordFile); err != nil {
+			return err
+		}
 	}
 	e, err := verify.ParseExpectations(h.Expectations)
 	if err != nil {
@@ -108,33 +180,24 @@ func Run(ctx context.Context, h *fleet.Host, o Options, w io.Writer) error {
 		return refused(hint.Errorf("the zfs-encrypted and luks layouts of new-host have one",
 			"the config marks no LUKS volume for a TPM2 (tpm2-device in its crypttab options), so there is nothing to enroll"))
 	}
-	var password []byte
-	switch {
-	case o.PasswordFile != "":
-		pf, err := deploy.OpenPasswordFile(o.PasswordFile)
-		if err != nil {
-			return refused(err)
-		}
-		password, err = os.ReadFile(pf.Path)
-		pf.Remove()
-		if err != nil {
-			return refused(err)
-		}
-	case !o.DryRun:
-		return refused(hint.Errorf("pass --disk-password-file FILE, the password the boot asks for",
-			"enrolling needs the disk password to unlock the volume"))
-	}
 	var recovery *os.File
+	written := false // the file holds a key that a keyslot opens: it must stay
 	if o.RecoveryKeyFile != "" && !o.DryRun {
 		// Made first, and never over an existing file: a recovery key
 		// enrolled with nowhere to go would be a keyslot nobody can use.
 		if recovery, err = os.OpenFile(o.RecoveryKeyFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
-			return refused(hint.Wrap(fmt.Errorf("--recovery-key-file: %w", err), "give a new file: a recovery key is never written over another"))
+			fix := "give a new file: a recovery key is never written over another"
+			if errors.Is(err, fs.ErrNotExist) {
+				fix = "give a file in a folder that exists"
+			}
+			return refused(hint.Wrap(fmt.Errorf("--recovery-key-file: %w", err), fix))
 		}
 		defer func() {
 			if recovery != nil {
 				recovery.Close()
-				os.Remove(o.RecoveryKeyFile)
+				if !written {
+					os.Remove(o.RecoveryKeyFile)
+				}
 			}
 		}()
 	}
@@ -146,7 +209,8 @@ func Run(ctx context.Context, h *fleet.Host, o Options, w io.Writer) error {
 	defer client.Close()
 	r := remote.New(client.Client, h.Target.User != "root", max(o.Timeout, time.Minute))
 
-	// Read-only first: a TPM2, and what unlocks each volume now.
+	// Read-only first: a TPM2, what unlocks each volume now, and that the
+	// password opens every one of them.
 	if o.TPM2Device == "auto" {
 		out := r.Run(ctx, "cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null; true")
 		if out.Err != nil {
@@ -175,10 +239,21 @@ func Run(ctx context.Context, h *fleet.Host, o Options, w io.Writer) error {
 		case len(u.TPM2) > 0 && !o.Force:
 			return refused(hint.Errorf("--force replaces it (the password slot stays)",
 				"%s already has a TPM2 slot (keyslot %s, PCRs %s); nothing was changed", v.Name, strings.Join(u.TPM2[0].Keyslots, ","), pcrList(u.TPM2[0].PCRs)))
+		case len(u.Recovery) > 0 && o.RecoveryKeyFile != "" && !o.Force:
+			return refused(hint.Errorf("--force replaces it: the old recovery key then stops opening the volume",
+				"%s already has a recovery key (keyslot %s); nothing was changed", v.Name, strings.Join(u.Recovery, ",")))
 		case len(u.Passwords) == 0:
 			return refused(fmt.Errorf("%s has no password keyslot to unlock it with; nothing was changed", v.Name))
 		}
 		volumes = append(volumes, volume{v, u})
+	}
+	if password != nil {
+		for _, v := range volumes {
+			out := withPassword(ctx, r, `cryptsetup open --test-passphrase --key-file="$f" -- `+remote.Quote(v.Device), password)
+			if out.Err != nil || out.Exit != 0 {
+				return refused(fmt.Errorf("%s: the password does not open %s (%s); nothing was changed", v.Name, v.Device, why(out)))
+			}
+		}
 	}
 
 	fmt.Fprintf(w, "Plan for %s:\n", h.Name)
@@ -188,7 +263,10 @@ func Run(ctx context.Context, h *fleet.Host, o Options, w io.Writer) error {
 		if len(v.unlock.TPM2) > 0 {
 			line += fmt.Sprintf("; replaces TPM2 keyslot %s", strings.Join(v.unlock.TPM2[0].Keyslots, ","))
 		}
-		if o.RecoveryKeyFile != "" {
+		switch {
+		case o.RecoveryKeyFile != "" && len(v.unlock.Recovery) > 0:
+			line += fmt.Sprintf("; replaces its recovery key (keyslot %s, which then no longer opens it) with a new one, written to %s", strings.Join(v.unlock.Recovery, ","), o.RecoveryKeyFile)
+		case o.RecoveryKeyFile != "":
 			line += "; adds a recovery key, written to " + o.RecoveryKeyFile
 		}
 		fmt.Fprintln(w, line)
@@ -198,29 +276,33 @@ func Run(ctx context.Context, h *fleet.Host, o Options, w io.Writer) error {
 		return nil
 	}
 
+	var changed []string // what is done, volume by volume, for a failure's message
+	fail := func(err error) error {
+		if len(changed) > 0 {
+			err = fmt.Errorf("%w; changed before this failure: %s", err, strings.Join(changed, "; "))
+		}
+		return exit.With(ExitEnroll, err)
+	}
 	for _, v := range volumes {
+		dev := remote.Quote(v.Device)
 		gone := ""
 		if len(v.unlock.TPM2) > 0 {
 			// systemd-cryptenroll enrolls nothing, and exits 0, while a
 			// token of the same PCR policy is there, even one a cleared
 			// TPM2 can no longer open, and only then wipes what
-			// --wipe-slot names. So the old slot goes first, on its own,
-			// once the password is known to open the volume.
-			dev := remote.Quote(v.Device)
-			if out := withPassword(ctx, r, `cryptsetup open --test-passphrase --key-file="$f" -- `+dev, password); out.Err != nil || out.Exit != 0 {
-				return exit.With(ExitEnroll, fmt.Errorf("%s: the password does not open %s (%s); nothing was changed", v.Name, v.Device, why(out)))
-			}
+			// --wipe-slot names. So the old slot goes first, on its own;
+			// the password is known to open the volume.
 			if out := r.Run(ctx, "systemd-cryptenroll --wipe-slot=tpm2 -- "+dev); out.Err != nil || out.Exit != 0 {
-				return exit.With(ExitEnroll, fmt.Errorf("%s: systemd-cryptenroll --wipe-slot=tpm2: %s", v.Name, why(out)))
+				return fail(fmt.Errorf("%s: systemd-cryptenroll --wipe-slot=tpm2: %s", v.Name, why(out)))
 			}
 			gone = fmt.Sprintf("; its old TPM2 slot is gone, so it asks for its password at boot until keystone enroll %s succeeds", h.Name)
 		}
 		out := cryptenroll(ctx, r, v.Device, []string{"--tpm2-device=" + o.TPM2Device, "--tpm2-pcrs=" + o.PCRs}, password)
 		if out.Err != nil || out.Exit != 0 {
-			return exit.With(ExitEnroll, fmt.Errorf("%s: systemd-cryptenroll: %s%s", v.Name, why(out), gone))
+			return fail(fmt.Errorf("%s: systemd-cryptenroll: %s%s", v.Name, why(out), gone))
 		}
 		if strings.Contains(out.Stderr, "executing no operation") {
-			return exit.With(ExitEnroll, fmt.Errorf("%s: systemd-cryptenroll changed nothing: %s", v.Name, text.OneLine(out.Stderr)))
+			return fail(fmt.Errorf("%s: systemd-cryptenroll changed nothing: %s%s", v.Name, text.OneLine(out.Stderr), gone))
 		}
 		for _, l := range strings.Split(out.Stderr, "\n") {
 			if strings.Contains(l, "unenforced") {
@@ -229,23 +311,42 @@ func Run(ctx context.Context, h *fleet.Host, o Options, w io.Writer) error {
 			}
 		}
 		fmt.Fprintf(w, "enrolled %s: the TPM2 unlocks it at boot while PCRs %s stay as they are now; the password still does\n", v.Name, o.PCRs)
-		if recovery != nil {
-			out := cryptenroll(ctx, r, v.Device, []string{"--recovery-key"}, password)
-			key := recoveryKey.FindString(out.Stdout)
-			if out.Err != nil || out.Exit != 0 || key == "" {
-				return exit.With(ExitEnroll, fmt.Errorf("%s: systemd-cryptenroll --recovery-key: %s", v.Name, why(out)))
-			}
-			if _, err := fmt.Fprintf(recovery, "%s %s\n", v.Name, key); err != nil {
-				return exit.With(ExitEnroll, fmt.Errorf("%s: a recovery key was enrolled but could not be written to %s: %w; remove its keyslot with systemd-cryptenroll --wipe-slot=recovery %s", v.Name, o.RecoveryKeyFile, err, v.Device))
-			}
-			fmt.Fprintf(w, "added a recovery key to %s, written to %s: keep it away from the host\n", v.Name, o.RecoveryKeyFile)
+		changed = append(changed, v.Name+" enrolled for the TPM2")
+		if recovery == nil {
+			continue
 		}
+		out = cryptenroll(ctx, r, v.Device, []string{"--recovery-key"}, password)
+		key := recoveryKey.FindString(out.Stdout)
+		if out.Err != nil || out.Exit != 0 || key == "" {
+			return fail(fmt.Errorf("%s: systemd-cryptenroll --recovery-key: %s", v.Name, why(out)))
+		}
+		// On disk before anything more happens: from here on a keyslot
+		// opens with this key, and the file is never removed.
+		written = true
+		_, err := fmt.Fprintf(recovery, "%s %s\n", v.Name, key)
+		if err == nil {
+			err = recovery.Sync()
+		}
+		if err != nil {
+			return fail(fmt.Errorf("%s: a recovery key was enrolled but could not be written to %s: %w; remove its keyslot with systemd-cryptenroll --wipe-slot=recovery %s (that also removes any older recovery key)", v.Name, o.RecoveryKeyFile, err, v.Device))
+		}
+		changed[len(changed)-1] += ", its recovery key in " + o.RecoveryKeyFile
+		if old := v.unlock.Recovery; len(old) > 0 {
+			// By number: --wipe-slot=recovery would take the new one too.
+			if out := r.Run(ctx, "systemd-cryptenroll --wipe-slot="+strings.Join(old, ",")+" -- "+dev); out.Err != nil || out.Exit != 0 {
+				return fail(fmt.Errorf("%s: removing the old recovery key (keyslot %s): %s; it still opens the volume: systemd-cryptenroll --wipe-slot=%s %s removes it",
+					v.Name, strings.Join(old, ","), why(out), strings.Join(old, ","), v.Device))
+			}
+			fmt.Fprintf(w, "replaced the recovery key of %s (keyslot %s is gone), written to %s: keep it away from the host\n", v.Name, strings.Join(old, ","), o.RecoveryKeyFile)
+			continue
+		}
+		fmt.Fprintf(w, "added a recovery key to %s, written to %s: keep it away from the host\n", v.Name, o.RecoveryKeyFile)
 	}
 	if recovery != nil {
 		err := recovery.Close()
 		recovery = nil
 		if err != nil {
-			return exit.With(ExitEnroll, fmt.Errorf("writing %s: %w", o.RecoveryKeyFile, err))
+			return fail(fmt.Errorf("writing %s: %w", o.RecoveryKeyFile, err))
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,13 +16,17 @@ import (
 	"github.com/keystone-nix/keystone/enroll"
 	"github.com/keystone-nix/keystone/fleet"
 	"github.com/keystone-nix/keystone/internal/exit"
+	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/sshx"
 	"github.com/keystone-nix/keystone/internal/target"
 	"github.com/keystone-nix/keystone/internal/testhost"
 	"github.com/keystone-nix/keystone/verify"
 )
 
-const password = "correct horse battery"
+const (
+	password      = "correct horse battery"
+	otherPassword = "another volume password"
+)
 
 // TestEnroll enrolls for real: systemd-cryptenroll in a Debian host, on a
 // LUKS2 volume on a block device, against a swtpm TPM2 that the host runs
@@ -29,46 +34,11 @@ const password = "correct horse battery"
 // /dev/tpmrm0; a VM test host has one). The host itself has no TPM2 in
 // /sys/class/tpm, which is the other half: enroll refuses and says why.
 func TestEnroll(t *testing.T) {
-	signer, key := testhost.ClientKey(t)
-	h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-enroll", AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()},
-		ExtraPackages: []string{"cryptsetup-bin", "swtpm", "tpm2-tools", "libtss2-tcti-swtpm0"}})
-	disk := testhost.AttachDisk(t, h, 64<<20)
-	fakeFirmware(t, h, 1, 0) // Secure Boot on: PCR 7 alone is fine (TestEnrollSecureBoot)
-	run := func(args ...string) string {
-		t.Helper()
-		out, err := h.Run(t, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
-	run("sh", "-c", "umask 077; printf %s '"+password+"' > /root/pw && cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file /root/pw "+disk+" && rm /root/pw")
-	run("sh", "-c", "mkdir -p /run/swtpm && swtpm socket --tpm2 --tpmstate dir=/run/swtpm --server type=tcp,port=2321,bindaddr=127.0.0.1 --ctrl type=tcp,port=2322,bindaddr=127.0.0.1 --flags startup-clear --daemon")
-	unlock := func() verify.LUKSUnlock {
-		t.Helper()
-		u, err := verify.ParseLuksDumpJSON([]byte(run("cryptsetup", "luksDump", "--dump-json-metadata", disk)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return u
-	}
-
-	expect, _ := json.Marshal(map[string]any{"hostname": h.Name, "luks": map[string]any{"devices": []string{},
-		"volumes": []map[string]any{{"name": "credstore", "device": disk, "tpm2": true}}}})
-	host := &fleet.Host{Name: "web1", Target: target.Target{User: "root", Host: h.Addr, Port: h.Port}, Expectations: expect,
-		Identities: []string{key}, HostKeys: sshx.HostKeys{Pinned: h.HostKey, PinnedFrom: "test"}}
+	th := newEnrollHost(t, password)
+	disk, run, unlock, enrollWith, swtpm := th.disks[0], th.run, th.unlock(th.disks[0]), th.enroll, th.swtpm
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "pw")
 	os.WriteFile(pw, []byte(password), 0o600)
-	swtpm := "swtpm:host=127.0.0.1,port=2321"
-	enrollWith := func(o enroll.Options) (string, error) {
-		var out bytes.Buffer
-		err := enroll.Run(context.Background(), host, o, &out)
-		if strings.Contains(out.String(), password) || (err != nil && strings.Contains(err.Error(), password)) {
-			t.Errorf("the password is in the output:\n%s%v", out.String(), err)
-		}
-		return out.String(), err
-	}
 
 	// The host's own /sys/class/tpm has none: refused, nothing changed.
 	_, err := enrollWith(enroll.Options{PasswordFile: pw})
@@ -135,11 +105,11 @@ func TestEnroll(t *testing.T) {
 		t.Errorf("--force, same PCRs: %v, %+v\n%s", err, u, out)
 	}
 
-	// A wrong password: systemd-cryptenroll refuses, exit 4.
+	// A wrong password: refused before anything changes, exit 3.
 	os.WriteFile(pw, []byte("wrong"), 0o600)
 	blob = unlock().TPM2[0].Blob
-	if _, err = enrollWith(enroll.Options{TPM2Device: swtpm, PasswordFile: pw, Force: true}); exit.Code(err) != enroll.ExitEnroll ||
-		!strings.Contains(err.Error(), "the password does not open "+disk+" (") {
+	if _, err = enrollWith(enroll.Options{TPM2Device: swtpm, PasswordFile: pw, Force: true}); exit.Code(err) != enroll.ExitRefused ||
+		!strings.Contains(err.Error(), "the password does not open "+disk+" (") || !strings.Contains(err.Error(), "nothing was changed") {
 		t.Errorf("wrong password: %v (exit %d)", err, exit.Code(err))
 	}
 	// Checked before the old slot went: the TPM2 still opens it.
@@ -153,6 +123,157 @@ func TestEnroll(t *testing.T) {
 	if again, _ := os.ReadFile(recovery); !bytes.Equal(again, data) {
 		t.Error("the recovery key file was changed")
 	}
+
+	// A second recovery key replaces the first, with --force only: the
+	// volume never holds two.
+	os.WriteFile(pw, []byte(password), 0o600)
+	old := unlock().Recovery
+	recovery2 := filepath.Join(dir, "web1.recovery2")
+	if _, err = enrollWith(enroll.Options{TPM2Device: swtpm, PasswordFile: pw, Force: true, DryRun: true, RecoveryKeyFile: recovery2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = enrollWith(enroll.Options{TPM2Device: swtpm, PasswordFile: pw, RecoveryKeyFile: recovery2}); exit.Code(err) != enroll.ExitRefused {
+		t.Errorf("a second recovery key without --force: %v", err)
+	}
+	out, err = enrollWith(enroll.Options{TPM2Device: swtpm, PasswordFile: pw, Force: true, RecoveryKeyFile: recovery2})
+	u = unlock()
+	if err != nil || len(u.Recovery) != 1 || slicesEqual(u.Recovery, old) || !strings.Contains(out, "replaces its recovery key (keyslot "+old[0]+", which then no longer opens it)") {
+		t.Errorf("--force --recovery-key-file: %v, %+v (was %v)\n%s", err, u, old, out)
+	}
+	data2, _ := os.ReadFile(recovery2)
+	key1 := strings.Fields(string(data))[1]
+	key2 := strings.Fields(string(data2))[1]
+	if run("sh", "-c", "printf %s "+key1+" | cryptsetup open --test-passphrase --key-file=- "+disk+" && echo opens; true") != "" {
+		t.Error("the replaced recovery key still opens the volume")
+	}
+	if run("sh", "-c", "printf %s "+key2+" | cryptsetup open --test-passphrase --key-file=- "+disk+" && echo opens; true") == "" {
+		t.Error("the new recovery key does not open the volume")
+	}
+}
+
+// TestEnrollSeveralVolumes: every volume's password is tried before any
+// is changed, and a failure half-way keeps the recovery keys already
+// enrolled and says which volumes were changed.
+func TestEnrollSeveralVolumes(t *testing.T) {
+	th := newEnrollHost(t, password, otherPassword)
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	os.WriteFile(pw, []byte(password), 0o600)
+	first, second := th.unlock(th.disks[0]), th.unlock(th.disks[1])
+
+	// The password opens the first volume and not the second: refused,
+	// nothing changed on either, no recovery key file left.
+	recovery := filepath.Join(dir, "web1.recovery")
+	out, err := th.enroll(enroll.Options{TPM2Device: th.swtpm, PasswordFile: pw, RecoveryKeyFile: recovery})
+	if exit.Code(err) != enroll.ExitRefused || !strings.Contains(err.Error(), "vol2: the password does not open "+th.disks[1]) ||
+		!strings.Contains(err.Error(), "nothing was changed") {
+		t.Errorf("a password for one volume only: %v (exit %d)\n%s", err, exit.Code(err), out)
+	}
+	for i, u := range []verify.LUKSUnlock{first(), second()} {
+		if len(u.TPM2) != 0 || len(u.Recovery) != 0 || len(u.Keyslots) != 1 {
+			t.Errorf("volume %d changed: %+v", i+1, u)
+		}
+	}
+	if _, err := os.Stat(recovery); !os.IsNotExist(err) {
+		t.Errorf("the recovery key file is there: %v", err)
+	}
+
+	// Both made anew with the same password; the second has room for no
+	// more keyslots (its keyslots area holds one), so systemd-cryptenroll
+	// fails there after the first volume was enrolled.
+	format := "umask 077; printf %s '" + password + "' > /root/pw && cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file /root/pw"
+	th.run("sh", "-c", format+" "+th.disks[0]+" && "+format+" --luks2-keyslots-size 256k "+th.disks[1]+" && rm /root/pw")
+	os.Remove(recovery)
+	// What the first try left loaded in the TPM2 (no resource manager
+	// flushes it here, see TestEnroll).
+	th.run("tpm2_flushcontext", "-T", th.swtpm, "--loaded-session")
+	th.run("tpm2_flushcontext", "-T", th.swtpm, "--transient-object")
+	out, err = th.enroll(enroll.Options{TPM2Device: th.swtpm, PasswordFile: pw, RecoveryKeyFile: recovery})
+	if exit.Code(err) != enroll.ExitEnroll || !strings.Contains(err.Error(), "vol2: systemd-cryptenroll: ") ||
+		!strings.Contains(err.Error(), "changed before this failure: credstore enrolled for the TPM2, its recovery key in "+recovery) {
+		t.Errorf("a failure on the second volume: %v (exit %d)\n%s", err, exit.Code(err), out)
+	}
+	u := first()
+	data, _ := os.ReadFile(recovery)
+	if len(u.TPM2) != 1 || len(u.Recovery) != 1 || !regexp.MustCompile(`^credstore [cbdefghijklnrtuv]{8}(-[cbdefghijklnrtuv]{8}){7}\n$`).Match(data) {
+		t.Fatalf("after the failure: credstore %+v, recovery key file %q", u, data)
+	}
+	key := strings.Fields(string(data))[1]
+	if th.run("sh", "-c", "printf %s "+key+" | cryptsetup open --test-passphrase --key-file=- "+th.disks[0]+" && echo opens; true") == "" {
+		t.Error("the recovery key in the file does not open credstore")
+	}
+}
+
+// enrollHost is a Debian test host with a swtpm TPM2 and one LUKS2 volume
+// on a block device for each password given (keyslot 0), and what the
+// tests do with it.
+type enrollHost struct {
+	h     *testhost.Host
+	disks []string
+	host  *fleet.Host // web1, whose expectations mark every disk for a TPM2
+	swtpm string      // the TCTI that reaches the host's swtpm
+	t     *testing.T
+}
+
+func newEnrollHost(t *testing.T, passwords ...string) *enrollHost {
+	signer, key := testhost.ClientKey(t)
+	h := testhost.Debian(t, testhost.DebianOptions{Hostname: "ks-enroll", AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()},
+		ExtraPackages: []string{"cryptsetup-bin", "swtpm", "tpm2-tools", "libtss2-tcti-swtpm0"}})
+	e := &enrollHost{h: h, swtpm: "swtpm:host=127.0.0.1,port=2321", t: t}
+	fakeFirmware(t, h, 1, 0) // Secure Boot on: PCR 7 alone is fine (TestEnrollSecureBoot)
+	var volumes []map[string]any
+	for i, pw := range passwords {
+		disk := testhost.AttachDisk(t, h, 64<<20)
+		e.run("sh", "-c", "umask 077; printf %s '"+pw+"' > /root/pw && cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file /root/pw "+disk+" && rm /root/pw")
+		e.disks = append(e.disks, disk)
+		name := "credstore"
+		if i > 0 {
+			name = fmt.Sprintf("vol%d", i+1)
+		}
+		volumes = append(volumes, map[string]any{"name": name, "device": disk, "tpm2": true})
+	}
+	e.run("sh", "-c", "mkdir -p /run/swtpm && swtpm socket --tpm2 --tpmstate dir=/run/swtpm --server type=tcp,port=2321,bindaddr=127.0.0.1 --ctrl type=tcp,port=2322,bindaddr=127.0.0.1 --flags startup-clear --daemon")
+	expect, _ := json.Marshal(map[string]any{"hostname": h.Name, "luks": map[string]any{"devices": []string{}, "volumes": volumes}})
+	e.host = &fleet.Host{Name: "web1", Target: target.Target{User: "root", Host: h.Addr, Port: h.Port}, Expectations: expect,
+		Identities: []string{key}, HostKeys: sshx.HostKeys{Pinned: h.HostKey, PinnedFrom: "test"}}
+	return e
+}
+
+func (e *enrollHost) run(args ...string) string {
+	e.t.Helper()
+	out, err := e.h.Run(e.t, args...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+// unlock reads what unlocks disk now.
+func (e *enrollHost) unlock(disk string) func() verify.LUKSUnlock {
+	return func() verify.LUKSUnlock {
+		e.t.Helper()
+		u, err := verify.ParseLuksDumpJSON([]byte(e.run("cryptsetup", "luksDump", "--dump-json-metadata", disk)))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		return u
+	}
+}
+
+// enroll runs enroll.Run (PCR 7 unless o says) and fails the test if a
+// disk password shows in what it says.
+func (e *enrollHost) enroll(o enroll.Options) (string, error) {
+	if o.PCRs == "" {
+		o.PCRs = "7"
+	}
+	var out bytes.Buffer
+	err := enroll.Run(context.Background(), e.host, o, &out)
+	for _, pw := range []string{password, otherPassword} {
+		if strings.Contains(out.String(), pw) || (err != nil && strings.Contains(err.Error(), pw)) {
+			e.t.Errorf("a password is in the output:\n%s%v", out.String(), err)
+		}
+	}
+	return out.String(), err
 }
 
 func slicesEqual[T comparable](a, b []T) bool {
@@ -180,19 +301,92 @@ func TestRefusals(t *testing.T) {
 		code   int
 		says   string
 	}{
-		{"no TPM2 volume", noTPM, enroll.Options{}, enroll.ExitRefused, "marks no LUKS volume for a TPM2"},
-		{"no password", tpm, enroll.Options{}, enroll.ExitRefused, "needs the disk password"},
+		{"no TPM2 volume", noTPM, enroll.Options{PCRs: "7", DryRun: true}, enroll.ExitRefused, "marks no LUKS volume for a TPM2"},
+		{"no password", tpm, enroll.Options{PCRs: "7"}, exit.Usage, "needs the disk password"},
 		{"bad PCRs", tpm, enroll.Options{PCRs: "7;reboot"}, exit.Usage, "PCRs are numbers from 0 to 23"},
 		{"PCR 24", tpm, enroll.Options{PCRs: "24"}, exit.Usage, "PCRs are numbers from 0 to 23"},
-		{"PCR 15", tpm, enroll.Options{PCRs: "7+15"}, exit.Usage, "PCR 15 is extended once the credstore is unlocked"},
-		{"missing password file", tpm, enroll.Options{PasswordFile: "/nonexistent"}, enroll.ExitRefused, "no such file"},
+		{"PCR 15", tpm, enroll.Options{PCRs: "15", DryRun: true}, exit.Usage, "PCR 15 is extended once the credstore is unlocked"},
+		{"PCR 15 among others", tpm, enroll.Options{PCRs: "0,7,15", DryRun: true}, exit.Usage, "PCR 15 is extended"},
+		{"missing password file", tpm, enroll.Options{PCRs: "7", PasswordFile: "/nonexistent"}, exit.Usage, "no such file"},
+		{"recovery key file in a missing folder", tpm, enroll.Options{PCRs: "7", Password: []byte("pw"), RecoveryKeyFile: "/nonexistent/web1.recovery"},
+			enroll.ExitRefused, "give a file in a folder that exists"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &fleet.Host{Name: "web1", Target: nowhere, Expectations: tc.expect}
 			err := enroll.Run(context.Background(), h, tc.o, &bytes.Buffer{})
-			if exit.Code(err) != tc.code || err == nil || !strings.Contains(err.Error(), tc.says) {
+			if exit.Code(err) != tc.code || err == nil || !strings.Contains(err.Error()+" "+hint.Of(err), tc.says) {
 				t.Errorf("%v (exit %d), want exit %d and %q", err, exit.Code(err), tc.code, tc.says)
 			}
 		})
+	}
+}
+
+// TestCheck: what the command line alone shows to be wrong.
+func TestCheck(t *testing.T) {
+	for _, tc := range []struct {
+		o    enroll.Options
+		says string // "": accepted
+	}{
+		{enroll.Options{PCRs: "7", PasswordFile: "pw"}, ""},
+		{enroll.Options{PCRs: "0,2,7", DryRun: true}, ""},
+		{enroll.Options{PCRs: "14+16", DryRun: true}, ""},
+		// systemd-cryptenroll takes "" as no PCRs at all, not as the default.
+		{enroll.Options{PCRs: "", DryRun: true}, "--pcrs is empty"},
+		{enroll.Options{PCRs: "15", DryRun: true}, "PCR 15 is extended once the credstore is unlocked"},
+		{enroll.Options{PCRs: "7+15", DryRun: true}, "PCR 15 is extended"},
+		{enroll.Options{PCRs: "0,15", DryRun: true}, "PCR 15 is extended"},
+		{enroll.Options{PCRs: "24", DryRun: true}, "PCRs are numbers from 0 to 23"},
+		{enroll.Options{PCRs: "7"}, "enrolling needs the disk password"},
+	} {
+		err := tc.o.Check()
+		switch {
+		case tc.says == "" && err != nil:
+			t.Errorf("%+v: %v", tc.o, err)
+		case tc.says != "" && (exit.Code(err) != exit.Usage || !strings.Contains(err.Error(), tc.says)):
+			t.Errorf("%+v: %v (exit %d), want exit 64 and %q", tc.o, err, exit.Code(err), tc.says)
+		}
+	}
+}
+
+// TestReadPassword: a bad password file is a usage error, before anything
+// is asked of the flake or the host, and no message holds the password.
+func TestReadPassword(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, data string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(data), 0o600)
+		return p
+	}
+	for _, tc := range []struct {
+		name, path, says, hint string
+	}{
+		{"missing", filepath.Join(dir, "nope"), "no such file or directory", "give a readable file"},
+		{"folder", dir, "is a folder", "give a readable file"},
+		{"empty", file("empty", ""), "is empty", "printf %s"},
+		{"newline", file("nl", "s3cret-pw\n"), "ends with a newline, which the disk password typed at boot does not have", `printf %s "$(cat `},
+		{"two lines", file("two", "s3cret-pw\nmore"), "holds more than one line", ""},
+		{"too big", file("big", strings.Repeat("s3cret", 1<<18)), "larger than 1 MiB", "give a readable file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := enroll.ReadPassword(tc.path)
+			if exit.Code(err) != exit.Usage || !strings.Contains(err.Error(), tc.says) || !strings.Contains(hint.Of(err), tc.hint) {
+				t.Errorf("%v (exit %d, hint %q), want exit 64, %q and a hint with %q", err, exit.Code(err), hint.Of(err), tc.says, tc.hint)
+			}
+			if err != nil && (strings.Contains(err.Error(), "s3cret") || strings.Contains(hint.Of(err), "s3cret")) {
+				t.Error("the password is in the message")
+			}
+		})
+	}
+	// A pipe is read once; its fix cannot be a file's.
+	r, w, _ := os.Pipe()
+	w.Write([]byte("s3cret-pw\n"))
+	w.Close()
+	defer r.Close()
+	_, err := enroll.ReadPassword(fmt.Sprintf("/proc/self/fd/%d", r.Fd()))
+	if exit.Code(err) != exit.Usage || strings.Contains(hint.Of(err), "cat") || !strings.Contains(hint.Of(err), "tr -d") {
+		t.Errorf("a pipe with a newline: %v, hint %q", err, hint.Of(err))
+	}
+	if got, err := enroll.ReadPassword(file("ok", "s3cret-pw")); err != nil || string(got) != "s3cret-pw" {
+		t.Errorf("a good file: %q, %v", got, err)
 	}
 }

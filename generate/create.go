@@ -38,6 +38,9 @@ func Create(stdout, stderr io.Writer, o CreateOptions) error {
 	for _, n := range notes {
 		fmt.Fprintf(stderr, "keystone: note: %s\n", n)
 	}
+	for _, w := range h.Warnings {
+		fmt.Fprintf(stderr, "keystone: warning: %s\n", w)
+	}
 	fsys, err := templateFS(o.Templates)
 	if err != nil {
 		return err

@@ -20,15 +20,17 @@ var Systems = []string{"x86_64-linux", "aarch64-linux"}
 
 // Options is what the user asked for, unvalidated.
 type Options struct {
-	Name   string
-	Disk   string
-	Keys   []string // paths, authorized_keys files or literal lines
-	Target string   // [USER@]HOST[:PORT], optional
-	Layout string
-	System string
-	VM     bool
-	HostID string
-	Swap   string
+	Name  string
+	Disks []string // --disk, in order; none means the VM default
+	// Topology is the pool's vdev type ("" for the default by disk count).
+	Topology string
+	Keys     []string // paths, authorized_keys files or literal lines
+	Target   string   // [USER@]HOST[:PORT], optional
+	Layout   string
+	System   string
+	VM       bool
+	HostID   string
+	Swap     string
 	// InitrdNIC is the kernel module of the network card the initrd
 	// unlocks over (new-host --initrd-nic); "" for none.
 	InitrdNIC string
@@ -36,15 +38,19 @@ type Options struct {
 
 // Host is a validated host, ready to render.
 type Host struct {
-	Name   string
-	Disk   string
-	Keys   []Key
-	Target *target.Target // nil when no target was given
-	Layout string
-	System string
-	VM     bool
-	HostID string
-	Swap   string // disko size such as "8G"; "" for no swap
+	Name  string
+	Disks []string
+	// Topology is one of Topologies: how the pool uses Disks.
+	Topology string
+	Keys     []Key
+	Target   *target.Target // nil when no target was given
+	Layout   string
+	System   string
+	VM       bool
+	HostID   string
+	Swap     string // disko size such as "8G"; "" for no swap
+	// Warnings are things the user must read, such as a stripe's risk.
+	Warnings []string
 	// InitrdNIC is the network card's kernel module for the initrd's
 	// sshd: --initrd-nic, else virtio_net on a VM, else "" (a facter
 	// report or the user adds it; deploy refuses a host without it).
@@ -64,11 +70,18 @@ func NewHost(o Options) (h *Host, notes []string, err error) {
 	if h.System, err = oneOf("--system", o.System, Systems); err != nil {
 		return nil, nil, err
 	}
-	if h.Disk, err = CheckDisk(o.Disk, o.VM); err != nil {
+	if h.Disks, err = CheckDisks(o.Disks, o.VM, h.Layout); err != nil {
+		return nil, nil, err
+	}
+	var note string
+	if h.Topology, note, h.Warnings, err = CheckTopology(o.Topology, len(h.Disks), h.Layout); err != nil {
 		return nil, nil, err
 	}
 	if h.Keys, notes, err = LoadKeys(o.Keys); err != nil {
 		return nil, nil, err
+	}
+	if note != "" {
+		notes = append(notes, note)
 	}
 	if o.Target != "" {
 		if h.Target, err = target.Parse(o.Target); err != nil {

@@ -1,6 +1,7 @@
 package generate
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -141,7 +142,7 @@ func TestNewHostDefaultsAndChoices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.Layout != "zfs-encrypted" || h.System != "x86_64-linux" || h.Disk != "/dev/vda" || h.Target != nil || h.Swap != "" || h.InitrdNIC != "virtio_net" {
+	if h.Layout != "zfs-encrypted" || h.System != "x86_64-linux" || !reflect.DeepEqual(h.Disks, []string{"/dev/vda"}) || h.Topology != "single" || h.Target != nil || h.Swap != "" || h.InitrdNIC != "virtio_net" {
 		t.Errorf("defaults: %+v", h)
 	}
 	for _, tc := range []struct {
@@ -160,5 +161,66 @@ func TestNewHostDefaultsAndChoices(t *testing.T) {
 	} {
 		_, _, err := NewHost(tc.o)
 		wantErr(t, tc.msg, err, tc.msg, tc.hint)
+	}
+}
+
+// TestDisksAndTopology: several disks make a pool whose topology defaults
+// by their number (and is said in a note); what does not fit is refused
+// with one line saying why.
+func TestDisksAndTopology(t *testing.T) {
+	key := testKeys(t).ed25519
+	id := func(n int) []string {
+		var d []string
+		for i := 1; i <= n; i++ {
+			d = append(d, "/dev/disk/by-id/ata-DISK_"+string(rune('0'+i)))
+		}
+		return d
+	}
+	for _, tc := range []struct {
+		disks     []string
+		topology  string
+		layout    string
+		vm        bool
+		want      string // the topology chosen
+		note      string
+		warning   string
+		msg, hint string
+	}{
+		{disks: id(1), want: "single"},
+		{disks: id(2), want: "mirror", note: "--topology mirror (the default for two disks): either disk can fail"},
+		{disks: id(3), want: "raidz1", note: "--topology raidz1 (the default for 3 disks): any one disk can fail"},
+		{disks: id(5), want: "raidz1", note: "the default for 5 disks"},
+		{disks: id(3), topology: "mirror", want: "mirror"},
+		{disks: id(4), topology: "raidz2", want: "raidz2"},
+		{disks: id(2), topology: "stripe", want: "stripe", warning: "one failed disk loses the whole pool"},
+		{disks: []string{"/dev/vda", "/dev/vdb"}, vm: true, want: "mirror", note: "mirror"},
+		{disks: id(2), topology: "raidz2", msg: "--topology raidz2 needs at least 4 disks, got 2", hint: "--topology mirror"},
+		{disks: id(2), topology: "raidz1", msg: "--topology raidz1 needs at least 3 disks, got 2"},
+		{disks: id(1), topology: "mirror", msg: "--topology mirror needs at least 2 disks, got 1"},
+		{disks: id(1), topology: "stripe", msg: "--topology stripe needs at least 2 disks, got 1"},
+		{disks: id(2), topology: "single", msg: "--topology single takes one disk, got 2"},
+		{disks: id(2), topology: "raid10", msg: `--topology "raid10" is not supported`, hint: "single, mirror, raidz1, raidz2, stripe"},
+		{disks: append(id(2), id(1)...), msg: "--disk /dev/disk/by-id/ata-DISK_1 is given twice", hint: "once"},
+		{disks: []string{"/dev/vda", "/dev/vda"}, vm: true, msg: "--disk /dev/vda is given twice"},
+		{disks: []string{"/dev/sda", "/dev/sdb"}, msg: "--disk /dev/sda is a kernel name", hint: "--vm"},
+		{disks: append(id(1), "auto"), msg: "--disk auto chooses one disk"},
+		{disks: id(2), layout: "luks", msg: "--layout luks takes one disk, got 2", hint: "zfs-encrypted"},
+		{disks: id(1), layout: "ext4", topology: "mirror", msg: "--topology mirror needs --layout zfs-encrypted"},
+	} {
+		name := strings.Join(tc.disks, " ") + " " + tc.topology
+		h, notes, err := NewHost(Options{Name: "web1", Disks: tc.disks, Topology: tc.topology, Layout: tc.layout, VM: tc.vm, Keys: []string{key}})
+		wantErr(t, name, err, tc.msg, tc.hint)
+		if err != nil {
+			continue
+		}
+		if h.Topology != tc.want || !reflect.DeepEqual(h.Disks, tc.disks) {
+			t.Errorf("%s: topology %q disks %v, want %q", name, h.Topology, h.Disks, tc.want)
+		}
+		if got := strings.Join(notes, "; "); (tc.note == "") != (got == "") || !strings.Contains(got, tc.note) {
+			t.Errorf("%s: notes %q, want %q", name, got, tc.note)
+		}
+		if got := strings.Join(h.Warnings, "; "); (tc.warning == "") != (got == "") || !strings.Contains(got, tc.warning) {
+			t.Errorf("%s: warnings %q, want %q", name, got, tc.warning)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package generate
 
 import (
 	"bytes"
+	"fmt"
 	"io/fs"
 	"text/template"
 
@@ -25,14 +26,19 @@ const (
 // view is what templates see. Every user string is a Str, which prints as an
 // escaped Nix literal.
 type view struct {
-	Name, HostID, System, Disk Str
-	Keys                       []Str
-	Target                     *targetView
-	Layout                     string // one of Layouts
-	VM                         bool
-	BIOS                       bool // x86_64: GRUB for BIOS and UEFI firmware
-	Swap                       Str  // "" for no swap
-	Config                     Path // path of configuration.nix from the flake root, for entry.nix.tmpl
+	Name, HostID, System, Disk Str // Disk is the first of Disks
+	Disks                      []diskView
+	// Topology is one of Topologies; Mode is disko's zpool mode for it
+	// ("" for single and stripe); Multi is more than one disk.
+	Topology, Mode string
+	Multi          bool
+	Keys           []Str
+	Target         *targetView
+	Layout         string // one of Layouts
+	VM             bool
+	BIOS           bool // x86_64: GRUB for BIOS and UEFI firmware
+	Swap           Str  // "" for no swap
+	Config         Path // path of configuration.nix from the flake root, for entry.nix.tmpl
 	// SudoUser is the target's user when it is not root: the host gets
 	// that user, with the keys and passwordless sudo, as verify needs.
 	SudoUser Str
@@ -42,6 +48,14 @@ type view struct {
 	InitrdNIC Str
 }
 
+// diskView is one disk of the layout: its disko name (the first is
+// "main", as on a one-disk host), its device and where its ESP is mounted.
+type diskView struct {
+	Attr   string
+	Device Str
+	ESP    string
+}
+
 type targetView struct {
 	Host, User Str
 	Port       int
@@ -49,9 +63,17 @@ type targetView struct {
 
 func newView(h *Host) view {
 	v := view{
-		Name: Str(h.Name), HostID: Str(h.HostID), System: Str(h.System), Disk: Str(h.Disk),
+		Name: Str(h.Name), HostID: Str(h.HostID), System: Str(h.System), Disk: Str(h.Disks[0]),
 		Layout: h.Layout, VM: h.VM, BIOS: h.System == "x86_64-linux", Swap: Str(h.Swap),
 		Unlock: Encrypted(h.Layout), InitrdNIC: Str(h.InitrdNIC),
+		Topology: h.Topology, Mode: diskoMode[h.Topology], Multi: len(h.Disks) > 1,
+	}
+	for i, d := range h.Disks {
+		dv := diskView{Attr: "main", Device: Str(d), ESP: "/boot"}
+		if i > 0 {
+			dv.Attr, dv.ESP = fmt.Sprintf("disk%d", i), fmt.Sprintf("/boot%d", i)
+		}
+		v.Disks = append(v.Disks, dv)
 	}
 	for _, k := range h.Keys {
 		v.Keys = append(v.Keys, Str(k.Line))
@@ -64,6 +86,10 @@ func newView(h *Host) view {
 	}
 	return v
 }
+
+// diskoMode is disko v1.12.0's zpool mode (lib/types/zpool.nix modeOptions)
+// for each topology: "" puts every disk side by side.
+var diskoMode = map[string]string{"single": "", "stripe": "", "mirror": "mirror", "raidz1": "raidz1", "raidz2": "raidz2"}
 
 // Render renders the host folder's files from the templates in fsys.
 func Render(fsys fs.FS, h *Host) ([]File, error) {
@@ -107,7 +133,7 @@ func execute(fsys fs.FS, name string, v view) ([]byte, error) {
 	}
 	var b bytes.Buffer
 	if err := t.Execute(&b, v); err != nil {
-		return nil, hint.Wrap(err, "fix the template; it can use .Name .HostID .System .Disk .Keys .Target (.Host .User .Port) .SudoUser .Layout .VM .BIOS .Swap")
+		return nil, hint.Wrap(err, "fix the template; it can use .Name .HostID .System .Disk .Disks (.Attr .Device .ESP) .Topology .Mode .Multi .Keys .Target (.Host .User .Port) .SudoUser .Layout .VM .BIOS .Swap")
 	}
 	return b.Bytes(), nil
 }

@@ -33,7 +33,7 @@ func goldenCases() map[string]Options {
 				if vm {
 					name = layout + "-vm"
 				} else {
-					o.Disk = "/dev/disk/by-id/nvme-Samsung_SSD_980_1TB_S64ANS0T123456"
+					o.Disks = []string{"/dev/disk/by-id/nvme-Samsung_SSD_980_1TB_S64ANS0T123456"}
 				}
 				if target != "" {
 					name += "-target"
@@ -43,8 +43,23 @@ func goldenCases() map[string]Options {
 			}
 		}
 	}
-	cases["luks-physical-nic"] = Options{Name: "web1", Layout: "luks", Disk: "/dev/disk/by-id/nvme-Samsung_SSD_980_1TB_S64ANS0T123456", Keys: []string{demoKey}, InitrdNIC: "igb"}
+	cases["luks-physical-nic"] = Options{Name: "web1", Layout: "luks", Disks: []string{"/dev/disk/by-id/nvme-Samsung_SSD_980_1TB_S64ANS0T123456"}, Keys: []string{demoKey}, InitrdNIC: "igb"}
 	cases["zfs-encrypted-aarch64"] = Options{Name: "arm1", System: "aarch64-linux", VM: true, Keys: []string{demoKey}, Swap: "1G"}
+	// Pools over several disks: every topology, by default and asked for,
+	// x86_64 (GRUB) and aarch64 (systemd-boot), with and without swap.
+	disks := func(n int) []string {
+		var d []string
+		for i := 1; i <= n; i++ {
+			d = append(d, fmt.Sprintf("/dev/disk/by-id/ata-WDC_WD40EFZX-68AWUN0_WD-WX%d2D80K1234", i))
+		}
+		return d
+	}
+	cases["zfs-encrypted-mirror"] = Options{Name: "web1", Disks: disks(2), Keys: []string{demoKey}}
+	cases["zfs-encrypted-mirror-aarch64"] = Options{Name: "arm1", System: "aarch64-linux", Disks: disks(2), Keys: []string{demoKey}, Swap: "2G"}
+	cases["zfs-encrypted-raidz1"] = Options{Name: "web1", Disks: disks(3), Keys: []string{demoKey}, Swap: "4G"}
+	cases["zfs-encrypted-raidz2"] = Options{Name: "web1", Disks: disks(4), Topology: "raidz2", Keys: []string{demoKey}}
+	cases["zfs-encrypted-stripe"] = Options{Name: "web1", Disks: disks(2), Topology: "stripe", Keys: []string{demoKey}}
+	cases["zfs-encrypted-mirror-vm"] = Options{Name: "web1", VM: true, Disks: []string{"/dev/vda", "/dev/vdb"}, Topology: "mirror", Keys: []string{demoKey}}
 	return cases
 }
 
@@ -105,7 +120,7 @@ type evaluated struct {
 		User string `json:"targetUser"`
 		Port int    `json:"sshPort"`
 	} `json:"target"`
-	Disk string `json:"disk"`
+	Disks []string `json:"disks"`
 	// Users is every users.users entry but root's.
 	Users map[string]struct {
 		Keys   []string `json:"keys"`
@@ -143,7 +158,7 @@ func evalHost(t *testing.T, h *Host) evaluated {
 		name = c.networking.hostName; hostId = c.networking.hostId; system = c.nixpkgs.hostPlatform;
 		keys = c.users.users.root.openssh.authorizedKeys.keys;
 		target = c.keystone.deploy or null;
-		disk = d.disko.devices.disk.main.device;
+		disks = map (n: d.disko.devices.disk.${n}.device) ([ "main" ] ++ builtins.filter (n: n != "main") (builtins.attrNames d.disko.devices.disk));
 		users = builtins.mapAttrs (_: u: {
 			keys = u.openssh.authorizedKeys.keys; isNormalUser = u.isNormalUser or false; extraGroups = u.extraGroups or [ ];
 		}) (builtins.removeAttrs c.users.users [ "root" ]);
@@ -166,8 +181,8 @@ func checkEvaluated(t *testing.T, h *Host, e evaluated) {
 	for _, k := range h.Keys {
 		keys = append(keys, k.Line)
 	}
-	if e.Name != h.Name || e.HostID != h.HostID || e.System != h.System || e.Disk != h.Disk || !reflect.DeepEqual(e.Keys, keys) {
-		t.Errorf("Nix reads back %+v\nwant name %q hostId %q system %q disk %q keys %q", e, h.Name, h.HostID, h.System, h.Disk, keys)
+	if e.Name != h.Name || e.HostID != h.HostID || e.System != h.System || !reflect.DeepEqual(e.Disks, h.Disks) || !reflect.DeepEqual(e.Keys, keys) {
+		t.Errorf("Nix reads back %+v\nwant name %q hostId %q system %q disks %q keys %q", e, h.Name, h.HostID, h.System, h.Disks, keys)
 	}
 	switch {
 	case h.Target == nil && e.Target != nil:
@@ -202,7 +217,10 @@ func TestRenderedHostEvaluates(t *testing.T) {
 	}
 	for name, o := range goldenCases() {
 		o.Keys = append(o.Keys, hostile...)
-		o.Disk = strings.Replace(o.Disk, "S64ANS0T123456", `S64"${x}\`, 1)
+		for i := range o.Disks {
+			o.Disks[i] = strings.Replace(o.Disks[i], "S64ANS0T123456", `S64"${x}\`, 1)
+			o.Disks[i] = strings.Replace(o.Disks[i], "1234", `1"${x}\`, 1)
+		}
 		t.Run(name, func(t *testing.T) {
 			h, _, err := NewHost(o)
 			if err != nil {
@@ -222,7 +240,7 @@ func FuzzRender(f *testing.F) {
 	f.Add("tab\tand\rcr", "wwn-0x5", "u@h", true)
 	k := testKeys(f)
 	f.Fuzz(func(t *testing.T, comment, diskName, target string, vm bool) {
-		o := Options{Name: "fuzz", Keys: []string{k.ed25519 + " " + comment}, Disk: "/dev/disk/by-id/" + diskName, Target: target, VM: vm}
+		o := Options{Name: "fuzz", Keys: []string{k.ed25519 + " " + comment}, Disks: []string{"/dev/disk/by-id/" + diskName}, Target: target, VM: vm}
 		h, _, err := NewHost(o)
 		if err != nil {
 			return // refused input: nothing to render
@@ -235,5 +253,5 @@ func FuzzRender(f *testing.F) {
 // which is a module function when it needs lib (mkDefault is the identity
 // here).
 func diskModule(path string) string {
-	return fmt.Sprintf(`(let m = import %s; in if builtins.isFunction m then m { lib.mkDefault = v: v; config.disko.rootMountPoint = "/mnt"; } else m)`, path)
+	return fmt.Sprintf(`(let m = import %s; in if builtins.isFunction m then m { lib = { mkDefault = v: v; mkForce = v: v; }; config.disko.rootMountPoint = "/mnt"; pkgs = { util-linux = "/fake/util-linux"; rsync = "/fake/rsync"; }; } else m)`, path)
 }

@@ -91,10 +91,15 @@ func Fleet(fleet map[string]Host) []Finding {
 		if len(h.Disks) == 0 {
 			add("no disko disks: deploy would have nothing to install on")
 		}
+		seen := map[string]bool{}
 		for _, d := range h.Disks {
 			if _, err := generate.CheckDisk(d, h.VM); err != nil {
 				add("%s", asOption(err, "--disk", "disko disk"))
 			}
+			if seen[d] {
+				add("disko disk %s is named by two disks of the layout; name each disk once", d)
+			}
+			seen[d] = true
 		}
 		if h.TargetHost != nil {
 			if _, err := target.FromConfig(*h.TargetHost, h.TargetUser, h.SSHPort); err != nil {

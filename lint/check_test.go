@@ -47,6 +47,7 @@ func TestFleetBad(t *testing.T) {
 		`db1: networking.hostId "XYZ" is not 8 hex digits other than 00000000; set one, e.g. ` + "`head -c 8 /etc/machine-id`",
 		`db1: authorized key 1: not an SSH public key`,
 		`db1: disko disk /dev/vda1 is a partition; give the whole disk; the layout creates its own partitions`,
+		`db1: disko disk /dev/disk/by-id/ata-X is named by two disks of the layout; name each disk once`,
 		`db1: keystone.deploy.targetUser "Root" is not a user name`,
 		`web1: root has no SSH key: nobody can log in after the install`,
 		"web1: disko disk /dev/sda is a kernel name that can change between boots, so the wrong disk could be wiped; " +

@@ -80,6 +80,42 @@ let
       )
     ) (attrNames zpools)
   );
+  # Each disko pool's data vdev: its members are the zfs contents naming
+  # it, on a whole disk or in a gpt partition (disko lib/types/zfs.nix
+  # writes each into the pool's device list; zpool.nix creates the pool
+  # as `zpool create … MODE DEVICES`). mode "" is a single disk or a
+  # stripe, "raidz" is raidz1; disko's attrset (topology) mode is not
+  # judged: no entry.
+  diskContents = concatMap (
+    d:
+    let
+      c = d.content or null;
+      ps = if c == null then [ ] else c.partitions or { };
+    in
+    (if c == null then [ ] else [ c ])
+    ++ map (p: p.content or null) (if builtins.isList ps then ps else attrValues ps)
+  ) (attrValues (config.disko.devices.disk or { }));
+  members = pool: length (filter (c: c != null && (c.type or null) == "zfs" && (c.pool or null) == pool) diskContents);
+  vdevOf =
+    pool: n:
+    let
+      mode = zpools.${pool}.mode or "";
+    in
+    if mode == "" then
+      (if n == 1 then "single" else "stripe")
+    else if mode == "raidz" then
+      "raidz1"
+    else
+      mode;
+  topology = builtins.listToAttrs (
+    map (pool: {
+      name = pool;
+      value = {
+        vdev = vdevOf pool (members pool);
+        disks = members pool;
+      };
+    }) (filter (pool: builtins.isString (zpools.${pool}.mode or "") && members pool > 0) (attrNames zpools))
+  );
   zfsMounts = filter (fs: fs.fsType == "zfs") (attrValues config.fileSystems);
   pools = uniqueSorted (
     attrNames zpools ++ map (fs: builtins.head (builtins.split "/" fs.device)) zfsMounts
@@ -145,6 +181,7 @@ in
       {
         inherit pools;
         inherit encryptionRoots;
+        inherit topology;
       };
 
   luks =

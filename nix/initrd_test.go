@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -45,9 +46,10 @@ func TestInitrdBoot(t *testing.T) {
 		t.Fatalf("the Debian root has no %s: %v", generator, err)
 	}
 	layouts := map[string]generate.Options{
-		"zfs-encrypted":      {Name: "web1", VM: true},
-		"zfs-encrypted-swap": {Name: "web1", VM: true, Swap: "4G"},
-		"luks":               {Name: "web1", VM: true, Layout: "luks"},
+		"zfs-encrypted":        {Name: "web1", VM: true},
+		"zfs-encrypted-swap":   {Name: "web1", VM: true, Swap: "4G"},
+		"luks":                 {Name: "web1", VM: true, Layout: "luks"},
+		"zfs-encrypted-mirror": {Name: "web1", VM: true, Disks: []string{"/dev/vda", "/dev/vdb"}},
 	}
 	rendered := map[string]initrdLayout{}
 	for name, o := range layouts {
@@ -59,25 +61,37 @@ func TestInitrdBoot(t *testing.T) {
 		tpm2         bool     // the TPM2 unseals the credstore
 		typed        []string // passwords typed at the console, in order
 		evilRoot     bool     // rpool/crypt/root was replaced by an unencrypted dataset
+		missing      []string // disks (disko's names) whose partitions never appear
 	}{
 		{name: "zfs-encrypted/tpm2", layout: "zfs-encrypted", tpm2: true},
 		{name: "zfs-encrypted/password", layout: "zfs-encrypted", typed: []string{"wrong1", "wrong2", "wrong3", "right"}},
 		{name: "zfs-encrypted-swap/tpm2", layout: "zfs-encrypted-swap", tpm2: true},
 		{name: "zfs-encrypted-swap/password", layout: "zfs-encrypted-swap", typed: []string{"right"}},
 		{name: "zfs-encrypted/replaced-root", layout: "zfs-encrypted", tpm2: true, evilRoot: true},
+		// A mirror: both disks there, then the second one dead.
+		{name: "zfs-encrypted-mirror/tpm2", layout: "zfs-encrypted-mirror", tpm2: true},
+		{name: "zfs-encrypted-mirror/disk-missing", layout: "zfs-encrypted-mirror", tpm2: true, missing: []string{"disk1"}},
+		{name: "zfs-encrypted-mirror/both-missing", layout: "zfs-encrypted-mirror", tpm2: true, missing: []string{"main", "disk1"}},
 		{name: "luks/tpm2", layout: "luks", tpm2: true},
 		{name: "luks/password", layout: "luks", typed: []string{"wrong1", "wrong2", "wrong3", "right"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			l := rendered[tc.layout]
-			b := bootInitrd(t, lower, l, tc.tpm2, tc.typed, tc.evilRoot)
+			b := bootInitrd(t, lower, l, tc.tpm2, tc.typed, tc.evilRoot, tc.missing)
 			zfs := strings.HasPrefix(tc.layout, "zfs")
 			switch {
 			case tc.evilRoot:
 				b.checkRefused(t)
+			case len(tc.missing) > 0 && len(tc.missing) == len(l.Members):
+				b.checkNoPool(t)
+			case zfs && len(l.Members) > 1:
+				b.checkCredstoreBoot(t, tc.tpm2, len(tc.typed))
+				b.checkImport(t, len(l.Members), tc.missing)
+				b.checkESPs(t, l, tc.missing)
 			case zfs:
 				b.checkCredstoreBoot(t, tc.tpm2, len(tc.typed))
+				b.checkImport(t, len(l.Members), tc.missing)
 			default:
 				b.checkLuksBoot(t, tc.tpm2, len(tc.typed))
 			}
@@ -94,6 +108,11 @@ type initrdLayout struct {
 	ForceImportRoot bool                      `json:"forceImportRoot"`
 	DevNodes        string                    `json:"devNodes"`
 	Pools           []string                  `json:"pools"`
+	// Members are rpool's devices, by partition label under /dev (disko:
+	// each disk's zfs partition, labelled disk-DISK-PART); Vdev is the
+	// pool's mode ("" for one disk or a stripe).
+	Members []string `json:"members"`
+	Vdev    string   `json:"vdev"`
 }
 
 type fileSystem struct {
@@ -127,7 +146,7 @@ func renderInitrd(t *testing.T, o generate.Options) initrdLayout {
 	evalJSON(t, fmt.Sprintf(`let
 		inherit (builtins) attrNames concatMap;
 		m = import %[2]s;
-		c = if builtins.isFunction m then m { lib.mkDefault = v: v; config.disko.rootMountPoint = "/mnt"; } else m;
+		c = if builtins.isFunction m then m `+layoutArgs+` else m;
 		devices = c.disko.devices;
 		# disko v1.12.0's fileSystems entries (_config): filesystem.nix
 		# (device, fsType = format, options = mountOptions, for a mountpoint),
@@ -158,6 +177,10 @@ func renderInitrd(t *testing.T, o generate.Options) initrdLayout {
 		forceImportRoot = c.boot.zfs.forceImportRoot or true;
 		devNodes = c.boot.zfs.devNodes or "/dev/disk/by-id";
 		pools = attrNames (devices.zpool or { });
+		members = concatMap (d: let g = devices.disk.${d}.content; in
+			concatMap (p: if (g.partitions.${p}.content.type or null) == "zfs" then [ "dev/disk/by-partlabel/disk-${d}-${p}" ] else [ ]) (attrNames g.partitions)
+		) (attrNames (devices.disk or { }));
+		vdev = devices.zpool.rpool.mode or "";
 	}`, repoRoot(t), path), &l)
 	return l
 }
@@ -520,7 +543,7 @@ DefaultDependencies=no
 Type=oneshot
 RemainAfterExit=true
 Environment=ZFS_FORCE=%[3]s
-ExecStart=/bin/sh -c 'zpool import -d %[4]s -N $ZFS_FORCE %[1]s'
+ExecStart=/standin/bin/zfs-import %[1]s %[4]s
 `, pool, strings.Join(mounts, " "), force, l.DevNodes)
 		for _, m := range append(mounts, "zfs-import.target") {
 			u.link(m+".requires/"+name, "../"+name)
@@ -552,7 +575,7 @@ DefaultDependencies=no
 After=systemd-sysusers.service systemd-hwdb-update.service
 Before=sysinit.target
 [Service]
-ExecStartPre=/bin/sh -c 'mkdir -p /run/standin/dev/disk/by-partlabel && touch /run/standin/dev/disk/by-partlabel/disk-main-luks /run/standin/dev/disk/by-partlabel/disk-main-zfs'
+ExecStartPre=/standin/bin/udev-devices
 ExecStart=/bin/sleep infinity
 `,
 	// A device unit is active while its node exists; systemd gives device
@@ -587,13 +610,88 @@ func init() {
 // standInTools replace the tools that cannot run here. Each logs to
 // /log/events and fails where the real one would.
 var standInTools = map[string]string{
+	// The disks' nodes appear as udev's rules would make them: every one
+	// but the dead disks' (/standin/present, written by the test).
+	"standin/bin/udev-devices": `#!/bin/sh
+mkdir -p /run/standin/dev/disk/by-partlabel
+touch /run/standin/dev/disk/by-partlabel/disk-main-luks
+while read -r node; do
+  [ -z "$node" ] || touch "/run/standin/$node"
+done < /standin/present
+`,
+	// zfs.nix's import script (copy id 190223291): importLib's poolReady,
+	// poolImported and poolImport, and createImportService's loop: wait
+	// until `zpool import -d` says the pool is ONLINE, 60 trials a second
+	// apart, then try once more, which imports a DEGRADED pool. Here the
+	// trials are 0.1 s apart (the real wait is 60 s), and the script logs
+	// each trial's state to the console as the real one does.
+	"standin/bin/zfs-import": `#!/bin/bash
+pool=$1 devNodes=$2
+poolReady() {
+  pool="$1"
+  state="$(zpool import -d "${devNodes}" 2>/dev/null | awk "/pool: $pool/ { found = 1 }; /state:/ { if (found == 1) { print \$2; exit } }; END { if (found == 0) { print \"MISSING\" } }")"
+  if [[ "$state" = "ONLINE" ]]; then
+    return 0
+  else
+    echo "Pool $pool in state $state, waiting"
+    return 1
+  fi
+}
+poolImported() {
+  pool="$1"
+  zpool list "$pool" >/dev/null 2>/dev/null
+}
+poolImport() {
+  pool="$1"
+  # shellcheck disable=SC2086
+  zpool import -d "${devNodes}" -N $ZFS_FORCE "$pool"
+}
+if ! poolImported "${pool}"; then
+  echo -n "importing ZFS pool \"${pool}\"..."
+  for _ in $(seq 1 60); do
+    poolReady "${pool}" && poolImport "${pool}" && break
+    echo "trial" >> /run/standin/import-trials
+    sleep 0.1
+  done
+  poolImported "${pool}" || poolImport "${pool}"  # Try one last time, e.g. to import a degraded pool.
+fi
+if poolImported "${pool}"; then
+  echo "Successfully imported ${pool}"
+else
+  exit 1
+fi
+`,
+	// zpool import -d DIR lists the pools it finds (state ONLINE with
+	// every member, DEGRADED with enough for the vdev, UNAVAIL without);
+	// zpool import -d DIR -N POOL imports one, refusing UNAVAIL.
 	"usr/bin/zpool": `#!/bin/sh
 log() { echo "$*" >> /log/events; }
 mkdir -p /run/standin
+state() {
+  n=0 p=0
+  while read -r m; do
+    [ -n "$m" ] || continue
+    n=$((n+1)); [ -e "/run/standin/$m" ] && p=$((p+1))
+  done < /standin/members
+  need=$n
+  case "$(cat /standin/vdev)" in
+  mirror) need=1 ;;
+  raidz1) need=$((n-1)) ;;
+  raidz2) need=$((n-2)) ;;
+  esac
+  if [ "$p" -eq "$n" ]; then echo ONLINE; elif [ "$p" -ge "$need" ] && [ "$p" -gt 0 ]; then echo DEGRADED; else echo UNAVAIL; fi
+}
 case "$1" in
 import)
   [ ! -e /run/standin/imported ] || { echo "cannot import: pool already imported" >&2; exit 1; }
-  log "zpool $*"
+  eval "pool=\${$#}"
+  if [ "$#" -le 3 ] && [ "$2" = -d ]; then
+    printf '   pool: rpool\n     id: 1\n  state: %s\n' "$(state)"
+    exit 0
+  fi
+  s=$(state)
+  [ "$s" != UNAVAIL ] || { log "zpool $*: refused, $s"; echo "cannot import '$pool': no such pool or dataset" >&2; exit 1; }
+  log "zpool $*: $s after $(cat /run/standin/import-trials 2>/dev/null | wc -l) trials"
   touch /run/standin/imported
   # udev's zvol rules make the node once the pool is imported.
   mkdir -p /run/standin/dev/zvol/rpool && touch /run/standin/dev/zvol/rpool/credstore ;;
@@ -702,7 +800,7 @@ type initrdBoot struct {
 // overlay of the Debian root with the units and stand-ins) switch-roots into
 // a second overlay, which logs that it reached multi-user.target and
 // powers off.
-func bootInitrd(t *testing.T, lower string, l initrdLayout, tpm2 bool, typed []string, evilRoot bool) initrdBoot {
+func bootInitrd(t *testing.T, lower string, l initrdLayout, tpm2 bool, typed []string, evilRoot bool, missing []string) initrdBoot {
 	t.Helper()
 	initrd, _ := testhost.Overlay(t, lower)
 	next, _ := testhost.Overlay(t, lower)
@@ -782,6 +880,17 @@ func bootInitrd(t *testing.T, lower string, l initrdLayout, tpm2 bool, typed []s
 		roots = "rpool/crypt/root -\n"
 	}
 	write(initrd, "standin/encryptionroots", roots, 0o644)
+	// Every partition of a disk that is there: the pool's members and the
+	// ESPs (disko's by-partlabel names, disk-DISK-PART).
+	var present []string
+	for _, node := range append(append([]string(nil), l.Members...), espNodes(l)...) {
+		if !slices.ContainsFunc(missing, func(d string) bool { return strings.Contains(node, "/disk-"+d+"-") }) {
+			present = append(present, node)
+		}
+	}
+	write(initrd, "standin/members", strings.Join(l.Members, "\n")+"\n", 0o644)
+	write(initrd, "standin/present", strings.Join(present, "\n")+"\n", 0o644)
+	write(initrd, "standin/vdev", l.Vdev+"\n", 0o644)
 	// The Debian root's network services, masked in both roots, for speed.
 	for _, root := range []string{initrd, next} {
 		for _, s := range []string{"ssh.service", "avahi-daemon.service", "avahi-daemon.socket", "nftables.service", "systemd-resolved.service"} {
@@ -801,6 +910,33 @@ ExecStart=/bin/sh -c 'echo "new root: multi-user.target reached" >> /log/events'
 ExecStart=/bin/systemctl --no-block poweroff
 `, 0o644)
 	write(next, "etc/systemd/system/multi-user.target.wants/standin-booted.service", linkPrefix+"../standin-booted.service", 0)
+	// The ESPs, mounted by the new root as NixOS's stage 2 does: from fstab
+	// lines (nixos/modules/tasks/filesystems.nix: "DEVICE MOUNTPOINT TYPE
+	// OPTIONS"), made units by systemd-fstab-generator, which in a
+	// container ignores device entries; so its units are written here as
+	// it writes them (systemd v252 src/fstab-generator/fstab-generator.c,
+	// add_mount): Before=local-fs.target and a local-fs.target.requires
+	// link, or with nofail no Before= and a .wants link. local-fs.target's
+	// OnFailure= is emergency.target: an ESP that fails without nofail
+	// stops the boot. mount.vfat stands in for the ESP: it mounts when
+	// udev made its node.
+	for _, fs := range l.FileSystems {
+		if fs.FSType != "vfat" {
+			continue
+		}
+		name := escapePath(t, fs.MountPoint) + ".mount"
+		before, dep := "Before=local-fs.target\n", "requires"
+		if contains(fs.Options, "nofail") {
+			before, dep = "", "wants"
+		}
+		write(next, "etc/systemd/system/"+name, fmt.Sprintf("[Unit]\nDocumentation=man:fstab(5) man:systemd-fstab-generator(8)\nSourcePath=/etc/fstab\n%s[Mount]\nWhat=%s\nWhere=%s\nType=vfat\nOptions=%s\n",
+			before, fs.Device, fs.MountPoint, strings.Join(fs.Options, ",")), 0o644)
+		write(next, "etc/systemd/system/local-fs.target."+dep+"/"+name, linkPrefix+"../"+name, 0)
+	}
+	write(next, "usr/sbin/mount.vfat", `#!/bin/sh
+[ -e "/run/standin$1" ] || { echo "new root: mount $1 on $2 refused: no such device" >> /log/events; echo "mount.vfat: $1 does not exist" >&2; exit 32; }
+mount -t tmpfs -o size=1m none "$2" && echo "new root: mount $1 on $2" >> /log/events
+`, 0o755)
 	for _, d := range []string{"log", "nix"} {
 		os.MkdirAll(filepath.Join(next, d), 0o755)
 	}
@@ -950,6 +1086,71 @@ func (b initrdBoot) checkCredstoreBoot(t *testing.T, tpm2 bool, typed int) {
 	// The generator's drop-in for the zvol's device: no 90 s limit.
 	if drop := b.units["device-standin@dev-zvol-rpool-credstore.service.d/50-device-timeout.conf"]; !strings.Contains(drop, "JobRunningTimeoutSec=infinity") {
 		b.fail(t, "systemd-cryptsetup-generator gave the credstore's zvol no device timeout of its own: %q", drop)
+	}
+}
+
+// checkImport: rpool is imported once, ONLINE as soon as udev made every
+// disk's node; with a disk that never appears, DEGRADED after the
+// bounded wait of NixOS's import (all its trials), and the boot goes on.
+func (b initrdBoot) checkImport(t *testing.T, members int, missing []string) {
+	t.Helper()
+	i := b.index("zpool import")
+	if i < 0 {
+		b.fail(t, "rpool was never imported")
+	}
+	ev := b.events[i]
+	switch {
+	case members == 0:
+		b.fail(t, "the layout has no pool members")
+	case len(missing) == 0 && (!strings.Contains(ev, ": ONLINE after ") || strings.HasSuffix(ev, " 60 trials")):
+		b.fail(t, "with every disk there, the pool was not imported ONLINE before the wait ran out: %s", ev)
+	case len(missing) > 0 && !strings.HasSuffix(ev, ": DEGRADED after 60 trials"):
+		b.fail(t, "with %v missing, the import was not DEGRADED after NixOS's 60 trials: %s", missing, ev)
+	}
+}
+
+// checkNoPool: without enough disks the import fails after its wait, and
+// the boot stops before any password or key.
+func (b initrdBoot) checkNoPool(t *testing.T) {
+	t.Helper()
+	switch {
+	case b.index("zpool import -d /dev/disk/by-partuuid -N rpool: refused, UNAVAIL") < 0:
+		b.fail(t, "the import was not refused with no disk there")
+	case b.index("cryptsetup attach") >= 0 || b.index("zfs load-key") >= 0 || b.index("switch-root:") >= 0:
+		b.fail(t, "the boot went on without a pool")
+	case b.index("emergency.target started") < 0:
+		b.fail(t, "the boot did not stop in emergency mode")
+	}
+}
+
+// espNodes are the layout's ESPs, by the node their fileSystems entry
+// names.
+func espNodes(l initrdLayout) []string {
+	var out []string
+	for _, fs := range l.FileSystems {
+		if fs.FSType == "vfat" {
+			out = append(out, strings.TrimPrefix(fs.Device, "/"))
+		}
+	}
+	return out
+}
+
+// checkESPs: the new root mounts the ESP of every disk that is there, and a
+// dead disk's ESP, which cannot mount, does not stop its boot.
+func (b initrdBoot) checkESPs(t *testing.T, l initrdLayout, missing []string) {
+	t.Helper()
+	for _, fs := range l.FileSystems {
+		if fs.FSType != "vfat" {
+			continue
+		}
+		dead := slices.ContainsFunc(missing, func(d string) bool { return strings.Contains(fs.Device, "/disk-"+d+"-") })
+		want := "new root: mount " + fs.Device + " on " + fs.MountPoint
+		if dead {
+			want += " refused"
+		}
+		if b.index(want) < 0 {
+			b.fail(t, "no %q", want)
+		}
 	}
 }
 

@@ -1,4 +1,4 @@
-# installerIso { nixosSystem, nixpkgs, system, hosts ? null, keys ? null }
+# installerIso { nixosSystem, nixpkgs, system, hosts ? null, keys ? null, version ? "dev" }
 #
 # The NixOS minimal installer (installation-cd-minimal.nix of `nixpkgs`)
 # that a new host boots for `keystone deploy`: sshd on, root may log in with
@@ -6,6 +6,9 @@
 # fleet's nixosConfigurations), each once. No password logs in over SSH.
 # One of `hosts` and `keys` is required: there is no default fleet, whose
 # keys would let in someone other than you, or nobody.
+# It announces itself on the local network for `keystone discover`
+# (./installer-announce.nix: avahi, and a boot-time unit that writes the
+# service file with the host key's fingerprint; version is keystone's).
 # The ISO is `.config.system.build.isoImage` of the result
 # (packages.<system>.installer-iso; `keystone iso --key` passes its own keys).
 {
@@ -14,6 +17,7 @@
   system,
   hosts ? null,
   keys ? null,
+  version ? "dev",
 }:
 let
   fleetKeys = builtins.concatMap (h: h.config.users.users.root.openssh.authorizedKeys.keys) (
@@ -55,6 +59,8 @@ else
           KbdInteractiveAuthentication = false;
         };
         users.users.root.openssh.authorizedKeys.keys = rootKeys;
+        _module.args.keystoneVersion = version;
       }
+      ./installer-announce.nix
     ];
   }

@@ -14,20 +14,23 @@ import (
 // disko.devices, and the nixpkgs file that declares it (see
 // docs/options.md for the versions read).
 var declared = map[string]string{
-	"boot.loader.grub.enable":                "nixos/modules/system/boot/loader/grub/grub.nix",
-	"boot.loader.grub.efiSupport":            "nixos/modules/system/boot/loader/grub/grub.nix",
-	"boot.loader.grub.efiInstallAsRemovable": "nixos/modules/system/boot/loader/grub/grub.nix",
-	"boot.loader.systemd-boot.enable":        "nixos/modules/system/boot/loader/systemd-boot/systemd-boot.nix",
-	"boot.loader.efi.canTouchEfiVariables":   "nixos/modules/system/boot/loader/efi.nix",
-	"boot.zfs.devNodes":                      "nixos/modules/tasks/filesystems/zfs.nix",
-	"boot.zfs.requestEncryptionCredentials":  "nixos/modules/tasks/filesystems/zfs.nix",
-	"boot.zfs.forceImportRoot":               "nixos/modules/tasks/filesystems/zfs.nix",
-	"services.zfs.autoScrub.enable":          "nixos/modules/tasks/filesystems/zfs.nix",
-	"boot.initrd.systemd.enable":             "nixos/modules/system/boot/systemd/initrd.nix",
-	"boot.initrd.systemd.mounts":             "nixos/modules/system/boot/systemd/initrd.nix",
-	"boot.initrd.systemd.services":           "nixos/modules/system/boot/systemd/initrd.nix",
-	"boot.initrd.systemd.tpm2.enable":        "nixos/modules/system/boot/systemd/tpm2.nix",
-	"boot.initrd.supportedFilesystems":       "nixos/modules/tasks/filesystems.nix",
+	"boot.loader.grub.enable":                       "nixos/modules/system/boot/loader/grub/grub.nix",
+	"boot.loader.grub.efiSupport":                   "nixos/modules/system/boot/loader/grub/grub.nix",
+	"boot.loader.grub.efiInstallAsRemovable":        "nixos/modules/system/boot/loader/grub/grub.nix",
+	"boot.loader.grub.devices":                      "nixos/modules/system/boot/loader/grub/grub.nix",
+	"boot.loader.grub.mirroredBoots":                "nixos/modules/system/boot/loader/grub/grub.nix",
+	"boot.loader.systemd-boot.extraInstallCommands": "nixos/modules/system/boot/loader/systemd-boot/systemd-boot.nix",
+	"boot.loader.systemd-boot.enable":               "nixos/modules/system/boot/loader/systemd-boot/systemd-boot.nix",
+	"boot.loader.efi.canTouchEfiVariables":          "nixos/modules/system/boot/loader/efi.nix",
+	"boot.zfs.devNodes":                             "nixos/modules/tasks/filesystems/zfs.nix",
+	"boot.zfs.requestEncryptionCredentials":         "nixos/modules/tasks/filesystems/zfs.nix",
+	"boot.zfs.forceImportRoot":                      "nixos/modules/tasks/filesystems/zfs.nix",
+	"services.zfs.autoScrub.enable":                 "nixos/modules/tasks/filesystems/zfs.nix",
+	"boot.initrd.systemd.enable":                    "nixos/modules/system/boot/systemd/initrd.nix",
+	"boot.initrd.systemd.mounts":                    "nixos/modules/system/boot/systemd/initrd.nix",
+	"boot.initrd.systemd.services":                  "nixos/modules/system/boot/systemd/initrd.nix",
+	"boot.initrd.systemd.tpm2.enable":               "nixos/modules/system/boot/systemd/tpm2.nix",
+	"boot.initrd.supportedFilesystems":              "nixos/modules/tasks/filesystems.nix",
 }
 
 // Unit attributes a stage-1 unit takes (nixos/lib/systemd-unit-options.nix:
@@ -45,7 +48,7 @@ var (
 // the options whose values are attribute sets or lists of units.
 func optionPaths(prefix string, v any, out map[string]any) {
 	m, ok := v.(map[string]any)
-	if !ok || prefix == "boot.initrd.systemd.services" {
+	if _, override := m["_type"]; !ok || override || prefix == "boot.initrd.systemd.services" {
 		out[prefix] = v
 		return
 	}
@@ -85,12 +88,22 @@ type layout struct {
 	Credhook string   `json:"credstoreHook"`
 }
 
+// layoutArgs are what a rendered disk-config.nix module is called with in
+// these tests: lib's mkDefault as the identity, mkForce as nixpkgs'
+// lib/modules.nix writes it (mkOverride 50: { _type = "override"; priority;
+// content; }), and store paths for the packages a layout names.
+const layoutArgs = `{
+	lib = { mkDefault = v: v; mkForce = v: { _type = "override"; priority = 50; content = v; }; };
+	config.disko.rootMountPoint = "/mnt";
+	pkgs = { util-linux = "/nix/store/util-linux"; rsync = "/nix/store/rsync"; };
+}`
+
 func evalLayout(t *testing.T, path string) layout {
 	t.Helper()
 	var l layout
 	evalJSON(t, fmt.Sprintf(`let
 		m = import %[2]s;
-		c = if builtins.isFunction m then m { lib.mkDefault = v: v; config.disko.rootMountPoint = "/mnt"; } else m;
+		c = if builtins.isFunction m then m `+layoutArgs+` else m;
 		devices = c.disko.devices;
 		pool = devices.zpool.rpool or null;
 	in {
@@ -146,6 +159,7 @@ func TestLayouts(t *testing.T) {
 			for name, u := range services {
 				checkAttrs(t, name, u, serviceAttrs)
 			}
+			checkDisks(t, name, l, paths)
 			switch {
 			case strings.HasPrefix(name, "zfs-encrypted"):
 				checkCredstore(t, l, paths)
@@ -162,6 +176,115 @@ func TestLayouts(t *testing.T) {
 }
 
 func asList(v any) []any { l, _ := v.([]any); return l }
+
+// topologies are the pool layouts of the multi-disk goldens, by name: the
+// disko zpool mode and the number of disks.
+var topologies = map[string]struct {
+	mode  string
+	disks int
+}{
+	"zfs-encrypted-mirror":         {"mirror", 2},
+	"zfs-encrypted-mirror-aarch64": {"mirror", 2},
+	"zfs-encrypted-mirror-vm":      {"mirror", 2},
+	"zfs-encrypted-raidz1":         {"raidz1", 3},
+	"zfs-encrypted-raidz2":         {"raidz2", 4},
+	"zfs-encrypted-stripe":         {"", 2},
+}
+
+// checkDisks: every disk has the same partitions, its ZFS partition in
+// rpool, its own ESP mounted (nofail when there are several, so a dead
+// disk stops no boot), and the boot loader is on every ESP: GRUB's
+// mirroredBoots (grub.nix: a list of { path, efiSysMountPoint,
+// efiBootloaderId, devices }, with devices emptied so that grub.nix adds
+// no entry of its own for /boot) or the copy after systemd-boot.
+func checkDisks(t *testing.T, name string, l layout, paths map[string]any) {
+	t.Helper()
+	devices, _ := l.Disko["devices"].(map[string]any)
+	disks, _ := devices["disk"].(map[string]any)
+	want, multi := topologies[name]
+	if !multi {
+		want.disks = 1
+	}
+	if len(disks) != want.disks {
+		t.Fatalf("%d disks, want %d", len(disks), want.disks)
+	}
+	pool, _ := devices["zpool"].(map[string]any)
+	if rpool, ok := pool["rpool"].(map[string]any); ok {
+		if mode, _ := rpool["mode"].(string); mode != want.mode {
+			t.Errorf("rpool's mode %q, want %q", mode, want.mode)
+		}
+	}
+	var parts []string
+	esps := map[string]string{} // mountpoint -> device
+	for d, v := range disks {
+		disk := v.(map[string]any)
+		content := disk["content"].(map[string]any)
+		ps := content["partitions"].(map[string]any)
+		var names []string
+		for p := range ps {
+			names = append(names, p)
+		}
+		sort.Strings(names)
+		if parts == nil {
+			parts = names
+		} else if !reflect.DeepEqual(parts, names) {
+			t.Errorf("disk %s has partitions %v, another %v: want the same on every disk", d, names, parts)
+		}
+		if zfs, ok := ps["zfs"].(map[string]any); ok && strings.HasPrefix(name, "zfs") {
+			if c := zfs["content"].(map[string]any); c["pool"] != "rpool" {
+				t.Errorf("disk %s's ZFS partition is in pool %v", d, c["pool"])
+			}
+		}
+		esp := ps["ESP"].(map[string]any)["content"].(map[string]any)
+		mp, _ := esp["mountpoint"].(string)
+		if _, dup := esps[mp]; dup {
+			t.Errorf("two ESPs at %s", mp)
+		}
+		esps[mp] = disk["device"].(string)
+		if opts := strs(esp["mountOptions"]); multi && !contains(opts, "nofail") {
+			t.Errorf("disk %s's ESP at %s is mounted with %v: without nofail a dead disk stops the boot", d, mp, opts)
+		}
+	}
+	if _, ok := esps["/boot"]; !ok {
+		t.Errorf("no ESP at /boot: %v", esps)
+	}
+	if !multi {
+		if paths["boot.loader.grub.mirroredBoots"] != nil || paths["boot.loader.systemd-boot.extraInstallCommands"] != nil {
+			t.Errorf("a one-disk host mirrors its ESP")
+		}
+		return
+	}
+	if paths["boot.loader.grub.enable"] == true {
+		forced, _ := paths["boot.loader.grub.devices"].(map[string]any)
+		if forced["_type"] != "override" || forced["priority"] != float64(50) || len(asList(forced["content"])) != 0 {
+			t.Errorf("boot.loader.grub.devices = %v, want lib.mkForce [ ] (disko sets it to every disk, and grub.nix then adds an entry for /boot with all of them)", paths["boot.loader.grub.devices"])
+		}
+		got := map[string]string{}
+		for _, e := range asList(paths["boot.loader.grub.mirroredBoots"]) {
+			m := e.(map[string]any)
+			checkAttrs(t, "mirroredBoots entry", m, []string{"path", "efiSysMountPoint", "efiBootloaderId", "devices"})
+			devs := strs(m["devices"])
+			if len(devs) != 1 {
+				t.Errorf("mirroredBoots entry %v: want the one disk whose ESP it is", m)
+				continue
+			}
+			got[m["path"].(string)] = devs[0]
+		}
+		if !reflect.DeepEqual(got, esps) {
+			t.Errorf("GRUB installs to %v, want every ESP with its disk %v", got, esps)
+		}
+		return
+	}
+	script, _ := paths["boot.loader.systemd-boot.extraInstallCommands"].(string)
+	for mp := range esps {
+		if mp != "/boot" && !strings.Contains(script, " "+mp) {
+			t.Errorf("systemd-boot's install is not copied to %s:\n%s", mp, script)
+		}
+	}
+	if !strings.Contains(script, "rsync --recursive --times --modify-window=1 --delete --exclude=/loader/random-seed /boot/ \"$esp\"/") {
+		t.Errorf("extraInstallCommands does not copy /boot to the other ESPs:\n%s", script)
+	}
+}
 
 func checkAttrs(t *testing.T, what string, u any, allowed []string) {
 	t.Helper()
@@ -402,6 +525,9 @@ func TestDiskoTypesStandIn(t *testing.T) {
 		{"table in a zvol", strings.Replace(good, `content = { type = "luks"`, `content = { type = "gpt"`, 1), "is not one of"},
 		{"bad size", strings.Replace(good, `size = "100%"`, `size = "half"`, 1), "is not a gpt size"},
 		{"hook not a string", strings.Replace(good, `name = "c";`, `name = "c"; postMountHook = [ ];`, 1), "postMountHook: not a string"},
+		{"mirror", strings.Replace(good, `options.ashift`, `mode = "mirror"; options.ashift`, 1), ""},
+		{"raid10", strings.Replace(good, `options.ashift`, `mode = "raid10"; options.ashift`, 1), "mode: raid10 is not one of"},
+		{"stripe by name", strings.Replace(good, `options.ashift`, `mode = "stripe"; options.ashift`, 1), "mode: stripe is not one of"},
 	} {
 		var errs []string
 		evalJSON(t, fmt.Sprintf(`import %s/nix/testdata/disko-types.nix { devices = %s; }`, repoRoot(t), tc.devices), &errs)

@@ -198,7 +198,7 @@ func TestExpectations(t *testing.T) {
 	// expectations read it only where `options` has it.
 	// These cases take their boot settings, and the LUKS devices disko
 	// derives (testdata/disko-config.nix), from a rendered layout.
-	layouts := map[string]string{"zfs-credstore": "zfs-encrypted-vm", "luks-layout": "luks-vm"}
+	layouts := map[string]string{"zfs-credstore": "zfs-encrypted-vm", "luks-layout": "luks-vm", "zfs-raidz1-layout": "zfs-encrypted-raidz1", "zfs-stripe-layout": "zfs-encrypted-stripe"}
 	withBackend := map[string]any{"networking": map[string]any{"firewall": map[string]any{"backend": map[string]any{}}}}
 	for _, tc := range []struct {
 		name    string
@@ -220,7 +220,7 @@ func TestExpectations(t *testing.T) {
 		// systemd.sockets.sshd, so the unit to expect is sshd.socket.
 		{"ssh-socket", map[string]any{"services.openssh.startWhenNeeded": true}, nil},
 		// keystone.unlock.ssh (nix/modules/unlock.nix) on: the initrd's
-		// port and key for the exposure and initrd-key checks.
+		// port and key for the exposure and initrd checks.
 		{"unlock", map[string]any{"keystone": map[string]any{"unlock": map[string]any{"ssh": map[string]any{
 			"enable": true, "port": 2222, "hostKey": "/etc/ssh/initrd_ssh_host_ed25519_key"}}}}, nil},
 		{"luks", map[string]any{
@@ -234,6 +234,12 @@ func TestExpectations(t *testing.T) {
 		// The rendered layouts: the credstore is a LUKS volume meant for
 		// the TPM2 but closed before switch-root, so not an open device.
 		{"zfs-credstore", nil, nil},
+		// Pools over several disks: the topology and disk count, and an
+		// ESP of each disk among the mounts (disko's fileSystems entry for
+		// each, nofail).
+		{"zfs-raidz1-layout", map[string]any{"fileSystems./boot1": map[string]any{"mountPoint": "/boot1", "device": "/dev/disk/by-partlabel/disk-disk1-ESP", "fsType": "vfat", "options": []string{"umask=0077", "nofail"}},
+			"fileSystems./boot2": map[string]any{"mountPoint": "/boot2", "device": "/dev/disk/by-partlabel/disk-disk2-ESP", "fsType": "vfat", "options": []string{"umask=0077", "nofail"}}}, nil},
+		{"zfs-stripe-layout", nil, nil},
 		{"luks-layout", map[string]any{
 			"disko": map[string]any{"devices": map[string]any{"disk": map[string]any{}}},
 			"fileSystems": map[string]any{
@@ -639,6 +645,7 @@ func TestDeployFacts(t *testing.T) {
 		{"luks-physical", true, []string{"1M", "1G", "100%"}},
 		{"ext4-vm", false, []string{"1M", "1G", "100%"}},
 		{"zfs-encrypted-aarch64", true, []string{"1G", "1G", "100%"}},
+		{"zfs-encrypted-raidz1", true, []string{"1M", "1G", "4G", "100%"}},
 	} {
 		disk := filepath.Join(repoRoot(t), "generate/testdata/golden", tc.golden, "disk-config.nix")
 		var got struct {
@@ -648,18 +655,25 @@ func TestDeployFacts(t *testing.T) {
 		}
 		evalJSON(t, fmt.Sprintf(`let
 			m = import %[2]s;
-			layout = if builtins.isFunction m then m { lib.mkDefault = v: v; config.disko.rootMountPoint = "/mnt"; } else m;
+			layout = if builtins.isFunction m then m `+layoutArgs+` else m;
 			o = (import %[1]s/nix/modules/deploy.nix { config = { inherit (layout) disko; }; lib = %[3]s; }).options.keystone.deploy;
 		in { disks = o.disks.default; sizes = o.partitionSizes.default; secret = o.diskSecret.default; }`, repoRoot(t), disk, fakeLib), &got)
-		if len(got.Disks) != 1 || got.Secret != tc.secret {
-			t.Errorf("%s: disks %v, diskSecret %v; want one disk, %v", tc.golden, got.Disks, got.Secret, tc.secret)
+		// Every disk the layout names, each with the same partitions.
+		n := 1
+		if tc.golden == "zfs-encrypted-raidz1" {
+			n = 3
 		}
-		sizes := got.Sizes[got.Disks[0]]
-		sort.Strings(sizes)
-		want := append([]string(nil), tc.sizes...)
-		sort.Strings(want)
-		if !reflect.DeepEqual(sizes, want) {
-			t.Errorf("%s: partition sizes %v, want %v", tc.golden, sizes, want)
+		if len(got.Disks) != n || len(got.Sizes) != n || got.Secret != tc.secret {
+			t.Errorf("%s: disks %v, sizes %v, diskSecret %v; want %d disks, %v", tc.golden, got.Disks, got.Sizes, got.Secret, n, tc.secret)
+		}
+		for _, d := range got.Disks {
+			sizes := got.Sizes[d]
+			sort.Strings(sizes)
+			want := append([]string(nil), tc.sizes...)
+			sort.Strings(want)
+			if !reflect.DeepEqual(sizes, want) {
+				t.Errorf("%s: %s's partition sizes %v, want %v", tc.golden, d, sizes, want)
+			}
 		}
 	}
 }

@@ -16,7 +16,8 @@ buildGoApplication {
   pname = "keystone";
   inherit version;
   # The source is derived from the tree, so a new Go package needs no edit
-  # here: every .go file, what the build embeds (templates/) and what the
+  # here: every .go file, what the build embeds (templates/, shell scripts
+  # such as switch/supervisor.sh) and what the
   # tests read (every testdata folder, examples/demo's public key). Hosts
   # (vms/), docs, CI and the flake's own Nix files stay out: changing them
   # rebuilds nothing.
@@ -47,7 +48,7 @@ buildGoApplication {
         [
           ../go.mod
           ../go.sum
-          (fs.difference (fs.fileFilter (f: f.hasExt "go") ../.) (fs.maybeMissing ../vms))
+          (fs.difference (fs.fileFilter (f: f.hasExt "go" || f.hasExt "sh") ../.) (fs.maybeMissing ../vms))
           ../templates
           ../examples/demo
         ]
@@ -73,7 +74,8 @@ buildGoApplication {
     nix
     git
     openssh # ssh-keygen, ssh-agent
-    qemu # qemu-img, for the vm package's disk tests
+    qemu # qemu-img and QEMU itself (SeaBIOS, its own edk2), for the vm tests that start a VM without a guest
+    swtpm # vm up --tpm
   ];
   checkPhase = ''
     runHook preCheck

@@ -66,6 +66,7 @@ func TestPackageSource(t *testing.T) {
 		"gomod2nix.toml":                  "schema = 3\n",
 		"cmd/keystone/main.go":            "package main\n",
 		"newpkg/doc.go":                   "package newpkg\n", // added after package.nix was written
+		"newpkg/run.sh":                   "",                 // embedded, as switch/supervisor.sh
 		"newpkg/testdata/golden.txt":      "x",
 		"newpkg/deeper/testdata/a/b.json": "{}",
 		"newpkg/notes.md":                 "",
@@ -99,6 +100,7 @@ func TestPackageSource(t *testing.T) {
 		"go.sum",
 		"newpkg/deeper/testdata/a/b.json",
 		"newpkg/doc.go",
+		"newpkg/run.sh",
 		"newpkg/testdata/golden.txt",
 		"nix/x_test.go",
 		"templates/a.nix.tmpl",
@@ -125,6 +127,7 @@ var inputPackages = map[string][]string{
 	"git":         {"git"},
 	"openssh":     {"openssh-client", "openssh-server"}, // nixpkgs' openssh has both
 	"qemu":        {"qemu-utils", "qemu-system-x86"},
+	"swtpm":       {"swtpm"},
 }
 
 // sandboxPath makes a folder of links to exactly the commands a Nix build

@@ -52,7 +52,22 @@ type SSHD struct {
 type ZFS struct {
 	Pools           []string `json:"pools"`
 	EncryptionRoots []string `json:"encryptionRoots"`
+	// Topology is, by pool, the vdev the layout made of its disks; a pool
+	// without an entry (one not made by disko, or by disko's topology
+	// form) has its vdev tree left unjudged.
+	Topology map[string]Topology `json:"topology"`
 }
+
+// Topology is a pool's data vdev: Vdev is single (one disk), stripe
+// (disks side by side), mirror, raidz1, raidz2 or raidz3; Disks how many
+// disks (for a mirror or raidz: its children) it has.
+type Topology struct {
+	Vdev  string `json:"vdev"`
+	Disks int    `json:"disks"`
+}
+
+// Vdevs are the values Topology.Vdev takes.
+var Vdevs = []string{"single", "stripe", "mirror", "raidz1", "raidz2", "raidz3"}
 
 type LUKS struct {
 	// Devices are opened at boot and stay open (/ lives on one): the luks
@@ -148,6 +163,16 @@ func (e *Expectations) check() error {
 		}
 		if err := matchAll("zfs encryption root", z.EncryptionRoots, zfsNameRE); err != nil {
 			return err
+		}
+		for pool, t := range z.Topology {
+			switch {
+			case !slices.Contains(z.Pools, pool):
+				return fmt.Errorf("zfs topology of %q, which is not among the pools", pool)
+			case !slices.Contains(Vdevs, t.Vdev):
+				return fmt.Errorf("zfs topology of %s: vdev %q is not one of %s", pool, t.Vdev, strings.Join(Vdevs, ", "))
+			case t.Disks < 1 || (t.Vdev == "single") != (t.Disks == 1):
+				return fmt.Errorf("zfs topology of %s: %d disks for a %s", pool, t.Disks, t.Vdev)
+			}
 		}
 	}
 	if l := e.LUKS; l != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -60,6 +61,14 @@ func walkKeys(v any, t reflect.Type, path string) error {
 			}
 			if err := walkKeys(obj[k], ft, join(path, k)); err != nil {
 				return err
+			}
+		}
+	case reflect.Map:
+		if obj, ok := v.(map[string]any); ok {
+			for _, k := range slices.Sorted(maps.Keys(obj)) {
+				if err := walkKeys(obj[k], t.Elem(), join(path, k)); err != nil {
+					return err
+				}
 			}
 		}
 	case reflect.Slice:

@@ -55,6 +55,11 @@ func TestParseExpectationsRefuses(t *testing.T) {
 		{`{"hostname": "web1", "zfs": {"pools": ["-Hroot"]}}`, `zfs pool "-Hroot"`},
 		{`{"hostname": "web1", "zfs": {"pools": ["rpool"], "encryptionRoots": ["rpool/../x\n"]}}`, "zfs encryption root"},
 		{`{"hostname": "web1", "luks": {"devices": ["--help"]}}`, `luks device "--help"`},
+		{`{"hostname": "web1", "zfs": {"pools": ["rpool"], "topology": {"tank": {"vdev": "mirror", "disks": 2}}}}`, `zfs topology of "tank", which is not among the pools`},
+		{`{"hostname": "web1", "zfs": {"pools": ["rpool"], "topology": {"rpool": {"vdev": "raid10", "disks": 4}}}}`, `vdev "raid10" is not one of single, stripe, mirror`},
+		{`{"hostname": "web1", "zfs": {"pools": ["rpool"], "topology": {"rpool": {"vdev": "single", "disks": 2}}}}`, "2 disks for a single"},
+		{`{"hostname": "web1", "zfs": {"pools": ["rpool"], "topology": {"rpool": {"vdev": "mirror", "disks": 0}}}}`, "0 disks for a mirror"},
+		{`{"hostname": "web1", "zfs": {"pools": ["rpool"], "topology": {"rpool": {"vdev": "mirror", "disk": 2}}}}`, `unknown key "zfs.topology.rpool.disk" (known in zfs.topology.rpool: vdev, disks)`},
 		{`{"hostname": "web1", "mounts": ["home"]}`, `mount point "home"`},
 		{`{"hostname": "web1", "sshdd": {}}`, `unknown key "sshdd" (known at the top level: hostname, services, firewall, sshd,`},
 		{`{"hostname": "web1", "service": ["sshd.service"]}`, `unknown key "service"`},
@@ -69,7 +74,7 @@ func TestParseExpectationsRefuses(t *testing.T) {
 		}
 	}
 	if _, err := ParseExpectations([]byte(`{"hostname": "Web_1", "services": ["getty@tty1.service", "systemd-cryptsetup@crypted.service"],
-		"zfs": {"pools": ["rpool"], "encryptionRoots": ["rpool/crypt", "rpool/my data"]}, "luks": {"devices": ["crypted"]}}`)); err != nil {
+		"zfs": {"pools": ["rpool"], "encryptionRoots": ["rpool/crypt", "rpool/my data"], "topology": {"rpool": {"vdev": "raidz2", "disks": 4}}}, "luks": {"devices": ["crypted"]}}`)); err != nil {
 		t.Errorf("valid names refused: %v", err)
 	}
 }

@@ -26,7 +26,7 @@ func InitrdPin(pinFile string) string {
 // (0600: the initrd's sshd refuses others, and it is the key that proves
 // the initrd to keystone unlock), and is the pinned one.
 var initrdKeyCheck = Check{
-	Name: "initrd-key",
+	Name: "initrd",
 	Applies: func(e *Expectations) (bool, string) {
 		return e.Unlock != nil, "no initrd SSH in the config"
 	},

@@ -19,6 +19,16 @@ func nixosExpect() *Expectations {
 	}
 }
 
+func mirror2(e *Expectations) {
+	e.ZFS.Pools = []string{"tank"}
+	e.ZFS.Topology = map[string]Topology{"tank": {"mirror", 2}}
+}
+
+func raidz1of3(e *Expectations) {
+	e.ZFS.Pools = []string{"tank"}
+	e.ZFS.Topology = map[string]Topology{"tank": {"raidz1", 3}}
+}
+
 // TestJudges feeds each check's judge real or upstream-documented outputs
 // (testdata/README.md says where each came from).
 func TestJudges(t *testing.T) {
@@ -59,6 +69,21 @@ func TestJudges(t *testing.T) {
 		{"zfs healthy", zfsCheck, nil, []Output{out(fixture(t, "zpool-status", "json-flat-healthy.json")), out(fixture(t, "zfs-get", "text-healthy.txt"))}, Pass, "encrypted (aes-256-gcm, key available)"},
 		{"zfs degraded", zfsCheck, nil, []Output{out(fixture(t, "zpool-status", "text-degraded.txt")), out(fixture(t, "zfs-get", "text-healthy.txt"))}, Fail, "pool rpool"},
 		{"zfs key unavailable", zfsCheck, nil, []Output{out(fixture(t, "zpool-status", "text-healthy.txt")), out(fixture(t, "zfs-get", "text-broken-source.txt"))}, Fail, "key is unavailable"},
+		{"zfs mirror healthy", zfsCheck, mirror2, []Output{out(fixture(t, "zpool-status", "json-man-mirror-healthy.json")), out(fixture(t, "zfs-get", "text-healthy.txt"))}, Pass, "tank ONLINE (mirror of 2 disks)"},
+		{"zfs mirror degraded", zfsCheck, mirror2, []Output{out(fixture(t, "zpool-status", "json-man-mirror-degraded.json")), out(fixture(t, "zfs-get", "text-healthy.txt"))},
+			Fail, "pool tank: pool is DEGRADED, vdev mirror-0 is DEGRADED, vdev 17880913061695450307 (/dev/disk/by-partuuid/db017360-d8e9-4163-961b-144ca75293a3) is UNAVAIL"},
+		{"zfs raidz1 healthy", zfsCheck, raidz1of3, []Output{out(fixture(t, "zpool-status", "json-man-raidz1-healthy.json")), out(fixture(t, "zfs-get", "text-healthy.txt"))}, Pass, "tank ONLINE (raidz1 of 3 disks)"},
+		{"zfs raidz1 degraded", zfsCheck, raidz1of3, []Output{out(fixture(t, "zpool-status", "json-man-raidz1-degraded.json")), out(fixture(t, "zfs-get", "text-healthy.txt"))},
+			Fail, "vdev 1527839927278881561 (/dev/disk/by-partuuid/97cd98fb-8fb8-4ac4-bc84-bd8950a7ace7) is UNAVAIL"},
+		{"zfs raidz1 where a mirror was made", zfsCheck, mirror2, []Output{out(fixture(t, "zpool-status", "json-man-raidz1-healthy.json")), out(fixture(t, "zfs-get", "text-healthy.txt"))},
+			Fail, "pool tank: is raidz1 of 3 disks, want mirror of 2 disks"},
+		{"zfs one disk where a mirror was made", zfsCheck, func(e *Expectations) {
+			e.ZFS.Pools = []string{"tank"}
+			e.ZFS.Topology = map[string]Topology{"tank": {"mirror", 2}}
+		},
+			[]Output{out(fixture(t, "zpool-status", "json-flat-problems.json")), out(fixture(t, "zfs-get", "text-healthy.txt"))}, Fail, "is one disk, want mirror of 2 disks"},
+		{"zfs text: no tree", zfsCheck, func(e *Expectations) { e.ZFS.Topology = map[string]Topology{"rpool": {"mirror", 2}} },
+			[]Output{out(fixture(t, "zpool-status", "text-healthy.txt")), out(fixture(t, "zfs-get", "text-healthy.txt"))}, Pass, "layout not compared"},
 		{"zfs child unencrypted", zfsCheck, nil, []Output{out(fixture(t, "zpool-status", "text-healthy.txt")),
 			out("rpool/crypt\tencryption\taes-256-gcm\nrpool/crypt\tkeystatus\tavailable\nrpool/crypt/tmp\tencryption\toff\nrpool/crypt/tmp\tkeystatus\t-\n")},
 			Fail, "rpool/crypt/tmp has encryption=off"},

@@ -2,16 +2,17 @@ package verify
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
+	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
+
+	"github.com/keystone-nix/keystone/internal/mdns"
 )
 
 var mdnsGroup = &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: 5353}
@@ -61,9 +62,13 @@ func askMDNS(ctx context.Context, conn *net.UDPConn, group *net.UDPAddr, id uint
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	buf := make([]byte, 9000)
+	query := mdnsQuery(id, name, qtype)
+	if query == nil {
+		return nil, fmt.Errorf("%q is not a name mDNS can ask for", name)
+	}
+	buf := make([]byte, mdns.MaxMessage+1)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if _, err := conn.WriteToUDP(mdnsQuery(id, name, qtype), group); err != nil {
+		if _, err := conn.WriteToUDP(query, group); err != nil {
 			return nil, err
 		}
 		conn.SetReadDeadline(minTime(deadline, time.Now().Add(mdnsRetry)))
@@ -145,93 +150,31 @@ func onLink(ip net.IP) (net.IP, error) {
 
 // DNS record types asked for.
 const (
-	typeA    = 1
-	typeAAAA = 28
+	typeA    = uint16(mdns.TypeA)
+	typeAAAA = uint16(mdns.TypeAAAA)
 )
 
 // mdnsQuery is a DNS query for name's record of type qtype.
 func mdnsQuery(id uint16, name string, qtype uint16) []byte {
-	msg := binary.BigEndian.AppendUint16(nil, id)
-	msg = append(msg, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0) // flags, one question
-	for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
-		msg = append(msg, byte(len(label)))
-		msg = append(msg, label...)
+	q, err := mdns.Query(id, mdns.Question{Name: name, Type: dnsmessage.Type(qtype)})
+	if err != nil {
+		return nil // a host name expectations accepted is a valid DNS name
 	}
-	msg = append(msg, 0) // root
-	msg = binary.BigEndian.AppendUint16(msg, qtype)
-	return append(msg, 0x80, 1) // class IN, QU
+	return q
 }
 
 // mdnsAnswers returns the A or AAAA (qtype) records for name in a DNS
 // response; anything malformed yields none.
 func mdnsAnswers(msg []byte, name string, qtype uint16) []net.IP {
-	size := 4
-	if qtype == typeAAAA {
-		size = 16
-	}
-	if len(msg) < 12 || msg[2]&0x80 == 0 {
-		return nil // not a response
-	}
-	qd, an := int(binary.BigEndian.Uint16(msg[4:])), int(binary.BigEndian.Uint16(msg[6:]))
-	off := 12
-	for i := 0; i < qd; i++ {
-		_, next, ok := readName(msg, off)
-		if !ok || next+4 > len(msg) {
-			return nil
-		}
-		off = next + 4
+	records, err := mdns.Parse(msg)
+	if err != nil {
+		return nil
 	}
 	var ips []net.IP
-	for i := 0; i < an; i++ {
-		owner, next, ok := readName(msg, off)
-		if !ok || next+10 > len(msg) {
-			return ips
+	for _, r := range records {
+		if uint16(r.Type) == qtype && mdns.SameName(r.Name, name) {
+			ips = append(ips, net.IP(r.IP.AsSlice()))
 		}
-		typ := binary.BigEndian.Uint16(msg[next:])
-		rdlen := int(binary.BigEndian.Uint16(msg[next+8:]))
-		rdata := next + 10
-		if rdata+rdlen > len(msg) {
-			return ips
-		}
-		if typ == qtype && rdlen == size && strings.EqualFold(owner, strings.TrimSuffix(name, ".")) {
-			ips = append(ips, net.IP(append([]byte(nil), msg[rdata:rdata+size]...)))
-		}
-		off = rdata + rdlen
 	}
 	return ips
-}
-
-// readName reads a possibly compressed DNS name at off, returning it and
-// the offset after it.
-func readName(msg []byte, off int) (string, int, bool) {
-	var labels []string
-	next := -1
-	for hops := 0; hops < 32; hops++ {
-		if off >= len(msg) {
-			return "", 0, false
-		}
-		l := int(msg[off])
-		switch {
-		case l == 0:
-			if next < 0 {
-				next = off + 1
-			}
-			return strings.Join(labels, "."), next, true
-		case l&0xC0 == 0xC0:
-			if off+1 >= len(msg) {
-				return "", 0, false
-			}
-			if next < 0 {
-				next = off + 2
-			}
-			off = int(binary.BigEndian.Uint16(msg[off:]) & 0x3FFF)
-		default:
-			if off+1+l > len(msg) {
-				return "", 0, false
-			}
-			labels = append(labels, string(msg[off+1:off+1+l]))
-			off += 1 + l
-		}
-	}
-	return "", 0, false
 }

@@ -369,25 +369,59 @@ func TestParseZpoolStatusJSON(t *testing.T) {
 		problems [][]string
 	}{
 		{"json-flat-healthy.json", []Pool{{Name: "rpool", State: "ONLINE", Errors: "No known data errors", Vdevs: []Vdev{
-			{Name: "nvme0n1p3", Type: "disk", State: "ONLINE"},
-			{Name: "nvme1n1p3", Type: "disk", State: "ONLINE"},
-			{Name: "mirror-0", Type: "mirror", State: "ONLINE"},
+			{Name: "nvme0n1p3", Type: "disk", State: "ONLINE", Parent: "mirror-0", Path: "/dev/nvme0n1p3"},
+			{Name: "nvme1n1p3", Type: "disk", State: "ONLINE", Parent: "mirror-0", Path: "/dev/nvme1n1p3"},
+			{Name: "mirror-0", Type: "mirror", State: "ONLINE", Parent: "rpool"},
 			{Name: "rpool", Type: "root", State: "ONLINE"},
 		}}}, [][]string{nil}},
 		{"json-flat-problems.json", []Pool{{Name: "tank", State: "ONLINE", Errors: "No known data errors", Vdevs: []Vdev{
-			{Name: "vda3", Type: "disk", State: "ONLINE", Checksum: 3},
+			{Name: "vda3", Type: "disk", State: "ONLINE", Checksum: 3, Parent: "tank", Path: "/dev/vda3"},
 			{Name: "tank", Type: "root", State: "ONLINE"},
-			{Name: "vdb1", Type: "disk", State: "UNAVAIL"},
+			{Name: "vdb1", Type: "disk", State: "UNAVAIL", Path: "/dev/vdb1"},
 		}}}, [][]string{{"vdev vda3 has 3 checksum errors", "vdev vdb1 is UNAVAIL"}}},
 		{"json-nested-degraded.json", []Pool{{Name: "tank", State: "DEGRADED", Errors: "2 data errors, use '-v' for a list", Vdevs: []Vdev{
 			{Name: "tank", Type: "root", State: "DEGRADED"},
-			{Name: "mirror-0", Type: "mirror", State: "DEGRADED"},
-			{Name: "sda", Type: "disk", State: "ONLINE"},
-			{Name: "1527839927278881561", Type: "disk", State: "UNAVAIL"},
-			{Name: "nvme0n1p4", Type: "disk", State: "ONLINE", Write: 1228},
-			{Name: "sdc1", Type: "disk", State: "AVAIL"},
-		}}}, [][]string{{"pool is DEGRADED", "vdev mirror-0 is DEGRADED", "vdev 1527839927278881561 is UNAVAIL",
+			{Name: "mirror-0", Type: "mirror", State: "DEGRADED", Parent: "tank"},
+			{Name: "sda", Type: "disk", State: "ONLINE", Parent: "mirror-0", Path: "/dev/sda1"},
+			{Name: "1527839927278881561", Type: "disk", State: "UNAVAIL", Parent: "mirror-0", Path: "/dev/sdb1"},
+			{Name: "nvme0n1p4", Type: "disk", State: "ONLINE", Write: 1228, Path: "/dev/nvme0n1p4"},
+			{Name: "sdc1", Type: "disk", State: "AVAIL", Path: "/dev/sdc1"},
+		}}}, [][]string{{"pool is DEGRADED", "vdev mirror-0 is DEGRADED", "vdev 1527839927278881561 (/dev/sdb1) is UNAVAIL",
 			"vdev nvme0n1p4 has 1228 write errors", "errors: 2 data errors, use '-v' for a list"}}},
+	}
+	// The vdev trees of the mirror and raidz fixtures (testdata/README.md):
+	// the data vdev, how many disks it has, and what is wrong.
+	for _, tc := range []struct {
+		file     string
+		vdev     string
+		disks    int
+		problems []string
+	}{
+		{"json-flat-healthy.json", "mirror", 2, nil},
+		{"json-nested-degraded.json", "mirror", 2, []string{"pool is DEGRADED", "vdev mirror-0 is DEGRADED", "vdev 1527839927278881561 (/dev/sdb1) is UNAVAIL",
+			"vdev nvme0n1p4 has 1228 write errors", "errors: 2 data errors, use '-v' for a list"}},
+		{"json-man-mirror-healthy.json", "mirror", 2, nil},
+		{"json-man-mirror-degraded.json", "mirror", 2, []string{"pool is DEGRADED", "vdev mirror-0 is DEGRADED",
+			"vdev 17880913061695450307 (/dev/disk/by-partuuid/db017360-d8e9-4163-961b-144ca75293a3) is UNAVAIL"}},
+		{"json-man-raidz1-healthy.json", "raidz1", 3, nil},
+		{"json-man-raidz1-degraded.json", "raidz1", 3, []string{"pool is DEGRADED", "vdev raidz1-0 is DEGRADED",
+			"vdev 1527839927278881561 (/dev/disk/by-partuuid/97cd98fb-8fb8-4ac4-bc84-bd8950a7ace7) is UNAVAIL"}},
+		{"json-flat-problems.json", "single", 1, []string{"vdev vda3 has 3 checksum errors", "vdev vdb1 is UNAVAIL"}},
+	} {
+		pools, err := ParseZpoolStatusJSON([]byte(fixture(t, "zpool-status", tc.file)))
+		if err != nil || len(pools) != 1 {
+			t.Fatalf("%s: %v %v", tc.file, pools, err)
+		}
+		vdev, disks, ok := pools[0].Topology()
+		if !ok || vdev != tc.vdev || disks != tc.disks {
+			t.Errorf("%s: topology %s of %d (%v), want %s of %d", tc.file, vdev, disks, ok, tc.vdev, tc.disks)
+		}
+		if got := pools[0].Problems(); !reflect.DeepEqual(got, tc.problems) {
+			t.Errorf("%s: problems %q, want %q", tc.file, got, tc.problems)
+		}
+	}
+	if _, _, ok := (Pool{Name: "rpool", Vdevs: []Vdev{{Name: "rpool", Type: "root"}, {Name: "mirror-0", Type: "mirror"}}}).Topology(); ok {
+		t.Error("a tree without parents (the text form) has a topology")
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +38,81 @@ type Vdev struct {
 	// as the text says it.
 	State                 string
 	Read, Write, Checksum uint64
+	// Parent is the vdev this one is a child of ("" at the top of a
+	// section); Path is the device of a leaf (the JSON's path, or was
+	// for a device not present), so a missing disk, named by its guid,
+	// is still named by its disk. The text form has neither.
+	Parent, Path string
+}
+
+// Topology is the pool's data vdev as Expectations.ZFS.Topology says it:
+// the root's children, one mirror or raidz vdev (its children are the
+// disks), or disks side by side (one: single, more: stripe). ok is false
+// when the tree is not known (the text form) or is none of these (two
+// mirrors, say): the vdev types are then said in vdev.
+func (p Pool) Topology() (vdev string, disks int, ok bool) {
+	var root string
+	for _, v := range p.Vdevs {
+		// zpool-status.8's example gives the root no vdev_type.
+		if v.Type == "root" || (v.Parent == "" && v.Name == p.Name) {
+			root = v.Name
+			break
+		}
+	}
+	var top []Vdev
+	for _, v := range p.Vdevs {
+		if root != "" && v.Parent == root {
+			top = append(top, v)
+		}
+	}
+	if len(top) == 0 {
+		return "", 0, false
+	}
+	children := func(parent string) int {
+		n := 0
+		for _, v := range p.Vdevs {
+			if v.Parent == parent {
+				n++
+			}
+		}
+		return n
+	}
+	var types []string
+	leaves := 0
+	for _, v := range top {
+		t := v.Type
+		if t == "raidz" {
+			// zpool names a raidz vdev raidzP-N after its parity
+			// (vdev_raidz.c's name); vdev_type says only "raidz".
+			if m := raidzName.FindStringSubmatch(v.Name); m != nil {
+				t += m[1]
+			}
+		}
+		types = append(types, t)
+		if t == "disk" || t == "file" {
+			leaves++
+		}
+	}
+	switch {
+	case leaves == len(top) && leaves == 1:
+		return "single", 1, true
+	case leaves == len(top):
+		return "stripe", leaves, true
+	case len(top) == 1 && (types[0] == "mirror" || strings.HasPrefix(types[0], "raidz")):
+		return types[0], children(top[0].Name), true
+	}
+	return strings.Join(types, "+"), 0, false
+}
+
+var raidzName = regexp.MustCompile(`^raidz([1-3])-[0-9]+$`)
+
+// label names a vdev for a person: a disk that is gone is named by its
+// guid, so its last device is said too.
+func (v Vdev) label() string {
+	if v.Path != "" && !strings.HasSuffix(v.Path, "/"+v.Name) {
+		return fmt.Sprintf("%s (%s)", v.Name, v.Path)
+	}
+	return v.Name
 }
 
 const noDataErrors = "No known data errors"
@@ -53,14 +129,14 @@ func (p Pool) Problems() []string {
 	for i, v := range p.Vdevs {
 		isRoot := v.Type == "root" || (i == 0 && v.Name == p.Name)
 		if !isRoot && v.State != "ONLINE" && v.State != "AVAIL" {
-			out = append(out, fmt.Sprintf("vdev %s is %s", v.Name, v.State))
+			out = append(out, fmt.Sprintf("vdev %s is %s", v.label(), v.State))
 		}
 		for _, c := range []struct {
 			n    uint64
 			what string
 		}{{v.Read, "read"}, {v.Write, "write"}, {v.Checksum, "checksum"}} {
 			if c.n > 0 {
-				out = append(out, fmt.Sprintf("vdev %s has %d %s errors", v.Name, c.n, c.what))
+				out = append(out, fmt.Sprintf("vdev %s has %d %s errors", v.label(), c.n, c.what))
 			}
 		}
 	}
@@ -115,11 +191,11 @@ func ParseZpoolStatusJSON(out []byte) ([]Pool, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pool %s: %v", p.Name, err)
 		}
-		seen := map[string]bool{}
+		seen := map[string]int{}
 		for k, key := range keys {
 			switch key {
 			case "vdevs", "dedup", "special", "logs", "l2cache", "spares":
-				if err := walkJSONVdevs(vals[k], &p.Vdevs, seen); err != nil {
+				if err := walkJSONVdevs(vals[k], "", &p.Vdevs, seen); err != nil {
 					return nil, fmt.Errorf("pool %s: %v", p.Name, err)
 				}
 			}
@@ -129,7 +205,10 @@ func ParseZpoolStatusJSON(out []byte) ([]Pool, error) {
 	return pools, nil
 }
 
-func walkJSONVdevs(raw json.RawMessage, out *[]Vdev, seen map[string]bool) error {
+// walkJSONVdevs appends the vdevs of raw, children of parent, depth first.
+// seen maps a vdev (name and guid) to its index: flat mode lists a vdev at
+// the top and again under its parent, which gives its Parent.
+func walkJSONVdevs(raw json.RawMessage, parent string, out *[]Vdev, seen map[string]int) error {
 	names, raws, err := orderedObject(raw)
 	if err != nil {
 		return err
@@ -144,6 +223,8 @@ func walkJSONVdevs(raw json.RawMessage, out *[]Vdev, seen map[string]bool) error
 			Write    zfsNumber       `json:"write_errors"`
 			Checksum zfsNumber       `json:"checksum_errors"`
 			Vdevs    json.RawMessage `json:"vdevs"`
+			Path     string
+			Was      string
 		}
 		if err := json.Unmarshal(r, &jv); err != nil {
 			return fmt.Errorf("vdev %s: %v", names[i], err)
@@ -152,15 +233,18 @@ func walkJSONVdevs(raw json.RawMessage, out *[]Vdev, seen map[string]bool) error
 			jv.Name = names[i]
 		}
 		key := jv.Name + "\x00" + fmt.Sprint(jv.GUID)
-		if !seen[key] {
-			seen[key] = true
+		if i, ok := seen[key]; !ok {
+			seen[key] = len(*out)
 			*out = append(*out, Vdev{
 				Name: jv.Name, Type: jv.VdevType, State: zfsJSONState(jv.State),
 				Read: uint64(jv.Read), Write: uint64(jv.Write), Checksum: uint64(jv.Checksum),
+				Parent: parent, Path: cmp.Or(jv.Path, jv.Was),
 			})
+		} else if (*out)[i].Parent == "" {
+			(*out)[i].Parent = parent
 		}
 		if len(jv.Vdevs) > 0 {
-			if err := walkJSONVdevs(jv.Vdevs, out, seen); err != nil {
+			if err := walkJSONVdevs(jv.Vdevs, jv.Name, out, seen); err != nil {
 				return err
 			}
 		}

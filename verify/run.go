@@ -36,7 +36,7 @@ type Options struct {
 	// that check ("not asked (--drift)").
 	System string
 	// InitrdPin is the pinned public key of the initrd's sshd
-	// (vms/NAME/ssh_initrd_host_ed25519_key.pub), which the initrd-key
+	// (vms/NAME/ssh_initrd_host_ed25519_key.pub), which the initrd
 	// check compares with the key on the host; "" when there is none.
 	InitrdPin string
 }

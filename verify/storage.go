@@ -50,11 +50,20 @@ var zfsCheck = Check{
 				bad = append(bad, "pool "+name+" is not imported")
 				continue
 			}
-			if problems := pools[i].Problems(); len(problems) > 0 {
+			problems := pools[i].Problems()
+			shape := ""
+			if want, ok := e.ZFS.Topology[name]; ok {
+				var p string
+				shape, p = judgeTopology(pools[i], want)
+				if p != "" {
+					problems = append(problems, p)
+				}
+			}
+			if len(problems) > 0 {
 				bad = append(bad, fmt.Sprintf("pool %s: %s", name, strings.Join(problems, ", ")))
 				continue
 			}
-			good = append(good, fmt.Sprintf("%s %s", name, pools[i].State))
+			good = append(good, fmt.Sprintf("%s %s%s", name, pools[i].State, shape))
 		}
 		if len(outs) > 1 {
 			bad, good = judgeEncryption(e, outs[1], bad, good)
@@ -64,6 +73,32 @@ var zfsCheck = Check{
 		}
 		return Pass, strings.Join(good, "; ")
 	},
+}
+
+// judgeTopology compares the pool's live vdev tree with the layout's:
+// shape is said when it matches (" (mirror of 2 disks)"), problem when it
+// does not. The text of zpool status before ZFS 2.3 gives no tree: then
+// only the vdev states are judged, and shape says so.
+func judgeTopology(p Pool, want Topology) (shape, problem string) {
+	vdev, disks, ok := p.Topology()
+	describe := func(v string, n int) string {
+		switch v {
+		case "single":
+			return "one disk"
+		case "stripe":
+			return fmt.Sprintf("a stripe of %d disks", n)
+		}
+		return fmt.Sprintf("%s of %d disks", v, n)
+	}
+	switch {
+	case !ok && vdev == "":
+		return " (layout not compared: no vdev tree without zpool status -j)", ""
+	case !ok:
+		return "", fmt.Sprintf("vdevs are %s, want %s", vdev, describe(want.Vdev, want.Disks))
+	case vdev != want.Vdev || disks != want.Disks:
+		return "", fmt.Sprintf("is %s, want %s", describe(vdev, disks), describe(want.Vdev, want.Disks))
+	}
+	return " (" + describe(vdev, disks) + ")", ""
 }
 
 func judgeEncryption(e *Expectations, o Output, bad, good []string) ([]string, []string) {

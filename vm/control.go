@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -97,7 +98,8 @@ func WriteStatus(w io.Writer, infos []*Info, format string) error {
 	return hint.Errorf("use table or json", "bad --format %q", format)
 }
 
-// List reports on every VM of the flake in dir, by name.
+// List reports on every VM of the flake in dir, by name. A VM whose state
+// cannot be read is left out and named in the error.
 func List(dir string) ([]*Info, error) {
 	entries, err := os.ReadDir(StateDir(dir))
 	if errors.Is(err, os.ErrNotExist) {
@@ -107,6 +109,7 @@ func List(dir string) ([]*Info, error) {
 		return nil, err
 	}
 	var infos []*Info
+	var errs []error
 	for _, e := range entries {
 		if !e.IsDir() || checkName(e.Name()) != nil {
 			continue
@@ -116,11 +119,13 @@ func List(dir string) ([]*Info, error) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			// The others are still listed.
+			errs = append(errs, err)
+			continue
 		}
 		infos = append(infos, i)
 	}
-	return infos, nil
+	return infos, errors.Join(errs...)
 }
 
 // running returns the VM's state if its QEMU runs.
@@ -156,7 +161,7 @@ func Monitor(dir, name, cmd string) (string, error) {
 
 // monitor sends one HMP command to QEMU's monitor and returns its answer.
 func (m machine) monitor(cmd string) (string, error) {
-	c, err := net.DialTimeout("unix", m.path("monitor.sock"), 2*time.Second)
+	c, err := m.dial("monitor.sock", 2*time.Second)
 	if err != nil {
 		return "", fmt.Errorf("QEMU monitor: %w", err)
 	}
@@ -213,7 +218,7 @@ func Down(ctx context.Context, dir, name string, timeout time.Duration, out io.W
 	if err != nil {
 		return err
 	}
-	unlock, err := m.lock()
+	unlock, err := m.lock("vm down", out)
 	if err != nil {
 		return m.notCreated(err)
 	}
@@ -233,9 +238,9 @@ func Down(ctx context.Context, dir, name string, timeout time.Duration, out io.W
 	}
 	start := time.Now()
 	how := "powered off"
-	if atPrompt(m.path("console.log"), m.unlockedAt()) {
+	if atBootPrompt(m.path("console.log"), m.unlockedAt()) {
 		// Nothing there handles the power button (logind starts after
-		// the disks are open) and nothing is mounted yet to lose.
+		// the disks are open) and nothing of the system is open yet.
 		how = "was waiting at its disk password prompt; QEMU quit"
 		timeout = 0
 	} else if _, err := m.monitor("system_powerdown"); err == nil {
@@ -362,9 +367,9 @@ func Console(ctx context.Context, dir, name string, in *os.File, out io.Writer) 
 	if err != nil {
 		return err
 	}
-	c, err := net.Dial("unix", m.path("console.sock"))
+	c, err := m.openConsole()
 	if err != nil {
-		return fmt.Errorf("serial console: %w", err)
+		return err
 	}
 	defer c.Close()
 	fmt.Fprintf(out, "vm: console of %s; Ctrl-] leaves\r\n", name)
@@ -442,15 +447,21 @@ type UnlockOptions struct {
 	Out          io.Writer
 }
 
-// promptWords are in the disk password prompts of systemd-cryptsetup
-// ("Please enter passphrase for disk …"), of cryptsetup ("Enter passphrase
-// for …") and of the NixOS scripted initrd ("Passphrase for /dev/…:").
-var promptWords = []string{"assphrase for", "password for"}
+// diskPrompts begin the disk password prompts of systemd-cryptsetup
+// ("Please enter passphrase for disk NAME (NAME):", systemd's initrd and
+// crypttab), cryptsetup ("Enter passphrase for /dev/…:") and the NixOS
+// scripted initrd ("Passphrase for /dev/…:"). Other prompts ask for other
+// passwords: sudo's "[sudo] password for alice:", ssh-add's "Enter
+// passphrase for /root/.ssh/id_ed25519:".
+var diskPrompts = []string{"Please enter passphrase for disk ", "Enter passphrase for /dev/", "Passphrase for /dev/"}
 
 // Unlock waits for a disk password prompt on the VM's serial console that
-// came after the last one it answered in this boot, and types the password
-// from the file into the console. The password is neither printed nor
-// logged: QEMU's console log records only what the guest writes.
+// is still open (nothing answered it; it came after the last one Unlock
+// answered in this boot), and types the password from the file into the
+// console. The password is neither printed nor logged: QEMU's console log
+// records only what the guest writes. While it waits it holds the
+// console, which serves one client: one already attached (keystone vm
+// console) is an error, since what is typed would never reach the guest.
 func Unlock(ctx context.Context, o UnlockOptions) error {
 	out := o.Out
 	if out == nil {
@@ -474,18 +485,39 @@ func Unlock(ctx context.Context, o UnlockOptions) error {
 	if err != nil {
 		return err
 	}
+	c, err := m.openConsole()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	// What the guest prints goes to the log as well; a client that does
+	// not read would hold the guest's console up.
+	go io.Copy(io.Discard, c)
+
+	log := m.path("console.log")
 	from := m.unlockedAt()
 	fmt.Fprintf(out, "vm: waiting up to %v for a disk password prompt on the console of %s\n", o.Timeout, o.Name)
 	deadline := time.Now().Add(o.Timeout)
 	var at int64
 	for {
-		if at = findPrompt(m.path("console.log"), from); at >= 0 {
-			break
+		if at = openPrompt(log, from); at >= 0 {
+			// Typed as a person would, a moment after the prompt: the
+			// guest changes the terminal's modes after printing it, and
+			// what arrives before that is lost.
+			time.Sleep(time.Second)
+			if openPrompt(log, from) == at {
+				break
+			}
+			continue
 		}
 		if !alive(st.PID, st.PIDStart) {
 			return fmt.Errorf("QEMU of %s exited while waiting for the disk password prompt", o.Name)
 		}
 		if time.Now().After(deadline) {
+			if findPrompt(log, from) >= 0 {
+				return hint.Errorf(fmt.Sprintf("keystone vm console %s shows where the boot is", o.Name),
+					"no pending disk password prompt on the console of %s in %v: the last one was answered", o.Name, o.Timeout)
+			}
 			return hint.Errorf(fmt.Sprintf("keystone vm console %s shows where the boot is", o.Name),
 				"no disk password prompt on the console of %s in %v", o.Name, o.Timeout)
 		}
@@ -495,31 +527,69 @@ func Unlock(ctx context.Context, o UnlockOptions) error {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	c, err := net.DialTimeout("unix", m.path("console.sock"), 5*time.Second)
-	if err != nil {
-		return hint.Wrap(fmt.Errorf("serial console: %w", err), "is keystone vm console attached? it holds the console")
-	}
-	defer c.Close()
-	// Typed as a person would: the guest changes the terminal's modes
-	// after printing the prompt, and what arrives in a burst before that
-	// is lost. systemd's prompt takes TAB to echo nothing, not even one
-	// star per character, which would tell the password's length.
+	// systemd's prompt takes TAB to echo nothing, not even one star per
+	// character, which would tell the password's length.
 	keys := pw
-	if b, _ := os.ReadFile(m.path("console.log")); strings.Contains(string(b[at:]), "press TAB for no echo") {
+	if b, _ := os.ReadFile(log); strings.Contains(string(b[at:]), "press TAB for no echo") {
 		keys = append([]byte{'\t'}, pw...)
 	}
-	time.Sleep(time.Second)
 	for _, k := range append(keys, '\r') {
 		if _, err := c.Write([]byte{k}); err != nil {
 			return fmt.Errorf("serial console: %w", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err := os.WriteFile(m.path("unlocked"), []byte(strconv.FormatInt(at+1, 10)+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(m.path("unlocked"), []byte(strconv.FormatInt(at+1, 10)+"\n"), 0o600); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "vm: typed the disk password of %s at its prompt\n", o.Name)
 	return m.accepted(ctx, o.Name, at, st)
+}
+
+// consoleTaken asks QEMU whether a client has the serial console. Its
+// socket chardev serves one client; another's connection waits in the
+// listen queue, unseen, until the first leaves. info chardev names a free
+// one "disconnected:unix:console.sock,server=on" and a taken one
+// "unix:console.sock,server=on" (QEMU 7.2, chardev/char-socket.c:
+// update_disconnected_filename and qemu_chr_compute_filename).
+func (m machine) consoleTaken() (bool, error) {
+	answer, err := m.monitor("info chardev")
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(answer, "\n") {
+		if name, file, ok := strings.Cut(strings.TrimSpace(line), ": filename="); ok && name == "ser0" {
+			return !strings.HasPrefix(file, "disconnected:"), nil
+		}
+	}
+	return false, fmt.Errorf("QEMU monitor: no serial console ser0 in info chardev: %q", answer)
+}
+
+// openConsole connects to the serial console if no one else has it, and
+// returns once QEMU has taken the connection. (One that connects between
+// the check and ours would have it instead; that window is milliseconds.)
+func (m machine) openConsole() (net.Conn, error) {
+	taken, err := m.consoleTaken()
+	if err != nil {
+		return nil, err
+	}
+	if taken {
+		return nil, hint.Errorf("leave the other session first (Ctrl-] in keystone vm console)",
+			"the serial console of %s is in use by another client (keystone vm console or vm unlock): what is typed here would not reach the guest", m.name)
+	}
+	c, err := m.dial("console.sock", 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("serial console: %w", err)
+	}
+	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		if taken, err := m.consoleTaken(); err == nil && taken {
+			return c, nil
+		}
+		if time.Since(start) > 5*time.Second {
+			c.Close()
+			return nil, errors.New("serial console: QEMU did not take the connection in 5s")
+		}
+	}
 }
 
 // accepted watches the console after the password was typed: the prompt
@@ -568,19 +638,55 @@ func (m machine) unlockedAt() int64 {
 	return n
 }
 
-// atPrompt reports whether the guest waits at a disk password prompt: one
-// came at or after from and the console has not gone to a new line since
-// (an answer, typed or by Unlock, ends the prompt's line).
-func atPrompt(log string, from int64) bool {
+// openPrompt returns the offset of the last disk password prompt at or
+// after from if nothing answered it yet: an answer, typed or by Unlock,
+// ends the prompt's line. Else -1. The kernel's messages, which it prints
+// on the console whatever waits there, end lines of their own.
+func openPrompt(log string, from int64) int64 {
 	at := findPrompt(log, from)
 	if at < 0 {
-		return false
+		return -1
 	}
 	for next := at; next >= 0; next = findPrompt(log, at+1) {
 		at = next
 	}
 	b, err := os.ReadFile(log)
-	return err == nil && !strings.Contains(string(b[at:]), "\n")
+	if err != nil || strings.Contains(kernelLine.ReplaceAllString(string(b[at:]), ""), "\n") {
+		return -1
+	}
+	return at
+}
+
+// kernelLine is one message of the kernel on its console, with printk's
+// time stamp (CONFIG_PRINTK_TIME, on in Debian's and NixOS's kernels).
+var kernelLine = regexp.MustCompile(`\[ *[0-9]+\.[0-9]{6}\] [^\n]*\n`)
+
+// bootMarks begin a boot on the console: the kernel's last words on
+// reboot, the firmware's first (SeaBIOS, OVMF), the kernel's first.
+var bootMarks = []string{"reboot: Restarting system", "SeaBIOS (version", "BdsDxe: ", "Linux version "}
+
+// atBootPrompt reports whether the guest waits at its boot's own disk
+// password prompt: the last thing on the console is systemd-cryptsetup's
+// prompt, open, and no login prompt came between the start of this boot
+// and it. Any other prompt may be a user's in a running system (sudo on
+// the serial console, cryptsetup run by hand), which has file systems to
+// lose. Without a mark of this boot's start, a login prompt of an earlier
+// boot counts too: the safe side, a power-off that waits.
+func atBootPrompt(log string, from int64) bool {
+	at := openPrompt(log, from)
+	if at < 0 {
+		return false
+	}
+	b, err := os.ReadFile(log)
+	if err != nil || !strings.HasPrefix(string(b[at:]), diskPrompts[0]) {
+		return false
+	}
+	before := string(b[:at])
+	boot := 0
+	for _, mark := range bootMarks {
+		boot = max(boot, strings.LastIndex(before, mark))
+	}
+	return !strings.Contains(before[boot:], "login:")
 }
 
 // findPrompt returns the offset of the first prompt in the log at or after
@@ -592,7 +698,7 @@ func findPrompt(log string, from int64) int64 {
 	}
 	rest := string(b[from:])
 	best := -1
-	for _, w := range promptWords {
+	for _, w := range diskPrompts {
 		if i := strings.Index(rest, w); i >= 0 && (best < 0 || i < best) {
 			best = i
 		}

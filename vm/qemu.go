@@ -144,7 +144,9 @@ type spec struct {
 	appendCL string
 }
 
-// qemuArgs is the QEMU command line, without the binary.
+// qemuArgs is the QEMU command line, without the binary. It runs in the
+// VM's folder: the sockets' paths are relative, so that their length does
+// not depend on where the flake is (a socket's path holds 107 bytes).
 func qemuArgs(s spec) []string {
 	m := s.m
 	a := []string{"-name", "keystone-" + m.name, "-machine", "q35"}
@@ -157,9 +159,9 @@ func qemuArgs(s spec) []string {
 	}
 	a = append(a, "-smp", strconv.Itoa(s.cpus), "-m", s.memory,
 		"-display", "none", "-vga", "none", "-nodefaults",
-		"-chardev", "socket,id=ser0,path="+m.path("console.sock")+",server=on,wait=off,logfile="+m.path("console.log"),
+		"-chardev", "socket,id=ser0,path=console.sock,server=on,wait=off,logfile="+m.path("console.log"),
 		"-serial", "chardev:ser0",
-		"-chardev", "socket,id=mon0,path="+m.path("monitor.sock")+",server=on,wait=off",
+		"-chardev", "socket,id=mon0,path=monitor.sock,server=on,wait=off",
 		"-mon", "chardev=mon0,mode=readline")
 	if s.fw != nil {
 		a = append(a,
@@ -187,7 +189,7 @@ func qemuArgs(s spec) []string {
 			dev = "tpm-tis"
 		}
 		a = append(a,
-			"-chardev", "socket,id=chrtpm,path="+m.path("swtpm.sock"),
+			"-chardev", "socket,id=chrtpm,path=swtpm.sock",
 			"-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
 			"-device", dev+",tpmdev=tpm0")
 	}

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -21,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keystone-nix/keystone/internal/exit"
 	"github.com/keystone-nix/keystone/internal/hint"
 )
 
@@ -75,9 +77,22 @@ var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 func checkName(name string) error {
 	if !nameRE.MatchString(name) {
-		return hint.Errorf("use lower-case letters, digits and inner dashes, like a host name", "bad VM name %q", name)
+		return exit.UsageError(hint.Errorf("use lower-case letters, digits and inner dashes, like a host name", "bad VM name %q", name))
 	}
 	return nil
+}
+
+// dial connects to one of the VM's sockets through /proc/self/fd, so that
+// the path stays short: a socket's path holds at most 107 bytes, and a VM
+// of a flake deep in the tree is longer than that. QEMU and swtpm make
+// them with paths relative to the VM's folder for the same reason.
+func (m machine) dial(sock string, timeout time.Duration) (net.Conn, error) {
+	d, err := os.Open(m.dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return net.DialTimeout("unix", "/proc/self/fd/"+strconv.Itoa(int(d.Fd()))+"/"+sock, timeout)
 }
 
 // serialOf is the disk serial for a VM: virtio-blk serials hold 20 bytes,
@@ -115,7 +130,8 @@ func (m machine) readState() (*State, error) {
 	}
 	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("%s: %w", m.path("state.json"), err)
+		return nil, hint.Wrap(fmt.Errorf("VM %s: %s: %w", m.name, m.path("state.json"), err),
+			fmt.Sprintf("keystone vm destroy %s removes the VM; or mend the file by hand", m.name))
 	}
 	return &s, nil
 }
@@ -128,7 +144,7 @@ func (m machine) writeState(s *State) error {
 		return err
 	}
 	tmp := m.path("state.json.tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, m.path("state.json"))

@@ -62,6 +62,7 @@ func stopOnSignal(sigs <-chan os.Signal, cancel func(), grace time.Duration, std
 var signalGrace = map[string]time.Duration{
 	"deploy": 15 * time.Second, "enroll": 15 * time.Second,
 	"verify": 3 * time.Second, "disks": 3 * time.Second,
+	"switch": 15 * time.Second, // Ctrl-C stops waiting; the host rolls back without a verdict
 }
 
 // exitSignal is the shell's exit status for a process ended by sig.
@@ -107,7 +108,7 @@ read-only pre-flight checks, and verifies the live host over SSH.
 		OnUsageError:              onUsageError,
 		DisableSliceFlagSeparator: true, // a key line may hold commas
 		HideHelpCommand:           true,
-		Commands:                  []*cli.Command{newHostCommand(), deployCommand(), verifyCommand(), checkCommand(), enrollCommand(), unlockCommand(), disksCommand(), vmCommand(), isoCommand()},
+		Commands:                  []*cli.Command{newHostCommand(), deployCommand(), verifyCommand(), checkCommand(), enrollCommand(), unlockCommand(), disksCommand(), vmCommand(), isoCommand(), discoverCommand(), switchCommand()},
 	}
 }
 
@@ -159,6 +160,7 @@ func intersperse(app *cli.App, args []string) ([]string, error) {
 		return args, nil
 	}
 	var flags, positional []string
+	seen := map[string]bool{}
 	rest := args[2:]
 	for i := 0; i < len(rest); i++ {
 		a := rest[i]
@@ -171,8 +173,18 @@ func intersperse(app *cli.App, args []string) ([]string, error) {
 			positional = append(positional, rest[i+1:]...)
 			i = len(rest)
 		case len(a) > 1 && a[0] == '-':
+			flag, _, _ := strings.Cut(a, "=")
+			name := strings.TrimLeft(flag, "-")
+			if f := flagNamed(cmd, name); f != nil && !isSlice(f) {
+				// urfave/cli lets the last one win without a word, so
+				// --target a --target b would silently drop a.
+				if seen[f.Names()[0]] {
+					return nil, usageError{hint.Errorf("see keystone "+cmd.Name+" --help", "%s is given more than once: it takes one value, give it once", flag)}
+				}
+				seen[f.Names()[0]] = true
+			}
 			flags = append(flags, a)
-			if !strings.Contains(a, "=") && takesValue(cmd, strings.TrimLeft(a, "-")) {
+			if !strings.Contains(a, "=") && takesValue(cmd, name) {
 				if i+1 == len(rest) {
 					return nil, usageError{hint.Errorf("see keystone "+cmd.Name+" --help", "flag needs an argument: %s", a)}
 				}
@@ -203,13 +215,22 @@ func nonEmpty(ss []string) []string {
 var passesThrough = map[string]bool{"deploy": true}
 
 func takesValue(cmd *cli.Command, name string) bool {
+	f := flagNamed(cmd, name)
+	_, isBool := f.(*cli.BoolFlag)
+	return f != nil && !isBool
+}
+
+func flagNamed(cmd *cli.Command, name string) cli.Flag {
 	for _, f := range cmd.Flags {
-		for _, n := range f.Names() {
-			if n == name {
-				_, isBool := f.(*cli.BoolFlag)
-				return !isBool
-			}
+		if slices.Contains(f.Names(), name) {
+			return f
 		}
 	}
-	return false
+	return nil
+}
+
+// isSlice: a flag that may be given several times, such as --key.
+func isSlice(f cli.Flag) bool {
+	s, ok := f.(cli.DocGenerationSliceFlag)
+	return ok && s.IsSliceFlag()
 }

@@ -10,14 +10,17 @@ import (
 // (docs/architecture.md).
 var floors = map[string]int{
 	"cmd":      4,
+	"discover": 3,
 	"deploy":   3,
 	"enroll":   3,
+	"switch":   3,
 	"verify":   2,
 	"unlock":   2,
 	"fleet":    1,
 	"generate": 1,
 	"lint":     1,
 	"vm":       1,
+	"iso":      1,
 	"internal": 0,
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -71,9 +72,14 @@ func (e *deployEnv) config(edit func(k map[string]any)) string {
 }
 
 func (e *deployEnv) deploy(cfg string, extra ...string) (int, string, string) {
-	args := append([]string{"deploy", "web1", "--config", cfg, "--flake", e.flake, "-i", e.key,
-		"--disk-password-file", e.password, "--wait", "60s"}, extra...)
-	return keystone(e.t, args...)
+	args := []string{"deploy", "web1", "--config", cfg, "--flake", e.flake, "-i", e.key}
+	// Defaults a test may give its own value for: a flag is taken once.
+	for _, d := range [][2]string{{"--disk-password-file", e.password}, {"--wait", "60s"}} {
+		if !slices.Contains(extra, d[0]) {
+			args = append(args, d[0], d[1])
+		}
+	}
+	return keystone(e.t, append(args, extra...)...)
 }
 
 func (e *deployEnv) standInCalled() bool {
@@ -464,7 +470,7 @@ func TestDeployInitrdKey(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	for _, want := range []string{"unlock     the initrd's sshd on port 2222", "initrd-key │ PASS   │ /etc/ssh/initrd_ssh_host_ed25519_key, mode 600, the pinned SHA256:", "network card eth0 (" + driver + ")", "the initrd's host key is SHA256:",
+	for _, want := range []string{"unlock     the initrd's sshd on port 2222", "initrd    │ PASS   │ /etc/ssh/initrd_ssh_host_ed25519_key, mode 600, the pinned SHA256:", "network card eth0 (" + driver + ")", "the initrd's host key is SHA256:",
 		"pinned the initrd's host key in", "web1: already unlocked"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("stdout lacks %q", want)

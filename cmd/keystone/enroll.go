@@ -23,13 +23,20 @@ marks for one, shows the plan, then adds a TPM2 keyslot to each, unlocking
 with the disk password (sent on stdin, kept on the host only in a private
 file on /run while systemd-cryptenroll runs). The password slot always stays.
 
+Everything is checked on every volume before anything changes, the password
+included (cryptsetup open --test-passphrase). --recovery-key-file adds a
+recovery key to each, written to FILE as it is made; with --force it replaces
+a volume's recovery key, so the old one stops opening it.
+
 With Secure Boot off (or in setup mode, or no UEFI), PCR 7 records only that
 it is off: a policy without a boot-chain PCR (4, 8, 9, 11) unseals the key for
 any kernel and initrd, so enroll refuses it unless --accept-unverified-boot.
 
 Exit status: 0 enrolled, 2 cannot connect, 3 refused (nothing changed: no
-TPM2, a TPM2 slot there already without --force, Secure Boot off with PCR 7
-alone), 4 systemd-cryptenroll failed, 64 bad usage.
+TPM2, a TPM2 slot or recovery key there already without --force, a password
+that does not open a volume, Secure Boot off with PCR 7 alone), 4 systemd-cryptenroll failed (the error says
+which volumes were changed before; a recovery key file that holds a key is
+kept), 64 bad usage (flags, the password file, --pcrs with 15 or empty).
 
 Examples:
    keystone enroll web1 --disk-password-file ~/secrets/web1
@@ -59,6 +66,13 @@ Examples:
 				Timeout: c.Duration("timeout"), AcceptUnverifiedBoot: c.Bool("accept-unverified-boot")}
 			if err := o.Check(); err != nil {
 				return err
+			}
+			if o.PasswordFile != "" {
+				// Before the flake's evaluation: a bad file is a usage error.
+				var err error
+				if o.Password, err = enroll.ReadPassword(o.PasswordFile); err != nil {
+					return err
+				}
 			}
 			hosts, err := fleet.Load(c.Context, fleet.Options{Flake: c.String("flake"), Names: c.Args().Slice(),
 				Target: c.String("target"), Identities: nonEmpty(c.StringSlice("identity")), KnownHosts: c.String("known-hosts")})

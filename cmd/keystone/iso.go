@@ -7,7 +7,7 @@ import (
 
 	"github.com/keystone-nix/keystone/generate"
 	"github.com/keystone-nix/keystone/internal/hint"
-	"github.com/keystone-nix/keystone/vm"
+	"github.com/keystone-nix/keystone/iso"
 )
 
 func isoCommand() *cli.Command {
@@ -18,6 +18,11 @@ func isoCommand() *cli.Command {
 minimal installer with sshd on and root's authorized keys = every root key of
 every host of the fleet, each once (or the --key keys); no password logs in
 over SSH. Prints the ISO's path, for keystone vm up NAME --iso PATH or a USB stick.
+Needs Nix 2.18 or later (nixpkgs nixos-25.11's minimum; Debian's nix-bin is
+older), checked first. A failed build leaves no --out DIR it made.
+
+Exit status: 0 built, 1 the build failed or Nix is missing or too old,
+64 bad usage (a --system other than x86_64-linux or aarch64-linux).
 
 Examples:
    keystone iso --out .
@@ -27,7 +32,7 @@ Examples:
 			&cli.StringFlag{Name: "flake", Value: ".", Usage: "`FLAKE` whose fleet's keys to bake in (it must export lib.installerIso for --key)"},
 			&cli.StringSliceFlag{Name: "key", Usage: "root's SSH public `KEY` instead of the fleet's: a .pub file, an authorized_keys file, or a key line (repeatable)"},
 			&cli.StringFlag{Name: "out", Usage: "keep the build as `DIR`/installer-iso (default: no link in the tree)"},
-			&cli.StringFlag{Name: "system", Usage: "build for `SYSTEM` (default: this machine's)"},
+			&cli.StringFlag{Name: "system", Usage: "build for `SYSTEM`: x86_64-linux or aarch64-linux (default: this machine's)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 0 {
@@ -43,12 +48,12 @@ Examples:
 					keys = append(keys, k.Line)
 				}
 			}
-			iso, err := vm.BuildISO(c.Context, vm.ISOOptions{Flake: c.String("flake"), Keys: keys, Out: c.String("out"),
+			path, err := iso.Build(c.Context, iso.Options{Flake: c.String("flake"), Keys: keys, Out: c.String("out"),
 				System: c.String("system"), Stderr: c.App.ErrWriter})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(c.App.Writer, iso)
+			fmt.Fprintln(c.App.Writer, path)
 			return nil
 		},
 	}

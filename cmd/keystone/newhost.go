@@ -30,11 +30,15 @@ Examples:
    keystone new-host test-vm --vm --layout ext4 --key ~/.ssh/id_ed25519.pub \
        --key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI… ci@example" --target 192.168.122.50
 
+   # two disks, a ZFS mirror: an ESP on each, either disk boots the host
+   keystone new-host db2 --disk /dev/disk/by-id/nvme-A_1 --disk /dev/disk/by-id/nvme-A_2 --key keys.pub
+
    # see what would be written, and the entry for a flake that lists hosts by hand
    keystone new-host db1 --disk /dev/disk/by-id/ata-X --key keys.pub --layout luks --dry-run --print-entry`,
 		OnUsageError: commandUsageError,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "disk", Usage: "whole disk `DEVICE` to install on: /dev/disk/by-id/… (kernel names like /dev/vda only with --vm), or auto: the one disk of --target that fits"},
+			&cli.StringSliceFlag{Name: "disk", Usage: "whole disk `DEVICE` to install on: /dev/disk/by-id/… (kernel names like /dev/vda only with --vm), or auto: the one disk of --target that fits; repeat it for a pool over several disks (zfs-encrypted)"},
+			&cli.StringFlag{Name: "topology", Usage: "how the pool uses the disks, `TOPOLOGY`: " + strings.Join(generate.Topologies, ", ") + " (default: single for one disk, mirror for two, raidz1 for three or more)"},
 			&cli.StringSliceFlag{Name: "key", Usage: "root's SSH public `KEY`: a .pub file, an authorized_keys file, or a key line (repeatable)"},
 			&cli.StringFlag{Name: "target", Usage: "the `[USER@]HOST[:PORT]` that deploy and verify connect to"},
 			&cli.StringFlag{Name: "layout", Value: generate.Layouts[0], Usage: "disk `LAYOUT`: " + strings.Join(generate.Layouts, ", ")},
@@ -59,7 +63,7 @@ Examples:
 			}
 			o := generate.CreateOptions{
 				Host: generate.Options{
-					Name: c.Args().First(), Disk: c.String("disk"), Keys: c.StringSlice("key"),
+					Name: c.Args().First(), Disks: c.StringSlice("disk"), Topology: c.String("topology"), Keys: c.StringSlice("key"),
 					Target: c.String("target"), Layout: c.String("layout"), System: c.String("system"),
 					VM: c.Bool("vm"), HostID: c.String("host-id"), Swap: c.String("swap"),
 					InitrdNIC: c.String("initrd-nic"),
@@ -67,7 +71,7 @@ Examples:
 				Dir: c.String("dir"), Templates: c.String("templates"),
 				Force: c.Bool("force"), DryRun: c.Bool("dry-run"), PrintEntry: c.Bool("print-entry"),
 			}
-			if o.Host.Disk == "auto" {
+			if len(o.Host.Disks) == 1 && o.Host.Disks[0] == "auto" {
 				if err := autoDisk(c, &o.Host); err != nil {
 					return err
 				}
@@ -77,7 +81,7 @@ Examples:
 	}
 }
 
-// autoDisk puts the one disk of --target that the layout fits in o.Disk.
+// autoDisk puts the one disk of --target that the layout fits in o.Disks.
 func autoDisk(c *cli.Context, o *generate.Options) error {
 	if o.Target == "" {
 		return usageError{hint.Errorf("keystone new-host NAME --target [USER@]HOST --disk auto, or name the disk", "--disk auto reads the disks of --target, and there is none")}
@@ -95,6 +99,6 @@ func autoDisk(c *cli.Context, o *generate.Options) error {
 		return err
 	}
 	fmt.Fprintf(c.App.ErrWriter, "keystone: note: --disk auto: %s (%s, %.1f GiB)\n", d.Path, d.Resolved, float64(d.Size)/(1<<30))
-	o.Disk = d.Path
+	o.Disks = []string{d.Path}
 	return nil
 }

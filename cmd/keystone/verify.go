@@ -20,7 +20,7 @@ func verifyCommand() *cli.Command {
 		ArgsUsage: "[NAME...]",
 		Description: `Connects once to each host and checks, concurrently: ssh, installer, system
 (with --drift), hostname, boot, services, sshd, firewall, ipv6, exposure (a TCP
-scan from here), zfs, luks, tpm, initrd-key, mounts, mdns. Expectations and targets come from one nix eval of
+scan from here), zfs, luks, tpm, initrd, mounts, mdns. Expectations and targets come from one nix eval of
 nixosConfigurations.NAME.config.keystone; without Nix, from --expect and
 --target. The host key must match vms/NAME/ssh_host_ed25519_key.pub (pinned
 by deploy) or --known-hosts.

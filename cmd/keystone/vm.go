@@ -49,11 +49,11 @@ Examples:
 			&cli.StringFlag{Name: "flake", Value: ".", Usage: "`DIR` of the flake; state goes in DIR/.keystone/vm"},
 			&cli.StringFlag{Name: "iso", Usage: "up: boot installer ISO `FILE` while the disk holds no system"},
 			&cli.StringFlag{Name: "image", Usage: "up: start the disk as an overlay on prepared disk image `FILE`"},
-			&cli.BoolFlag{Name: "tpm", Usage: "up: give the VM a TPM2 (swtpm)"},
-			&cli.BoolFlag{Name: "bios", Usage: "up: SeaBIOS instead of UEFI"},
-			&cli.StringFlag{Name: "memory", Value: "4G", Usage: "up: RAM `SIZE`"},
-			&cli.IntFlag{Name: "cpus", Value: 2, Usage: "up: `N` virtual CPUs"},
-			&cli.StringFlag{Name: "disk-size", Usage: "up: `SIZE` of a new disk (default 20G, or the image's)"},
+			&cli.BoolFlag{Name: "tpm", Usage: "up: give the VM a TPM2 (swtpm); --tpm=false takes it away (default: as last started)"},
+			&cli.BoolFlag{Name: "bios", Usage: "up: SeaBIOS instead of UEFI (default: as last started)"},
+			&cli.StringFlag{Name: "memory", Usage: "up: RAM `SIZE` (default 4G, or as last started)"},
+			&cli.IntFlag{Name: "cpus", Usage: "up: `N` virtual CPUs (default 2, or as last started)"},
+			&cli.StringFlag{Name: "disk-size", Usage: "up: `SIZE` of a new disk (default 20G, or the image's); a larger one grows the disk"},
 			&cli.IntFlag{Name: "ssh-port", Usage: "up: forward 127.0.0.1:`PORT` (default: the VM's, or a free one)"},
 			&cli.BoolFlag{Name: "fresh", Usage: "up: throw away the disk, UEFI variables and TPM state first"},
 			&cli.StringFlag{Name: "accel", Value: "auto", Usage: "up: kvm, tcg or auto (KVM if it really works)"},
@@ -66,7 +66,7 @@ Examples:
 		Subcommands: []*cli.Command{
 			{Name: "up", Usage: "start the VM and wait for SSH", Action: act(func(c *cli.Context, dir, n string) error {
 				_, err := vm.Up(c.Context, vm.Options{Dir: dir, Name: n, ISO: c.String("iso"), Image: c.String("image"),
-					TPM: c.Bool("tpm"), BIOS: c.Bool("bios"), Memory: c.String("memory"), CPUs: c.Int("cpus"),
+					TPM: boolIfSet(c, "tpm"), BIOS: boolIfSet(c, "bios"), Memory: c.String("memory"), CPUs: c.Int("cpus"),
 					DiskSize: c.String("disk-size"), SSHPort: c.Int("ssh-port"), Fresh: c.Bool("fresh"), Accel: c.String("accel"),
 					Kernel: c.String("kernel"), Initrd: c.String("initrd"), Append: c.String("append"),
 					Wait: c.Duration("wait"), Out: c.App.Writer})
@@ -112,13 +112,23 @@ func vmStatus(c *cli.Context) error {
 	} else {
 		infos, err = vm.List(c.String("flake"))
 	}
-	if err != nil {
+	if err != nil && (c.NArg() > 0 || len(infos) == 0) {
 		return err
 	}
+	// The VMs that could be read are shown even when one could not.
 	if err := vm.WriteStatus(c.App.Writer, infos, c.String("format")); err != nil {
 		return usageError{err}
 	}
-	return nil
+	return err
+}
+
+// boolIfSet is the flag's value if it was given, nil if not.
+func boolIfSet(c *cli.Context, name string) *bool {
+	if !c.IsSet(name) {
+		return nil
+	}
+	v := c.Bool(name)
+	return &v
 }
 
 // silentExit passes a program's exit status on without a message of ours.

@@ -18,12 +18,17 @@ import (
 )
 
 // HostKeys says which host keys a connection trusts. The first that is set
-// wins: Pinned, then KnownHosts; Insecure trusts anything.
+// wins: Pinned, then Announced, then KnownHosts; Insecure trusts anything.
 type HostKeys struct {
 	Pinned     ssh.PublicKey // vms/NAME/ssh_host_ed25519_key.pub
 	PinnedFrom string        // where Pinned came from, for messages
-	KnownHosts string        // a known_hosts file
-	AcceptNew  bool          // record an unknown key in KnownHosts (never a changed one)
+	// Announced is the SHA256 fingerprint of the ed25519 key an installer
+	// announced over mDNS (discover): only that key is accepted. Anyone
+	// on the link can announce anything, so this only holds the
+	// connection to what was announced; it proves nothing.
+	Announced  string
+	KnownHosts string // a known_hosts file
+	AcceptNew  bool   // record an unknown key in KnownHosts (never a changed one)
 	Insecure   bool
 }
 
@@ -50,6 +55,8 @@ func (h HostKeys) config(addr string) (ssh.HostKeyCallback, []string, error) {
 	switch {
 	case h.Pinned != nil:
 		return h.pinned, algorithmsFor(h.Pinned.Type()), nil
+	case h.Announced != "":
+		return h.announced, []string{ssh.KeyAlgoED25519}, nil
 	case h.Insecure:
 		return ssh.InsecureIgnoreHostKey(), nil, nil
 	case h.KnownHosts == "":
@@ -64,7 +71,36 @@ func (h HostKeys) config(addr string) (ssh.HostKeyCallback, []string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading %s: %w", h.KnownHosts, err)
 	}
-	return h.knownHosts(cb), knownAlgorithms(cb, addr), nil
+	algos := knownAlgorithms(cb, addr)
+	if len(algos) == 0 {
+		// A host we know no key of: ask for its ed25519 key first, the one
+		// users compare (and deploy pins), not Go's first choice, ECDSA.
+		algos = unknownHostAlgorithms
+	}
+	return h.knownHosts(cb), algos, nil
+}
+
+// unknownHostAlgorithms: ed25519 first, then the plain keys of Go's
+// default list (golang.org/x/crypto/ssh common.go, defaultHostKeyAlgos),
+// without DSA.
+var unknownHostAlgorithms = []string{ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
+	ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSA}
+
+// describe names a key as ssh-keygen -l does, type included: a user who
+// compares it with the one on the host's console must know which of its
+// keys to look at.
+func describe(key ssh.PublicKey) string {
+	return key.Type() + " " + ssh.FingerprintSHA256(key)
+}
+
+// hostKeyFile is where OpenSSH keeps the public host key of a type.
+func hostKeyFile(keyType string) string {
+	name := map[string]string{ssh.KeyAlgoED25519: "ed25519", ssh.KeyAlgoRSA: "rsa",
+		ssh.KeyAlgoECDSA256: "ecdsa", ssh.KeyAlgoECDSA384: "ecdsa", ssh.KeyAlgoECDSA521: "ecdsa"}[keyType]
+	if name == "" {
+		return "/etc/ssh/ssh_host_*_key.pub"
+	}
+	return "/etc/ssh/ssh_host_" + name + "_key.pub"
 }
 
 // knownAlgorithms asks the known_hosts callback which keys it holds for
@@ -92,6 +128,14 @@ func (h HostKeys) pinned(hostname string, remote net.Addr, key ssh.PublicKey) er
 		"if the host was reinstalled without keystone deploy, replace "+h.PinnedFrom+" with its new key after checking it on the console")
 }
 
+func (h HostKeys) announced(hostname string, _ net.Addr, key ssh.PublicKey) error {
+	if fp := ssh.FingerprintSHA256(key); fp != h.Announced {
+		return fmt.Errorf("%w: %s answered with host key %s, not the %s it announced: another machine answers at its address",
+			ErrHostKey, hostname, fp, h.Announced)
+	}
+	return nil
+}
+
 func (h HostKeys) knownHosts(cb ssh.HostKeyCallback) ssh.HostKeyCallback {
 	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
 		err := cb(hostname, remote, key)
@@ -105,15 +149,15 @@ func (h HostKeys) knownHosts(cb ssh.HostKeyCallback) ssh.HostKeyCallback {
 		if len(ke.Want) > 0 {
 			var known []string
 			for _, w := range ke.Want {
-				known = append(known, fmt.Sprintf("%s (%s line %d)", ssh.FingerprintSHA256(w.Key), w.Filename, w.Line))
+				known = append(known, fmt.Sprintf("%s (%s line %d)", describe(w.Key), w.Filename, w.Line))
 			}
 			return hint.Wrap(fmt.Errorf("%w: %s answered with host key %s, but known_hosts has %s: the host was reinstalled, or this is not the host",
-				ErrHostKey, hostname, ssh.FingerprintSHA256(key), strings.Join(known, ", ")),
+				ErrHostKey, hostname, describe(key), strings.Join(known, ", ")),
 				"check the new key on the host's console, then remove the old line: ssh-keygen -R "+knownhosts.Normalize(hostname)+" -f "+h.KnownHosts)
 		}
 		if !h.AcceptNew {
-			return hint.Wrap(fmt.Errorf("%w: %s is not in %s (its key is %s)", ErrHostKey, hostname, h.KnownHosts, ssh.FingerprintSHA256(key)),
-				"pass --accept-new to record it, after checking the fingerprint on the host's console")
+			return hint.Wrap(fmt.Errorf("%w: %s is not in %s (its host key is %s)", ErrHostKey, hostname, h.KnownHosts, describe(key)),
+				"pass --accept-new to record it, after comparing it with ssh-keygen -lf "+hostKeyFile(key.Type())+" on the host's console")
 		}
 		line := knownhosts.Line([]string{knownhosts.Normalize(hostname)}, key)
 		if err := os.MkdirAll(filepath.Dir(h.KnownHosts), 0o700); err != nil {

@@ -183,6 +183,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	// The handshake has no context: a deadline bounds it, and closing the
 	// connection ends it when ctx is cancelled.
 	conn.SetDeadline(deadline)
+	heard := &firstBytes{Conn: conn}
 	handshakeDone := make(chan struct{})
 	go func() {
 		select {
@@ -191,7 +192,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		case <-handshakeDone:
 		}
 	}()
-	c, chans, reqs, err := ssh.NewClientConn(conn, o.Addr, cfg)
+	c, chans, reqs, err := ssh.NewClientConn(heard, o.Addr, cfg)
 	close(handshakeDone)
 	if err != nil {
 		conn.Close()
@@ -209,8 +210,11 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 			return nil, hint.Wrap(fmt.Errorf("%w: %s@%s accepted none of the keys tried%s", ErrAuth, o.User, o.Addr, why),
 				"check that the user's authorized keys on the host hold one of your keys")
 		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil, fmt.Errorf("ssh handshake with %s: no answer within %s", o.Addr, timeout)
+		// At the deadline the connection may be closed under the read
+		// ("use of closed network connection") as well as time out.
+		timedOut := errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed)
+		if err := heard.explain(o.Addr, timeout, timedOut, errors.Is(err, io.EOF) || errors.Is(err, unix.ECONNRESET)); err != nil {
+			return nil, err
 		}
 		return nil, fmt.Errorf("ssh handshake with %s: %w", o.Addr, err)
 	}
@@ -221,6 +225,50 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		go client.keepalive(every)
 	}
 	return client, nil
+}
+
+// firstBytes keeps the first bytes the server sent, to say what went
+// wrong when the handshake did not finish: nothing at all, something that
+// is not SSH, or a greeting and then silence.
+type firstBytes struct {
+	net.Conn
+	mu   sync.Mutex
+	head []byte
+}
+
+func (f *firstBytes) Read(p []byte) (int, error) {
+	n, err := f.Conn.Read(p)
+	f.mu.Lock()
+	if len(f.head) < 256 {
+		f.head = append(f.head, p[:min(n, 256-len(f.head))]...)
+	}
+	f.mu.Unlock()
+	return n, err
+}
+
+// explain says what a failed handshake's first bytes show: nothing at
+// all, something that is not SSH, or a greeting and then silence; nil when
+// they explain nothing.
+func (f *firstBytes) explain(addr string, timeout time.Duration, timedOut, closed bool) error {
+	f.mu.Lock()
+	head := string(f.head)
+	f.mu.Unlock()
+	line, _, _ := strings.Cut(head, "\n")
+	line = strings.TrimSpace(line)
+	switch {
+	case head != "" && !strings.HasPrefix(head, "SSH-"):
+		return hint.Errorf("check the port: an SSH server's greeting starts with SSH-",
+			"%s is not an SSH server: it answered %q", addr, line)
+	case timedOut && head == "":
+		return hint.Errorf("check that sshd runs there and listens on that port",
+			"no SSH greeting from %s in %s: something accepted the connection and said nothing", addr, timeout)
+	case timedOut:
+		return fmt.Errorf("ssh handshake with %s: no answer within %s after its greeting %q", addr, timeout, line)
+	case closed && head == "":
+		return hint.Errorf("sshd may be refusing connections (MaxStartups, a firewall or TCP wrappers)",
+			"%s closed the connection without an SSH greeting", addr)
+	}
+	return nil
 }
 
 func unwrapOp(err error) error {

@@ -3,6 +3,8 @@ package sshx
 import (
 	"context"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
+	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/testhost"
 )
 
@@ -112,5 +115,95 @@ func TestAgentThatNeverSignsIsBounded(t *testing.T) {
 	_, err = Dial(context.Background(), Options{Addr: h.Address(), User: "root", HostKeys: HostKeys{Insecure: true}, Timeout: 2 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "ssh-agent at "+sock+" does not answer") || time.Since(start) > 5*time.Second {
 		t.Errorf("after %s: %v", time.Since(start), err)
+	}
+}
+
+// talker is a TCP server on loopback that sends say to every connection
+// and then keeps it open, or closes it with hangUp.
+func talker(t *testing.T, say string, hangUp bool) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte(say))
+			if hangUp {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	return l.Addr().String()
+}
+
+// TestHandshakeMessages: a handshake that does not finish says what the
+// server sent, never Go's "use of closed network connection".
+func TestHandshakeMessages(t *testing.T) {
+	t.Setenv("SSH_AUTH_SOCK", "")
+	_, key := testhost.ClientKey(t)
+	silent := testhost.Silent(t)
+	for _, tc := range []struct {
+		name, addr, says string
+	}{
+		{"silent", silent, "no SSH greeting from " + silent + " in 1s"},
+		{"not SSH", talker(t, "220 mail.example ESMTP\r\n", false), `is not an SSH server: it answered "220 mail.example ESMTP"`},
+		{"not SSH, closed", talker(t, "HTTP/1.1 400 Bad Request\r\n\r\n", true), `is not an SSH server: it answered "HTTP/1.1 400 Bad Request"`},
+		{"greeting, then nothing", talker(t, "SSH-2.0-OpenSSH_9.6\r\n", false), `no answer within 1s after its greeting "SSH-2.0-OpenSSH_9.6"`},
+		{"closed at once", talker(t, "", true), "closed the connection without an SSH greeting"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 3 { // the deadline and the close race: each way must read the same
+				_, err := Dial(context.Background(), Options{Addr: tc.addr, User: "root", Identities: []string{key},
+					HostKeys: HostKeys{Insecure: true}, Timeout: time.Second})
+				if err == nil || !strings.Contains(err.Error(), tc.says) || strings.Contains(err.Error(), "closed network connection") {
+					t.Errorf("%v, want %q", err, tc.says)
+				}
+			}
+		})
+	}
+}
+
+// TestUnknownHostKeyIsEd25519: a host known by no key is asked for its
+// ed25519 key, the one users compare with the console and deploy pins (Go
+// would take ECDSA first), and the message names the key's type.
+func TestUnknownHostKeyIsEd25519(t *testing.T) {
+	dir := t.TempDir()
+	ecdsa := filepath.Join(dir, "ssh_host_ecdsa_key")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", ecdsa).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	signer, key := testhost.ClientKey(t)
+	h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}, ExtraSSHDConfig: []string{"HostKey " + ecdsa}})
+	t.Setenv("SSH_AUTH_SOCK", "")
+	kh := filepath.Join(dir, "known_hosts")
+	o := Options{Addr: h.Address(), User: "root", Identities: []string{key}, HostKeys: HostKeys{KnownHosts: kh}}
+	_, err := Dial(context.Background(), o)
+	want := "(its host key is ssh-ed25519 " + ssh.FingerprintSHA256(h.HostKey) + ")"
+	if h.HostKey.Type() != ssh.KeyAlgoED25519 || err == nil || !strings.Contains(err.Error(), want) ||
+		!strings.Contains(hint.Of(err), "after comparing it with ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub") {
+		t.Errorf("%v (hint %q), want %q", err, hint.Of(err), want)
+	}
+	o.HostKeys.AcceptNew = true
+	c, err := Dial(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if line, _ := os.ReadFile(kh); !strings.Contains(string(line), " ssh-ed25519 ") {
+		t.Errorf("--accept-new recorded %q", line)
+	}
+	// Known by its ed25519 key, the host is trusted again.
+	o.HostKeys.AcceptNew = false
+	if c, err := Dial(context.Background(), o); err != nil {
+		t.Error(err)
+	} else {
+		c.Close()
 	}
 }

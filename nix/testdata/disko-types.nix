@@ -101,14 +101,24 @@ let
       disk = checkTyped "${path}.content" deviceTypes v.content;
       gpt = concatMap (p: partition "${path}.partitions.${p}" v.partitions.${p}) (attrNames (v.partitions or { }));
       filesystem = strList "${path}.mountOptions" (v.mountOptions or [ ]);
-      swap = [ ];
+      # mountOptions: listOf nonEmptyStr (swap.nix 45)
+      swap = strList "${path}.mountOptions" (v.mountOptions or [ ]);
       zfs = str "${path}.pool" (v.pool or "");
       luks =
         (if v ? content then checkTyped "${path}.content" deviceTypes v.content else [ ])
         ++ (if isAttrs (v.settings or { }) then [ ] else [ "${path}.settings: not an attribute set" ])
         ++ str "${path}.name" (v.name or "");
+      # zpool mode: oneOf [ (enum modeOptions) (attrsOf topology) ] (zpool.nix lines 10-18, 33-218),
+      # modeOptions = [ "" "mirror" "raidz" "raidz1" "raidz2" "raidz3" ]; the topology form is not
+      # modelled (keystone renders the string form), so it is reported.
       zpool =
-        strAttrs "${path}.options" (v.options or { })
+        (
+          if !(v ? mode) || (isString v.mode && elem v.mode [ "" "mirror" "raidz" "raidz1" "raidz2" "raidz3" ]) then
+            [ ]
+          else
+            [ "${path}.mode: ${if isString v.mode then v.mode else "an attribute set"} is not one of \"\" mirror raidz raidz1 raidz2 raidz3" ]
+        )
+        ++ strAttrs "${path}.options" (v.options or { })
         ++ strAttrs "${path}.rootFsOptions" (v.rootFsOptions or { })
         ++ concatMap (d: checkTyped "${path}.datasets.${d}" [ "zfs_fs" "zfs_volume" ] v.datasets.${d}) (attrNames (v.datasets or { }));
       zfs_fs = strAttrs "${path}.options" (v.options or { });
