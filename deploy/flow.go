@@ -50,6 +50,7 @@ type Options struct {
 	Parallel       int           // hosts installed at a time
 	Extra          []string      // nixos-anywhere's own arguments, after --
 	PostKexecPort  int           // where the kexec installer's sshd is reached; 0 takes keystone.deploy.postKexecSSHPort, else 22
+	InitrdPort     int           // where the initrd's sshd is reached; 0 takes keystone.unlock.ssh.port
 	Program        string        // nixos-anywhere; "" looks it up on PATH
 }
 
@@ -76,6 +77,8 @@ func (o Options) Check(hosts fleet.Options) error {
 		return exit.UsageError(hint.Errorf("e.g. --timeout 60m --wait 10m", "--timeout and --wait must be more than 0"))
 	case o.Parallel < 1:
 		return exit.UsageError(hint.Errorf("--parallel 4 installs four hosts at a time", "--parallel must be 1 or more, got %d", o.Parallel))
+	case o.InitrdPort < 0 || o.InitrdPort > 65535:
+		return exit.UsageError(hint.Errorf("e.g. --initrd-port 2222 for the initrd's sshd behind a forward", "--initrd-port %d is not a port", o.InitrdPort))
 	case o.PostKexecPort < 0 || o.PostKexecPort > 65535:
 		return exit.UsageError(hint.Errorf("e.g. --post-kexec-ssh-port 2222 for a port forwarded to the host's 22", "--post-kexec-ssh-port %d is not a port", o.PostKexecPort))
 	}
@@ -498,7 +501,7 @@ func unlockFirstBoot(ctx context.Context, p *plan, key *InitrdKey, system sshx.O
 		return refused(err)
 	}
 	initrd := system
-	initrd.Addr = net.JoinHostPort(p.host.Target.Host, strconv.Itoa(p.host.Config.Unlock.SSH.Port))
+	initrd.Addr = net.JoinHostPort(p.host.Target.Host, strconv.Itoa(cmp.Or(o.InitrdPort, p.host.Config.Unlock.SSH.Port)))
 	initrd.User = "root"
 	initrd.HostKeys = sshx.HostKeys{Pinned: key.Public, PinnedFrom: initrdPin(p.host)}
 	t := unlock.Target{Name: p.name(), Hostname: p.expect.Hostname, Initrd: initrd, System: system}

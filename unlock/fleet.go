@@ -20,7 +20,7 @@ func Fleet(ctx context.Context, hosts []fleet.Host, o Options, w io.Writer) erro
 			err = exit.With(ExitRefused, err)
 		} else {
 			var t Target
-			if t, err = TargetOf(h, o.Identities); err == nil {
+			if t, err = TargetOf(h, o); err == nil {
 				_, err = Run(ctx, t, o, w)
 			}
 		}

@@ -8,6 +8,7 @@ package unlock
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,9 @@ type Options struct {
 	AskWait time.Duration
 	// Identities are the SSH keys to log in with (ssh-agent is used too).
 	Identities []string
+	// InitrdPort is where the initrd's sshd is reached when that is not
+	// keystone.unlock.ssh.port (a VM's forward, a NAT); 0 for that port.
+	InitrdPort int
 }
 
 // DefaultWait bounds one host's unlock when Options.Wait is zero.
@@ -72,16 +76,13 @@ type Target struct {
 
 // TargetOf works out where h's initrd listens, from its config
 // (keystone.unlock.ssh) and the initrd pin beside its main pin.
-func TargetOf(h *fleet.Host, identities []string) (Target, error) {
+func TargetOf(h *fleet.Host, o Options) (Target, error) {
 	u := h.Config.Unlock.SSH
 	if h.Evaluated && !u.Enable {
 		return Target{}, exit.With(ExitRefused, hint.Errorf("set keystone.unlock.ssh.enable = true (the encrypted layouts have it) and redeploy",
 			"its initrd runs no SSH server (keystone.unlock.ssh.enable is false)"))
 	}
-	port := u.Port
-	if port == 0 {
-		port = 2222
-	}
+	port := cmp.Or(o.InitrdPort, u.Port, 2222)
 	pin := filepath.Join(filepath.Dir(h.PinFile), PinName)
 	key, err := sshx.ReadPinned(pin)
 	if err != nil {
@@ -95,7 +96,7 @@ func TargetOf(h *fleet.Host, identities []string) (Target, error) {
 		hostname = h.Name
 	}
 	sys := h.SSH()
-	sys.Identities = append(sys.Identities, identities...)
+	sys.Identities = append(sys.Identities, o.Identities...)
 	return Target{
 		Name:     h.Name,
 		Hostname: hostname,

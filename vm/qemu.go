@@ -136,6 +136,7 @@ type spec struct {
 	serial   string
 	iso      string
 	port     int
+	unlock   int // forwarded to the guest's InitrdSSHPort; 0 for none
 	memory   string
 	cpus     int
 	tpm      bool
@@ -179,8 +180,12 @@ func qemuArgs(s spec) []string {
 			"-drive", "file="+s.iso+",format=raw,media=cdrom,if=none,id=cd0,readonly=on",
 			"-device", "ide-cd,drive=cd0,bootindex=2")
 	}
+	netdev := "user,id=n0,hostfwd=tcp:127.0.0.1:" + strconv.Itoa(s.port) + "-:22"
+	if s.unlock != 0 {
+		netdev += ",hostfwd=tcp:127.0.0.1:" + strconv.Itoa(s.unlock) + "-:" + strconv.Itoa(InitrdSSHPort)
+	}
 	a = append(a,
-		"-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:"+strconv.Itoa(s.port)+"-:22",
+		"-netdev", netdev,
 		"-device", "virtio-net-pci,netdev=n0,romfile=",
 		"-device", "virtio-rng-pci")
 	if s.tpm {

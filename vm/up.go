@@ -183,6 +183,15 @@ func Up(ctx context.Context, o Options) (*State, error) {
 		}
 		return nil, err
 	}
+	// The initrd's sshd: its own port, kept across starts when free.
+	unlockWant := 0
+	if old != nil {
+		unlockWant = old.UnlockPort
+	}
+	unlockPort, err := pickUnlockPort(unlockWant, port)
+	if err != nil {
+		return nil, err
+	}
 	var fw *firmware
 	if !s.bios {
 		f, err := findFirmware(qemu)
@@ -197,7 +206,7 @@ func Up(ctx context.Context, o Options) (*State, error) {
 			return nil, err
 		}
 	}
-	st := &State{Name: m.name, Disk: m.path("disk.qcow2"), Serial: serialOf(m.name), TPM: s.tpm, Port: port,
+	st := &State{Name: m.name, Disk: m.path("disk.qcow2"), Serial: serialOf(m.name), TPM: s.tpm, Port: port, UnlockPort: unlockPort,
 		ISO: o.ISO, Memory: o.Memory, CPUs: o.CPUs, Firmware: "uefi"}
 	if s.bios {
 		st.Firmware = "bios"
@@ -239,7 +248,7 @@ func Up(ctx context.Context, o Options) (*State, error) {
 		}
 	}
 	args := qemuArgs(spec{m: m, accel: st.Accel, fw: fw, disk: st.Disk, serial: st.Serial, iso: o.ISO,
-		port: st.Port, memory: o.Memory, cpus: o.CPUs, tpm: s.tpm, kernel: o.Kernel, initrd: o.Initrd, appendCL: o.Append})
+		port: st.Port, unlock: st.UnlockPort, memory: o.Memory, cpus: o.CPUs, tpm: s.tpm, kernel: o.Kernel, initrd: o.Initrd, appendCL: o.Append})
 	if out, err := m.runDaemon("qemu", qemu, args...); err != nil {
 		// Nothing recorded: a VM that never ran is not left as
 		// "stopped", and one that ran before keeps its last state.
@@ -402,12 +411,28 @@ func tpmWord(tpm bool) string {
 func printNext(out io.Writer, st *State) {
 	fmt.Fprintf(out, `
 target: %[1]s   (127.0.0.1:%[2]d is forwarded to the VM's port 22, also after kexec)
+initrd: 127.0.0.1:%[5]d is forwarded to the VM's port %[6]d, the initrd's sshd of an encrypted layout
 next:
   keystone new-host %[3]s --vm --disk %[4]s --key ~/.ssh/id_ed25519.pub
-  keystone deploy %[3]s --target %[1]s --post-kexec-ssh-port %[2]d
+  keystone deploy %[3]s --target %[1]s --post-kexec-ssh-port %[2]d --initrd-port %[5]d --disk-password-file FILE
   keystone verify %[3]s --target %[1]s
+  keystone unlock %[3]s --target %[1]s --initrd-port %[5]d   # at a boot that asks for the disk password (or keystone vm unlock %[3]s, on the console)
   keystone vm ssh %[3]s | keystone vm console %[3]s | keystone vm down %[3]s
-`, st.Target(), st.Port, st.Name, st.DiskByID())
+`, st.Target(), st.Port, st.Name, st.DiskByID(), st.UnlockPort, InitrdSSHPort)
+}
+
+// pickUnlockPort returns want when it is free, else the first free port
+// after the SSH port's.
+func pickUnlockPort(want, sshPort int) (int, error) {
+	if want != 0 && want != sshPort && portFree(want) {
+		return want, nil
+	}
+	for p := sshPort + 1; p < sshPort+200 && p < 65536; p++ {
+		if portFree(p) {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("no free port on 127.0.0.1 after %d for the initrd's sshd", sshPort)
 }
 
 func checkSize(flag, s string) error {

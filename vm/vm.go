@@ -31,23 +31,30 @@ func StateDir(dir string) string { return filepath.Join(dir, ".keystone", "vm") 
 
 // State is what state.json records about a VM.
 type State struct {
-	Name     string    `json:"name"`
-	PID      int       `json:"pid"`                // QEMU; 0 once stopped
-	PIDStart string    `json:"pidStart,omitempty"` // its start time (/proc/PID/stat), so a reused PID is not taken for it
-	TPMPID   int       `json:"tpmPid,omitempty"`   // swtpm, while it runs
-	TPMStart string    `json:"tpmPidStart,omitempty"`
-	Port     int       `json:"sshPort"` // on 127.0.0.1, forwarded to the guest's port 22
-	Accel    string    `json:"accel"`   // kvm or tcg
-	Firmware string    `json:"firmware"`
-	TPM      bool      `json:"tpm"`
-	Disk     string    `json:"disk"`              // the qcow2 file
-	Serial   string    `json:"serial"`            // the disk's serial: /dev/disk/by-id/virtio-SERIAL in the guest
-	Backing  string    `json:"backing,omitempty"` // --image the disk was made from
-	ISO      string    `json:"iso,omitempty"`
-	Memory   string    `json:"memory"`
-	CPUs     int       `json:"cpus"`
-	Started  time.Time `json:"started"`
+	Name     string `json:"name"`
+	PID      int    `json:"pid"`                // QEMU; 0 once stopped
+	PIDStart string `json:"pidStart,omitempty"` // its start time (/proc/PID/stat), so a reused PID is not taken for it
+	TPMPID   int    `json:"tpmPid,omitempty"`   // swtpm, while it runs
+	TPMStart string `json:"tpmPidStart,omitempty"`
+	Port     int    `json:"sshPort"` // on 127.0.0.1, forwarded to the guest's port 22
+	// UnlockPort, on 127.0.0.1, is forwarded to the guest's InitrdSSHPort:
+	// the initrd's sshd of an encrypted layout (keystone unlock).
+	UnlockPort int       `json:"unlockPort,omitempty"`
+	Accel      string    `json:"accel"` // kvm or tcg
+	Firmware   string    `json:"firmware"`
+	TPM        bool      `json:"tpm"`
+	Disk       string    `json:"disk"`              // the qcow2 file
+	Serial     string    `json:"serial"`            // the disk's serial: /dev/disk/by-id/virtio-SERIAL in the guest
+	Backing    string    `json:"backing,omitempty"` // --image the disk was made from
+	ISO        string    `json:"iso,omitempty"`
+	Memory     string    `json:"memory"`
+	CPUs       int       `json:"cpus"`
+	Started    time.Time `json:"started"`
 }
+
+// InitrdSSHPort is keystone.unlock.ssh.port's default, where the initrd's
+// sshd of an encrypted layout listens in the guest.
+const InitrdSSHPort = 2222
 
 // Target is what deploy and verify take as --target.
 func (s *State) Target() string { return "root@127.0.0.1:" + strconv.Itoa(s.Port) }

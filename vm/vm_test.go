@@ -38,6 +38,9 @@ func TestQemuArgs(t *testing.T) {
 			"-device virtio-rng-pci -device pcie-root-port,id=hp0,chassis=1 -daemonize -pidfile /f/.keystone/vm/web1/qemu.pid",
 		}, []string{"tpm", "cdrom", "-kernel", "kvm"}},
 		{"kvm", func(s *spec) { s.accel = "kvm" }, []string{"-accel kvm -cpu host"}, []string{"tcg"}},
+		{"the initrd's sshd forwarded too", func(s *spec) { s.unlock = 22023 }, []string{
+			"-netdev user,id=n0,hostfwd=tcp:127.0.0.1:22022-:22,hostfwd=tcp:127.0.0.1:22023-:2222 ",
+		}, nil},
 		{"iso after the disk", func(s *spec) { s.iso = "/i/nixos.iso" }, []string{
 			"-drive file=/i/nixos.iso,format=raw,media=cdrom,if=none,id=cd0,readonly=on -device ide-cd,drive=cd0,bootindex=2",
 		}, nil},
@@ -102,6 +105,33 @@ func TestPickPort(t *testing.T) {
 	}
 	if _, err := pickPort("web1", first, true); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("asked-for port in use: err = %v", err)
+	}
+}
+
+// TestPickUnlockPort: the initrd's forward keeps its port when free, and
+// otherwise takes the first free one after the SSH port's, never that one.
+func TestPickUnlockPort(t *testing.T) {
+	ssh, err := pickPort("web1", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := pickUnlockPort(0, ssh)
+	if err != nil || first <= ssh {
+		t.Fatalf("pickUnlockPort(0, %d) = %d, %v", ssh, first, err)
+	}
+	if again, err := pickUnlockPort(first, ssh); err != nil || again != first {
+		t.Errorf("a free recorded port: %d, %v; want %d", again, err, first)
+	}
+	if p, err := pickUnlockPort(ssh, ssh); err != nil || p == ssh {
+		t.Errorf("the SSH port recorded: %d, %v", p, err)
+	}
+	l, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if p, err := pickUnlockPort(first, ssh); err != nil || p == first || p == ssh {
+		t.Errorf("a recorded port in use: %d, %v", p, err)
 	}
 }
 

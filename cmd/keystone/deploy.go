@@ -54,6 +54,7 @@ Examples:
 			&cli.DurationFlag{Name: "timeout", Value: 60 * time.Minute, Usage: "limit for the whole nixos-anywhere run"},
 			&cli.BoolFlag{Name: "all", Usage: "install every host of the flake"},
 			&cli.IntFlag{Name: "parallel", Value: 1, Usage: "with --all, install `N` hosts at a time"},
+			&cli.IntFlag{Name: "initrd-port", Usage: "`PORT` the initrd's sshd is reached at for the first boot's disk password (default: keystone.unlock.ssh.port; vm up prints its forward)"},
 			&cli.IntFlag{Name: "post-kexec-ssh-port", Usage: "`PORT` the kexec installer's sshd is reached at (default: keystone.deploy.postKexecSSHPort, else 22)"},
 			&cli.StringFlag{Name: "config", Hidden: true, Usage: "read config.keystone from JSON `FILE` instead of nix eval (tests)"},
 		},
@@ -70,7 +71,7 @@ Examples:
 				PasswordFile: c.String("disk-password-file"), BuildOn: c.String("build-on"),
 				HardwareConfig: c.Bool("hardware-config"), NoVerify: c.Bool("no-verify"),
 				Wait: c.Duration("wait"), Timeout: c.Duration("timeout"), Parallel: c.Int("parallel"), Extra: extra,
-				PostKexecPort: c.Int("post-kexec-ssh-port"),
+				PostKexecPort: c.Int("post-kexec-ssh-port"), InitrdPort: c.Int("initrd-port"),
 			}
 			if err := o.Check(hosts); err != nil {
 				return err

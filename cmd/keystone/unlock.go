@@ -36,6 +36,7 @@ Examples:
 			&cli.StringFlag{Name: "target", Usage: "reach the host at `[USER@]HOST[:PORT]` instead of keystone.deploy.*"},
 			&cli.StringSliceFlag{Name: "identity", Aliases: []string{"i"}, Usage: "private key `FILE` to log in with (repeatable; ssh-agent is used too)"},
 			&cli.StringFlag{Name: "disk-password-file", Usage: "the disk password `FILE` (no trailing newline); without it, asked on the terminal"},
+			&cli.IntFlag{Name: "initrd-port", Usage: "reach the initrd's sshd at `PORT` instead of keystone.unlock.ssh.port (a VM's forward: vm up prints it)"},
 			&cli.BoolFlag{Name: "all", Usage: "unlock every host of the flake, one after the other"},
 			&cli.StringFlag{Name: "config", Hidden: true, Usage: "read config.keystone from JSON `FILE` instead of nix eval (tests)"},
 			&cli.DurationFlag{Name: "wait", Value: unlock.DefaultWait, Usage: "limit for each host: its initrd, its request and its system"},
@@ -44,7 +45,10 @@ Examples:
 			if c.NArg() == 0 && !c.Bool("all") || c.NArg() > 0 && c.Bool("all") {
 				return usageError{hint.Errorf("keystone unlock NAME... or keystone unlock --all", "unlock takes host names or --all")}
 			}
-			o := unlock.Options{Wait: c.Duration("wait")}
+			o := unlock.Options{Wait: c.Duration("wait"), InitrdPort: c.Int("initrd-port")}
+			if o.InitrdPort < 0 || o.InitrdPort > 65535 {
+				return usageError{hint.Errorf("give a TCP port from 1 to 65535", "--initrd-port %d is not a port", o.InitrdPort)}
+			}
 			var err error
 			if f := c.String("disk-password-file"); f != "" {
 				o.Password, err = unlock.FilePassword(f)
