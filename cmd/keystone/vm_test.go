@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,6 +26,18 @@ func keystoneVM(t *testing.T, dir string, args ...string) (int, string) {
 	code := run(context.Background(), append(append([]string{"keystone", "vm"}, args...), "--flake", dir), &out, &out)
 	t.Logf("keystone vm %s: exit %d after %v\n%s", strings.Join(args, " "), code, time.Since(start).Round(time.Second), out.String())
 	return code, out.String()
+}
+
+// tcpBanner is the first line a TCP server on 127.0.0.1:port sends.
+func tcpBanner(port int) string {
+	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
+	if err != nil {
+		return err.Error()
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	return line
 }
 
 func vmStatusJSON(t *testing.T, dir string) vm.Info {
@@ -98,6 +112,22 @@ func TestVMLifecycle(t *testing.T) {
 		t.Errorf("status = %+v", st)
 	}
 	g := img.Guest(st.Port)
+	// The initrd's sshd port (2222 in the guest) is forwarded too: an sshd
+	// started there answers on the printed port.
+	if st.UnlockPort == 0 || st.UnlockPort == st.Port ||
+		!strings.Contains(out, "keystone unlock web1 --target "+target+" --initrd-port "+strconv.Itoa(st.UnlockPort)) {
+		t.Errorf("vm up: initrd port %d, output:\n%s", st.UnlockPort, out)
+	}
+	g.MustRun(t, "/usr/sbin/sshd -p 2222 -o PidFile=/run/sshd-2222.pid")
+	banner := ""
+	for start := time.Now(); !strings.HasPrefix(banner, "SSH-2.0-") && time.Since(start) < 20*time.Second; time.Sleep(time.Second) {
+		// QEMU accepts before the guest listens, and then hangs up.
+		banner = tcpBanner(st.UnlockPort)
+	}
+	if !strings.HasPrefix(banner, "SSH-2.0-") {
+		t.Errorf("127.0.0.1:%d (forwarded to the guest's 2222) answers %q, want an SSH banner", st.UnlockPort, banner)
+	}
+	g.MustRun(t, "kill $(cat /run/sshd-2222.pid)")
 	g.MustRun(t, "test -b /dev/disk/by-id/virtio-ks-web1 && test -c /dev/tpmrm0 && tpm2_getrandom 8 >/dev/null")
 
 	// A LUKS2 volume on the spare partition.
