@@ -139,6 +139,7 @@ func TestVMLifecycle(t *testing.T) {
 
 	web2 := startSecond(t, dir, img)
 	vmDeploy(t, dir, g, out, password, pwFile)
+	vmUnlockBoot(t, dir, g, st, password, pwFile)
 	vmSecond(t, dir, img, g, web2)
 
 	g.LookLikeInstaller(t)
