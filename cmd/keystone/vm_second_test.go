@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -83,8 +84,10 @@ func vmSecond(t *testing.T, dir string, img *testhost.VMImage, web1 *testhost.VM
 	}
 	web1.MustRun(t, "true")
 
+	// The second disk is as big as the first, so the two make a mirror.
+	size := strings.TrimSpace(g.MustRun(t, "blockdev --getsize64 /dev/vda"))
 	extra := filepath.Join(t.TempDir(), "extra.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", extra, "2G").CombinedOutput(); err != nil {
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", extra, size).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img: %v: %s", err, out)
 	}
 	for _, cmd := range []string{"drive_add 0 if=none,id=hpd,file=" + extra + ",format=qcow2",
@@ -108,13 +111,15 @@ func vmSecond(t *testing.T, dir string, img *testhost.VMImage, web1 *testhost.VM
 		switch {
 		case d.Path == "/dev/disk/by-id/virtio-ks-web2" && d.Serial == "ks-web2" && d.Stable && d.System:
 			serial = true
-		case d.Path == "/dev/vdb" && d.Serial == "" && !d.Stable && d.Transport == "virtio" && d.Size == 2<<30:
+		case d.Path == "/dev/vdb" && d.Serial == "" && !d.Stable && d.Transport == "virtio" && strconv.FormatInt(d.Size, 10) == size:
 			bare = true
 		}
 	}
 	if !serial || !bare {
 		t.Errorf("keystone disks in web2 lacks the disk with a serial (%v) or the one without (%v):\n%s", serial, bare, out)
 	}
+
+	vmMirrorPreflight(t, g, img)
 
 	// OVMF without enrolled keys: UEFI, Secure Boot not enforced.
 	if sb := verify.ParseSecureBoot(g.MustRun(t, verify.SecureBootScript)); !sb.UEFI || sb.On() {
@@ -143,4 +148,45 @@ func vmSecond(t *testing.T, dir string, img *testhost.VMImage, web1 *testhost.VM
 		t.Errorf("processes of web2 left after vm down:\n%s", strings.Join(left, "\n"))
 	}
 	web1.MustRun(t, "true")
+}
+
+// vmMirrorPreflight: deploy's pre-flight of a mirror over web2's two disks
+// (the one with a serial by its by-id name, the hot-plugged one by its
+// kernel name) plans the pool; the same disk under two names is refused,
+// naming both, and nothing is changed.
+func vmMirrorPreflight(t *testing.T, g *testhost.VMGuest, img *testhost.VMImage) {
+	t.Helper()
+	byID := "/dev/disk/by-id/virtio-ks-web2"
+	preflight := func(disks ...string) (int, string) {
+		t.Helper()
+		sizes := map[string][]string{}
+		for _, d := range disks {
+			sizes[d] = []string{"1M", "100M", "1G"} // the guest's image is under 2 GiB
+		}
+		cfg := filepath.Join(t.TempDir(), "keystone.json")
+		data, _ := json.Marshal(map[string]any{"vm": true,
+			"deploy": map[string]any{"targetHost": "127.0.0.1", "targetUser": "root", "sshPort": 22, "buildOn": "auto",
+				"disks": disks, "partitionSizes": sizes, "diskSecret": false},
+			"verify": map[string]any{"expectations": map[string]any{"hostname": "web2", "mounts": []string{"/"},
+				"zfs": map[string]any{"pools": []string{"rpool"}, "encryptionRoots": []string{},
+					"topology": map[string]any{"rpool": map[string]any{"vdev": "mirror", "disks": len(disks)}}}}}})
+		os.WriteFile(cfg, data, 0o644)
+		code, stdout, stderr := keystone(t, "deploy", "web2", "--target", "root@"+g.Address(), "--config", cfg,
+			"--flake", t.TempDir(), "-i", img.ClientKeyPath, "--dry-run", "--yes",
+			"--", "--no-disko-deps") // web2 has 1G: the kexec image without disko's tools fits
+		return code, stdout + stderr
+	}
+	before := g.MustRun(t, "lsblk -rno NAME,SIZE,FSTYPE,PARTLABEL")
+	if code, out := preflight(byID, "/dev/vdb"); code != 0 ||
+		!strings.Contains(out, "WIPE       "+byID+" -> /dev/vda") || !strings.Contains(out, "WIPE       /dev/vdb -> /dev/vdb") ||
+		!strings.Contains(out, `pool       rpool: mirror of 2 disks; the smallest disk`) {
+		t.Errorf("deploy --dry-run of a mirror over web2's two disks: exit %d\n%s", code, out)
+	}
+	if code, out := preflight(byID, "/dev/vda"); code != 3 ||
+		!strings.Contains(out, "disks "+byID+" and /dev/vda are the same disk (/dev/vda)") {
+		t.Errorf("deploy of one disk named twice: exit %d, want 3 naming both\n%s", code, out)
+	}
+	if after := g.MustRun(t, "lsblk -rno NAME,SIZE,FSTYPE,PARTLABEL"); after != before {
+		t.Errorf("the pre-flight changed the disks:\n%s\nthen\n%s", before, after)
+	}
 }
