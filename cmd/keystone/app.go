@@ -13,9 +13,11 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/keystone-nix/keystone/fleet"
 	"github.com/keystone-nix/keystone/internal/exit"
 	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/text"
+	"github.com/keystone-nix/keystone/verify"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -203,6 +205,31 @@ func intersperse(app *cli.App, args []string) ([]string, error) {
 		out = append(out, "--")
 	}
 	return append(out, positional...), nil
+}
+
+// loadFleet is fleet.Load for the commands that change hosts: a bad
+// command line stays a usage error, any other failure to read the fleet is
+// the command's refusal (refused), before anything changed.
+func loadFleet(ctx context.Context, o fleet.Options, refused int) ([]fleet.Host, error) {
+	hosts, err := fleet.Load(ctx, o)
+	if err != nil && exit.Code(err) != exit.Usage {
+		err = exit.With(refused, err)
+	}
+	return hosts, err
+}
+
+// checkOptions reads --only, --skip and --ports, which verify and switch
+// share.
+func checkOptions(c *cli.Context) ([]verify.Check, []int, error) {
+	checks, err := verify.Select(c.String("only"), c.String("skip"))
+	if err != nil {
+		return nil, nil, err
+	}
+	ports, err := verify.ParsePorts(c.String("ports"))
+	if err != nil {
+		return nil, nil, usageError{hint.Errorf("e.g. --ports 1-1024,8080", "--ports: %v", err)}
+	}
+	return checks, ports, nil
 }
 
 // nonEmpty drops empty values, such as -i "", which mean "none".

@@ -12,7 +12,6 @@ import (
 
 	"github.com/keystone-nix/keystone/deploy"
 	"github.com/keystone-nix/keystone/fleet"
-	"github.com/keystone-nix/keystone/internal/exit"
 )
 
 func deployCommand() *cli.Command {
@@ -76,12 +75,9 @@ Examples:
 			if err := o.Check(hosts); err != nil {
 				return err
 			}
-			hs, err := fleet.Load(c.Context, hosts)
+			hs, err := loadFleet(c.Context, hosts, deploy.ExitRefused)
 			if err != nil {
-				if exit.Code(err) == exit.Usage {
-					return err
-				}
-				return exit.With(deploy.ExitRefused, err)
+				return err
 			}
 			return deploy.Run(c.Context, hs, o, terminal{os.Stdin, c.App.Writer, c.App.ErrWriter})
 		},

@@ -7,7 +7,6 @@ import (
 
 	"github.com/keystone-nix/keystone/enroll"
 	"github.com/keystone-nix/keystone/fleet"
-	"github.com/keystone-nix/keystone/internal/exit"
 	"github.com/keystone-nix/keystone/internal/hint"
 )
 
@@ -74,13 +73,10 @@ Examples:
 					return err
 				}
 			}
-			hosts, err := fleet.Load(c.Context, fleet.Options{Flake: c.String("flake"), Names: c.Args().Slice(),
-				Target: c.String("target"), Identities: nonEmpty(c.StringSlice("identity")), KnownHosts: c.String("known-hosts")})
+			hosts, err := loadFleet(c.Context, fleet.Options{Flake: c.String("flake"), Names: c.Args().Slice(),
+				Target: c.String("target"), Identities: nonEmpty(c.StringSlice("identity")), KnownHosts: c.String("known-hosts")}, enroll.ExitRefused)
 			if err != nil {
-				if exit.Code(err) == exit.Usage {
-					return err
-				}
-				return exit.With(enroll.ExitRefused, err)
+				return err
 			}
 			return fleet.Named(hosts[0].Name, enroll.Run(c.Context, &hosts[0], o, c.App.Writer))
 		},

@@ -7,10 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/keystone-nix/keystone/fleet"
-	"github.com/keystone-nix/keystone/internal/exit"
-	"github.com/keystone-nix/keystone/internal/hint"
 	switcher "github.com/keystone-nix/keystone/switch"
-	"github.com/keystone-nix/keystone/verify"
 )
 
 func switchCommand() *cli.Command {
@@ -71,21 +68,15 @@ Examples:
 			if err != nil {
 				return err
 			}
-			if o.Checks, err = verify.Select(c.String("only"), c.String("skip")); err != nil {
+			if o.Checks, o.ScanPorts, err = checkOptions(c); err != nil {
 				return err
-			}
-			if o.ScanPorts, err = verify.ParsePorts(c.String("ports")); err != nil {
-				return usageError{hint.Errorf("e.g. --ports 1-1024,8080", "--ports: %v", err)}
 			}
 			if err := o.Check(hosts); err != nil {
 				return err
 			}
-			hs, err := fleet.Load(c.Context, hosts)
+			hs, err := loadFleet(c.Context, hosts, switcher.ExitRefused)
 			if err != nil {
-				if exit.Code(err) == exit.Usage {
-					return err
-				}
-				return exit.With(switcher.ExitRefused, err)
+				return err
 			}
 			results, err := switcher.Run(c.Context, hs, o, terminal{os.Stdin, c.App.ErrWriter, c.App.ErrWriter})
 			if werr := write(c.App.Writer, results); werr != nil {

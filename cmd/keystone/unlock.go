@@ -6,7 +6,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/keystone-nix/keystone/fleet"
-	"github.com/keystone-nix/keystone/internal/exit"
 	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/unlock"
 )
@@ -58,13 +57,10 @@ Examples:
 			if err != nil {
 				return usageError{err}
 			}
-			hosts, err := fleet.Load(c.Context, fleet.Options{Flake: c.String("flake"), Names: c.Args().Slice(), All: c.Bool("all"),
-				Target: c.String("target"), Config: c.String("config"), Identities: nonEmpty(c.StringSlice("identity"))})
+			hosts, err := loadFleet(c.Context, fleet.Options{Flake: c.String("flake"), Names: c.Args().Slice(), All: c.Bool("all"),
+				Target: c.String("target"), Config: c.String("config"), Identities: nonEmpty(c.StringSlice("identity"))}, unlock.ExitRefused)
 			if err != nil {
-				if exit.Code(err) == exit.Usage {
-					return err
-				}
-				return exit.With(unlock.ExitRefused, err)
+				return err
 			}
 			return unlock.Fleet(c.Context, hosts, o, c.App.Writer)
 		},

@@ -9,7 +9,6 @@ import (
 
 	"github.com/keystone-nix/keystone/fleet"
 	"github.com/keystone-nix/keystone/internal/exit"
-	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/verify"
 )
 
@@ -65,11 +64,8 @@ Examples:
 			if err != nil {
 				return err
 			}
-			if o.Checks, err = verify.Select(c.String("only"), c.String("skip")); err != nil {
+			if o.Checks, o.ScanPorts, err = checkOptions(c); err != nil {
 				return err
-			}
-			if o.ScanPorts, err = verify.ParsePorts(c.String("ports")); err != nil {
-				return usageError{hint.Errorf("e.g. --ports 1-1024,8080", "--ports: %v", err)}
 			}
 			if err := o.Check(hosts); err != nil {
 				return err
