@@ -264,7 +264,7 @@ func (r runner) check(ctx context.Context, c Check, e *Expectations, h Host) Res
 	var probe chan Output
 	if c.Probe != nil {
 		probe = make(chan Output, 1)
-		h.Outs = func() []Output { wg.Wait(); return outs[:len(cmds)] }
+		h.Outs = func() []Output { wg.Wait(); return outs }
 		go func() { probe <- c.Probe(ctx, e, h) }()
 	}
 	wg.Wait()
