@@ -20,12 +20,15 @@ import (
 // machine into CacheDir from the cached nspawn root plus VMPackages. Boot it
 // read-only, through a qcow2 overlay: the files here are shared.
 //
-// The disk is GPT: partition 1 an ESP with systemd-boot (removable path
-// EFI/BOOT/BOOTX64.EFI) and the kernel, partition 2 the ext4 root (label
+// The disk is GPT: partition 1 an ESP with Debian's signed boot chain and
+// the kernel: shim at the removable path EFI/BOOT/BOOTX64.EFI, then GRUB,
+// then the kernel, each signed, so the image boots the same on OVMF with
+// Secure Boot enforced (Microsoft's keys enrolled) as without. Partition 2 the ext4 root (label
 // ksroot), partition 3 a spare 64 MiB partition (label spare) for tests
 // that need a block device of their own, such as a LUKS volume. The guest
 // takes its address by DHCP (systemd-networkd), runs sshd on port 22 with
-// HostKey, and lets ClientKey log in as root. Its console is ttyS0.
+// HostKey, and lets ClientKey log in as root. Its console is ttyS0. Debian's
+// Nix is installed, for switch's tests to copy systems into its store.
 type VMImage struct {
 	Disk    string // the raw disk image
 	Kernel  string // vmlinuz, for direct kernel boot
@@ -40,11 +43,21 @@ type VMImage struct {
 
 // VMPackages are installed on top of BasePackages in the VM image's root.
 var VMPackages = []string{
-	"linux-image-amd64", "udev", "kmod", "cryptsetup", "tpm2-tools", "systemd-boot-efi", "e2fsprogs",
+	"linux-image-amd64", "udev", "kmod", "cryptsetup", "tpm2-tools", "e2fsprogs",
+	// nix-bin's perl-dbdabi-94 is virtual: libdbi-perl provides it.
+	"nix-bin", "libdbi-perl",
 }
 
+// The ESP's signed boot chain, unpacked from Debian's shim-signed and
+// grub-efi-amd64-signed rather than installed: their scripts would install
+// a boot loader.
+const (
+	signedShim = "usr/lib/shim/shimx64.efi.signed"
+	signedGrub = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
+)
+
 // vmRecipe names how the VM image is made; change it whenever that changes.
-const vmRecipe = "vm-v1"
+const vmRecipe = "vm-v2"
 
 // VMHostname is the guest's hostname.
 const VMHostname = "kstest"
@@ -134,6 +147,8 @@ func buildVMImage(t testing.TB, dir string, img *VMImage) {
 		"--setenv=DEBIAN_FRONTEND=noninteractive", "--",
 		"apt-get", "install", "-y", "-q", "--no-install-recommends", "-o", "Dpkg::Use-Pty=0"}, VMPackages...)
 	run("systemd-nspawn", args...)
+	run("systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--directory="+root, "--machine=ks-img-"+randomID(), "--resolv-conf=replace-host",
+		"--", "sh", "-c", "mkdir -p /var/tmp/efi && cd /var/tmp/efi && apt-get download -q shim-signed grub-efi-amd64-signed && for d in *.deb; do dpkg-deb -x $d .; done")
 	debs, _ := filepath.Glob(r("var/cache/apt/archives/*.deb"))
 	for _, d := range debs {
 		os.Remove(d)
@@ -165,19 +180,23 @@ func buildVMImage(t testing.TB, dir string, img *VMImage) {
 	run("cp", kernels[0], out("vmlinuz"))
 	run("cp", initrds[0], out("initrd.img"))
 
-	// The ESP, made as a file and copied into the disk at 1 MiB.
+	// The ESP, made as a file and copied into the disk at 1 MiB. shim
+	// starts grubx64.efi from its own folder; Debian's signed GRUB reads
+	// grub.cfg from its prefix, EFI/debian, or else from beside itself.
 	esp := out("esp.img")
 	run("mkfs.vfat", "-C", "-F", "32", "-n", "ESP", esp, strconv.Itoa(espMiB*1024))
-	run("mmd", "-i", esp, "::/EFI", "::/EFI/BOOT", "::/loader", "::/loader/entries")
-	loaderConf := out("loader.conf")
-	writeFile(t, loaderConf, "timeout 0\ndefault debian.conf\n", 0o644)
-	entry := out("debian.conf")
-	writeFile(t, entry, "title Debian\nlinux /vmlinuz\ninitrd /initrd.img\noptions "+img.Cmdline+"\n", 0o644)
-	run("mcopy", "-i", esp, r("usr/lib/systemd/boot/efi/systemd-bootx64.efi"), "::/EFI/BOOT/BOOTX64.EFI")
-	run("mcopy", "-i", esp, loaderConf, "::/loader/loader.conf")
-	run("mcopy", "-i", esp, entry, "::/loader/entries/debian.conf")
+	run("mmd", "-i", esp, "::/EFI", "::/EFI/BOOT", "::/EFI/debian")
+	grubCfg := out("grub.cfg")
+	writeFile(t, grubCfg, "set timeout=0\nsearch --no-floppy --set=root --file /vmlinuz\nlinux /vmlinuz "+img.Cmdline+"\ninitrd /initrd.img\nboot\n", 0o644)
+	run("mcopy", "-i", esp, r("var/tmp/efi/"+signedShim), "::/EFI/BOOT/BOOTX64.EFI")
+	run("mcopy", "-i", esp, r("var/tmp/efi/"+signedGrub), "::/EFI/BOOT/grubx64.efi")
+	run("mcopy", "-i", esp, grubCfg, "::/EFI/BOOT/grub.cfg")
+	run("mcopy", "-i", esp, grubCfg, "::/EFI/debian/grub.cfg")
 	run("mcopy", "-i", esp, out("vmlinuz"), "::/vmlinuz")
 	run("mcopy", "-i", esp, out("initrd.img"), "::/initrd.img")
+	if err := os.RemoveAll(r("var/tmp/efi")); err != nil {
+		t.Fatal(err)
+	}
 
 	// The root: what the tree holds, plus room for tests to write.
 	du, err := exec.Command("du", "-sm", root).Output()
@@ -212,9 +231,7 @@ func buildVMImage(t testing.TB, dir string, img *VMImage) {
 	if err := os.RemoveAll(root); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"loader.conf", "debian.conf"} {
-		os.Remove(out(f))
-	}
+	os.Remove(grubCfg)
 	if err := os.Rename(tmp, dir); err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,9 @@ import (
 )
 
 // TestVMImage checks the image's layout: a GPT with an ESP that boots
-// systemd-boot from the removable path, the root and the spare partition.
-// Booting it is vm's test.
+// Debian's signed shim from the removable path, GRUB beside it, the root
+// and the spare partition. Booting it (with Secure Boot and without) is
+// TestVMLifecycle's.
 func TestVMImage(t *testing.T) {
 	img := BuildVMImage(t)
 	out, err := exec.Command("sgdisk", "-p", img.Disk).CombinedOutput()
@@ -19,6 +20,15 @@ func TestVMImage(t *testing.T) {
 	for _, want := range []string{" EF00  ESP", " 8304  root", " 8300  spare"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("partition table lacks %q:\n%s", want, out)
+		}
+	}
+	esp, err := exec.Command("mdir", "-b", "-i", img.Disk+"@@1M", "::/EFI/BOOT").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mdir: %v\n%s", err, esp)
+	}
+	for _, want := range []string{"BOOTX64.EFI", "grubx64.efi", "grub.cfg"} {
+		if !strings.Contains(string(esp), "::/EFI/BOOT/"+want) {
+			t.Errorf("the ESP's EFI/BOOT lacks %s:\n%s", want, esp)
 		}
 	}
 	for _, f := range []string{img.Kernel, img.Initrd} {
