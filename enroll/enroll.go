@@ -366,18 +366,10 @@ func cryptenroll(ctx context.Context, r *remote.Runner, device string, args []st
 	return withPassword(ctx, r, `systemd-cryptenroll --unlock-key-file="$f" `+strings.Join(quoted, " ")+` -- `+remote.Quote(device), password)
 }
 
-// withPassword runs command with "$f" naming a file that holds the
-// password, sent on stdin and kept on the host only in a private file on
-// /run (a tmpfs) for as long as the command runs: never in a command line,
-// an environment or a log.
+// withPassword runs command with "$f" naming a private file on /run that
+// holds the password (remote's RunSecret).
 func withPassword(ctx context.Context, r *remote.Runner, command string, password []byte) remote.Output {
-	script := `set -eu
-umask 077
-f=$(mktemp /run/keystone-enroll.XXXXXX)
-trap 'rm -f "$f"' EXIT
-cat > "$f"
-` + command
-	return r.RunInput(ctx, script, password)
+	return r.RunSecret(ctx, "keystone-enroll", command, password)
 }
 
 func why(o remote.Output) string {

@@ -151,6 +151,21 @@ func (r *Runner) RunInput(ctx context.Context, cmd string, input []byte) Output 
 	return r.start(ctx, cmd, input)
 }
 
+// RunSecret runs command with "$f" naming a file that holds secret, sent on
+// stdin and kept on the host only in a private file /run/NAME.XXXXXX (a
+// tmpfs) for as long as the command runs: never in a command line, an
+// environment or a log. For the commands that read a secret only from a
+// file (systemd-cryptenroll) or whose stdin is the terminal's.
+func (r *Runner) RunSecret(ctx context.Context, name, command string, secret []byte) Output {
+	script := `set -eu
+umask 077
+f=$(mktemp /run/` + name + `.XXXXXX)
+trap 'rm -f "$f"' EXIT
+cat > "$f"
+` + command
+	return r.RunInput(ctx, script, secret)
+}
+
 func (r *Runner) start(ctx context.Context, cmd string, input []byte) Output {
 	if err := r.Lost(); err != nil {
 		return Output{Err: err}

@@ -45,3 +45,23 @@ func TestRunAsDoas(t *testing.T) {
 		t.Errorf("as the login user: %+v", out)
 	}
 }
+
+// RunSecret's file is private while the command runs and gone after it.
+func TestRunSecret(t *testing.T) {
+	signer, _ := testhost.ClientKey(t)
+	h := testhost.SSHD(t, testhost.SSHDOptions{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	r := remote.New(h.Dial(t, signer), false, 10*time.Second)
+	secret := []byte("s3cret 'with' $quotes\\")
+	out := r.RunSecret(context.Background(), "keystone-test", `stat -c %a "$f"; echo "$f"; cat "$f"`, secret)
+	lines := strings.SplitN(out.Stdout, "\n", 3)
+	if out.Err != nil || out.Exit != 0 || len(lines) != 3 || lines[0] != "600" || lines[2] != string(secret) ||
+		!strings.HasPrefix(lines[1], "/run/keystone-test.") {
+		t.Fatalf("RunSecret: %+v", out)
+	}
+	if _, err := os.Stat(lines[1]); !os.IsNotExist(err) {
+		t.Errorf("%s is left after the command: %v", lines[1], err)
+	}
+	if out := r.RunSecret(context.Background(), "keystone-test", `rm -- "$f"; exit 3`, secret); out.Exit != 3 {
+		t.Errorf("a failing command's status: %+v", out)
+	}
+}
