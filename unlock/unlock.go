@@ -23,6 +23,7 @@ import (
 	"github.com/keystone-nix/keystone/fleet"
 	"github.com/keystone-nix/keystone/internal/exit"
 	"github.com/keystone-nix/keystone/internal/hint"
+	"github.com/keystone-nix/keystone/internal/newboot"
 	"github.com/keystone-nix/keystone/internal/remote"
 	"github.com/keystone-nix/keystone/internal/sshx"
 )
@@ -54,6 +55,10 @@ type Options struct {
 	// InitrdPort is where the initrd's sshd is reached when that is not
 	// keystone.unlock.ssh.port (a VM's forward, a NAT); 0 for that port.
 	InitrdPort int
+	// Before is the boot identity (newboot.Identity) of a boot being
+	// rebooted: its system, still answering while it goes down, is not
+	// the one waited for. "" when nothing was rebooted.
+	Before string
 }
 
 // DefaultWait bounds one host's unlock when Options.Wait is zero.
@@ -129,7 +134,7 @@ func Run(ctx context.Context, t Target, o Options, w io.Writer) (Result, error) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Wait)
 	defer cancel()
-	c, up, err := reach(ctx, t, o.Wait)
+	c, up, err := reach(ctx, t, o.Wait, o.Before)
 	if err != nil {
 		return Result{}, err
 	}
@@ -190,9 +195,10 @@ func Run(ctx context.Context, t Target, o Options, w io.Writer) (Result, error) 
 	return Result{Took: took, BootID: boot}, nil
 }
 
-// reach waits for the initrd's sshd, or finds the system already up. A
-// host key either refuses ends the wait at once: it will not change.
-func reach(ctx context.Context, t Target, wait time.Duration) (*sshx.Client, bool, error) {
+// reach waits for the initrd's sshd, or finds the system already up in a
+// boot other than before. A host key either refuses ends the wait at once:
+// it will not change.
+func reach(ctx context.Context, t Target, wait time.Duration, before string) (*sshx.Client, bool, error) {
 	last := "no answer yet"
 	for {
 		io := t.Initrd
@@ -208,10 +214,20 @@ func reach(ctx context.Context, t Target, wait time.Duration) (*sshx.Client, boo
 		so := t.System
 		so.Timeout = 5 * time.Second
 		if s, err := sshx.Dial(ctx, so); err == nil {
-			out := remote.New(s.Client, so.User != "root", 10*time.Second).Run(ctx, "test -e /etc/initrd-release; echo $?")
+			r := remote.New(s.Client, so.User != "root", 10*time.Second)
+			inSystem := strings.TrimSpace(r.Run(ctx, "test -e /etc/initrd-release; echo $?").Stdout) == "1"
+			boot := ""
+			if inSystem && before != "" {
+				boot, _, _ = newboot.Identity(ctx, r)
+			}
 			s.Close()
-			if strings.TrimSpace(out.Stdout) == "1" {
+			switch {
+			case inSystem && before == "":
 				return nil, true, nil
+			case inSystem && boot != "" && boot != before:
+				return nil, true, nil
+			case inSystem:
+				last = "the system still runs the boot before the reboot"
 			}
 		} else if errors.Is(err, sshx.ErrHostKey) {
 			return nil, false, exit.With(ExitCannotConnect, err)

@@ -12,6 +12,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/keystone-nix/keystone/internal/exit"
+	"github.com/keystone-nix/keystone/internal/newboot"
+	"github.com/keystone-nix/keystone/internal/remote"
 	"github.com/keystone-nix/keystone/internal/sshx"
 	"github.com/keystone-nix/keystone/internal/testhost"
 )
@@ -301,6 +303,25 @@ func TestUnlockInitrd(t *testing.T) {
 	res, err = run("already unlocked", r.target(r.initrdKey), Options{Password: once(right), Wait: time.Minute})
 	if err != nil || !res.AlreadyUp {
 		t.Errorf("second unlock: %+v, %v; want already unlocked", res, err)
+	}
+	// After a reboot (switch --boot), the boot rebooted is not the one
+	// waited for: its system answering does not end the wait.
+	tg := r.target(r.initrdKey)
+	c, err := sshx.Dial(context.Background(), tg.System)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _, err := newboot.Identity(context.Background(), remote.New(c.Client, false, 10*time.Second))
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = run("the old boot still up", tg, Options{Password: once(right), Wait: 5 * time.Second, Before: before})
+	if exit.Code(err) != ExitCannotConnect || !strings.Contains(errText(err), "the system still runs the boot before the reboot") {
+		t.Errorf("with the boot before the reboot still up: %v (exit %d)", err, exit.Code(err))
+	}
+	if res, err := run("a new boot up", tg, Options{Password: once(right), Wait: time.Minute, Before: "another/1"}); err != nil || !res.AlreadyUp {
+		t.Errorf("a boot other than Before up: %+v, %v; want already unlocked", res, err)
 	}
 
 	console := r.finish()
