@@ -94,12 +94,14 @@
           default = {
             type = "app";
             program = "${keystone}/bin/keystone";
-            meta.description = "keystone: new-host, deploy, verify, check";
+            meta.description = "keystone: new-host, deploy, verify, check, unlock, switch";
           };
           new-host = app "new-host" "Render vms/NAME/configuration.nix and its disko layout";
           deploy = app "deploy" "Install a host with nixos-anywhere after read-only pre-flight checks";
           verify = app "verify" "Check a live host over SSH against its configuration";
           check = app "check" "Lint the fleet: names, host ids, keys, disks, targets, no private keys";
+          unlock = app "unlock" "Give a host's initrd its disk password over its pinned SSH";
+          switch = app "switch" "Update an installed host; it becomes the boot default only after verify passes";
         };
 
         checks =

@@ -470,6 +470,7 @@ func TestFlakeOutputs(t *testing.T) {
 	var got struct {
 		Apps     map[string]map[string]string `json:"apps"`
 		Deploy   string                       `json:"deploy"`
+		Switch   string                       `json:"switch"`
 		Checks   map[string][]string          `json:"checks"`
 		Packages map[string][]string          `json:"packages"`
 		Hosts    []string                     `json:"hosts"`
@@ -485,6 +486,7 @@ func TestFlakeOutputs(t *testing.T) {
 	evalJSON(t, fmt.Sprintf(`let o = import %[1]s/nix/testdata/fake-inputs.nix { root = %[1]s; }; in {
 		apps = builtins.mapAttrs (_: builtins.mapAttrs (_: a: a.meta.description)) o.apps;
 		deploy = o.apps.x86_64-linux.deploy.program;
+		switch = o.apps.x86_64-linux.switch.program;
 		checks = builtins.mapAttrs (_: builtins.attrNames) o.checks;
 		packages = builtins.mapAttrs (_: builtins.attrNames) o.packages;
 		hosts = builtins.attrNames o.nixosConfigurations;
@@ -500,7 +502,7 @@ func TestFlakeOutputs(t *testing.T) {
 
 	for _, system := range []string{"x86_64-linux", "aarch64-linux"} {
 		apps := got.Apps[system]
-		for _, app := range []string{"default", "new-host", "deploy", "verify", "check"} {
+		for _, app := range []string{"default", "new-host", "deploy", "verify", "check", "unlock", "switch"} {
 			if apps[app] == "" {
 				t.Errorf("%s: apps.%s missing or without meta.description", system, app)
 			}
@@ -511,6 +513,9 @@ func TestFlakeOutputs(t *testing.T) {
 	}
 	if !strings.Contains(got.Deploy, `/bin/keystone deploy "$@"`) {
 		t.Errorf("apps.deploy runs %q, want keystone deploy", got.Deploy)
+	}
+	if !strings.Contains(got.Switch, `/bin/keystone switch "$@"`) {
+		t.Errorf("apps.switch runs %q, want keystone switch", got.Switch)
 	}
 	wantChecks := []string{"eval-test-server", "keystone", "lint", "test-server-disko", "test-server-tpm", "vm-test"}
 	if !reflect.DeepEqual(got.Checks["x86_64-linux"], wantChecks) {

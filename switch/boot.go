@@ -1,6 +1,7 @@
 package switcher
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -8,6 +9,8 @@ import (
 
 	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/newboot"
+	"github.com/keystone-nix/keystone/internal/remote"
+	"github.com/keystone-nix/keystone/unlock"
 	"github.com/keystone-nix/keystone/verify"
 )
 
@@ -101,9 +104,39 @@ func (w *watcher) restoreDefault(ctx context.Context, old, gen string) error {
 	return nil
 }
 
-// reboot reboots the host and waits for its next boot.
+// reboot reboots the host and waits for its next boot, answering its
+// initrd's password request on the way when it has one to answer.
 func (w *watcher) reboot(ctx context.Context, before, hostname string, wait time.Duration) error {
 	// --no-block: the command returns before the connection goes down.
 	w.r.Run(ctx, "systemctl --no-block reboot")
-	return newboot.Wait(ctx, w.h.SSH(), hostname, before, wait)
+	if w.initrd == nil {
+		return newboot.Wait(ctx, w.h.SSH(), hostname, before, wait)
+	}
+	_, err := unlock.Run(ctx, *w.initrd, unlock.Options{Password: w.password, Wait: wait, Before: before}, w.out)
+	return err
+}
+
+// testPassword checks, read-only, that the disk password opens every LUKS
+// volume the host's expectations name, before a reboot would need it: a
+// wrong file must not leave the host at its prompt. It returns their names.
+func testPassword(ctx context.Context, r *remote.Runner, e *verify.Expectations, password func(int) ([]byte, error)) ([]string, error) {
+	if e.LUKS == nil || len(e.LUKS.Volumes) == 0 {
+		return nil, hint.Errorf("leave out --disk-password-file, or give the host its LUKS volumes in keystone.verify.expectations",
+			"its expectations name no LUKS volume to check the disk password against")
+	}
+	pw, err := password(0)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(pw)
+	var names []string
+	for _, v := range e.LUKS.Volumes {
+		out := r.RunSecret(ctx, "keystone-switch", `cryptsetup open --test-passphrase --key-file="$f" -- `+remote.Quote(v.Device), pw)
+		if out.Err != nil || out.Exit != 0 {
+			return nil, hint.Errorf("check --disk-password-file: it must open the volumes the initrd asks for",
+				"the disk password does not open %s (%s): %s; nothing was changed", v.Name, v.Device, cmp.Or(lastLines(out.Stderr, 1), fmt.Sprint(out.Err)))
+		}
+		names = append(names, v.Name)
+	}
+	return names, nil
 }

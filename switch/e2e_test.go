@@ -167,20 +167,31 @@ func mustWrite(t testing.TB, path, content string, mode os.FileMode) {
 // key pinned, as deploy leaves a host.
 func (w *world) aim(t testing.TB, system string, h *testhost.Host) {
 	t.Helper()
+	w.write(t, system, w.config(system, h.Name, h.Addr, h.Port, "sshd.service", "nftables.service"), h.HostKey)
+}
+
+// config is the keystone config of system reached at addr:port, whose
+// hostname is hostname and whose expectations name services.
+func (w *world) config(system, hostname, addr string, port int, services ...string) map[string]any {
 	buildOn := "local"
 	if system == "onhost" {
 		buildOn = "remote"
 	}
-	k := map[string]any{"deploy": map[string]any{"targetHost": h.Addr, "targetUser": "root", "sshPort": h.Port, "buildOn": buildOn},
+	return map[string]any{"deploy": map[string]any{"targetHost": addr, "targetUser": "root", "sshPort": port, "buildOn": buildOn},
 		"verify": map[string]any{"expectations": map[string]any{
-			"hostname": h.Name,
-			"services": []string{"sshd.service", "nftables.service"},
+			"hostname": hostname,
+			"services": services,
 			"firewall": map[string]any{"enable": true, "backend": "nftables", "tcp": []int{22}, "udp": []int{5353}},
 			"sshd":     map[string]any{"ports": []int{22}, "permitRootLogin": "prohibit-password"},
 		}}}
+}
+
+// write makes k system's keystone config, and key its pinned host key.
+func (w *world) write(t testing.TB, system string, k map[string]any, key ssh.PublicKey) {
+	t.Helper()
 	data, _ := json.Marshal(k)
 	mustWrite(t, filepath.Join(w.flake, "hosts", system+".json"), string(data), 0o644)
-	mustWrite(t, filepath.Join(w.flake, "vms", system, fleet.PinnedKeyFile), string(ssh.MarshalAuthorizedKey(h.HostKey)), 0o644)
+	mustWrite(t, filepath.Join(w.flake, "vms", system, fleet.PinnedKeyFile), string(ssh.MarshalAuthorizedKey(key)), 0o644)
 }
 
 func (w *world) hosts(t testing.TB, names ...string) []fleet.Host {
@@ -202,6 +213,14 @@ func (w *world) hosts(t testing.TB, names ...string) []fleet.Host {
 func (w *world) install(t testing.TB, h *testhost.Host, system string) string {
 	t.Helper()
 	w.aim(t, system, h)
+	return w.installWith(t, system, "", func(cmd string) (string, error) { return h.Run(t, "sh", "-c", cmd) })
+}
+
+// installWith copies system, already aimed at its host, there and makes
+// it the profile's generation, activated; run runs a shell command there.
+// then runs after the activation.
+func (w *world) installWith(t testing.TB, system, then string, run func(string) (string, error)) string {
+	t.Helper()
 	host := w.hosts(t, system)[0]
 	p, err := buildLocal(context.Background(), &host, nil)
 	if err != nil {
@@ -210,7 +229,7 @@ func (w *world) install(t testing.TB, h *testhost.Host, system string) string {
 	if err := copyClosure(context.Background(), &host, p, nil); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := h.Run(t, "sh", "-c", "mkdir -p /etc/nix && printf 'build-users-group =\\nsandbox = false\\n' >/etc/nix/nix.conf && nix-env -p /nix/var/nix/profiles/system --set "+p+" && "+p+"/bin/switch-to-configuration test"); err != nil {
+	if out, err := run("mkdir -p /etc/nix && printf 'build-users-group =\\nsandbox = false\\n' >/etc/nix/nix.conf && nix-env -p /nix/var/nix/profiles/system --set " + p + " && " + p + "/bin/switch-to-configuration test" + then); err != nil {
 		t.Fatalf("install %s: %v\n%s", system, err, out)
 	}
 	return p

@@ -13,6 +13,7 @@ import (
 	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/remote"
 	"github.com/keystone-nix/keystone/internal/sshx"
+	"github.com/keystone-nix/keystone/unlock"
 	"github.com/keystone-nix/keystone/verify"
 )
 
@@ -37,6 +38,16 @@ func switchHost(ctx context.Context, h *fleet.Host, o Options, ui UI) Result {
 	}
 	if !storePathRE.MatchString(h.Config.System) {
 		return res.fail(Refused, ExitRefused, fmt.Errorf("the flake's system.build.toplevel %q is not a store path", h.Config.System))
+	}
+	// Where the boot path's reboots are unlocked, if they are.
+	var initrd *unlock.Target
+	if o.Boot && o.DiskPassword != nil && h.Config.Unlock.SSH.Enable {
+		t, err := unlock.TargetOf(h, unlock.Options{InitrdPort: o.InitrdPort})
+		if err != nil {
+			return res.fail(Refused, ExitRefused, err)
+		}
+		t.Hostname = cmp.Or(e.Hostname, t.Hostname) // as the boot path waits for it
+		initrd = &t
 	}
 
 	// Build.
@@ -87,6 +98,12 @@ func switchHost(ctx context.Context, h *fleet.Host, o Options, ui UI) Result {
 	if err := judge(f, sf, o.Boot); err != nil {
 		return res.fail(Refused, ExitRefused, err)
 	}
+	var opens []string
+	if initrd != nil {
+		if opens, err = testPassword(ctx, r, e, o.DiskPassword); err != nil {
+			return res.fail(Refused, ExitRefused, err)
+		}
+	}
 
 	// The plan.
 	if f.Current == sys {
@@ -114,6 +131,12 @@ func switchHost(ctx context.Context, h *fleet.Host, o Options, ui UI) Result {
 	}
 	if o.Boot {
 		say("make it the boot default, reboot, verify; on FAIL make %s the default again and reboot into it", f.Current)
+		switch {
+		case initrd != nil:
+			say("at each reboot, answer its initrd's password request over SSH at %s (the password opens %s)", initrd.Initrd.Addr, strings.Join(opens, ", "))
+		case h.Config.Unlock.SSH.Enable:
+			say("if its initrd asks for the disk password at a reboot, answer it with keystone unlock %s (or switch with --disk-password-file)", h.Name)
+		}
 	} else {
 		say("activate with switch-to-configuration test, verify, then make it the boot default; the host rolls back on its own without a verdict within %s", o.Confirm)
 	}
@@ -151,7 +174,7 @@ func switchHost(ctx context.Context, h *fleet.Host, o Options, ui UI) Result {
 
 	sup := newSupervisor()
 	res.Unit = sup.unit
-	w := &watcher{h: h, r: r, client: client, timeout: o.Timeout, say: say}
+	w := &watcher{h: h, r: r, client: client, timeout: o.Timeout, say: say, initrd: initrd, password: o.DiskPassword, out: ui}
 	defer func() { w.client.Close() }()
 	if o.Boot {
 		return w.bootPath(ctx, sup, e, o, &res, say)
@@ -239,6 +262,11 @@ type watcher struct {
 	timeout time.Duration
 	say     func(string, ...any)
 	away    bool // said that the host is out of reach
+
+	// The boot path's unlock at each reboot; nil initrd: none.
+	initrd   *unlock.Target
+	password func(int) ([]byte, error)
+	out      io.Writer
 }
 
 // redial replaces a lost connection, trying once.

@@ -44,6 +44,14 @@ type Options struct {
 	Boot bool
 	// RebootWait bounds each wait for the host's new boot; 0 means 10m.
 	RebootWait time.Duration
+	// DiskPassword answers an encrypted host's initrd over its SSH
+	// (keystone.unlock.ssh) at each reboot of the boot path, once the
+	// pre-flight saw it open the host's LUKS volumes. nil leaves the
+	// prompt to keystone unlock, or the console.
+	DiskPassword func(attempt int) ([]byte, error)
+	// InitrdPort is where the initrd's sshd is reached when that is not
+	// keystone.unlock.ssh.port (a VM's forward, a NAT); 0 for that port.
+	InitrdPort int
 
 	// The verify gate: checks (nil: all), ports the exposure check scans
 	// (nil: verify's default) and each remote command's limit.
@@ -80,6 +88,11 @@ func (o Options) Check(hosts fleet.Options) error {
 		return exit.UsageError(hint.Errorf("--build-on takes auto, local or remote", "--build-on %q is not supported", o.BuildOn))
 	case o.RebootWait < 0:
 		return exit.UsageError(hint.Errorf("e.g. --reboot-timeout 10m", "--reboot-timeout %s: it cannot be negative", o.RebootWait))
+	case (o.DiskPassword != nil || o.InitrdPort != 0) && !o.Boot:
+		return exit.UsageError(hint.Errorf("add --boot, or leave them out: a live switch does not reboot",
+			"--disk-password-file and --initrd-port answer the initrd at the reboots of --boot"))
+	case o.InitrdPort < 0 || o.InitrdPort > 65535:
+		return exit.UsageError(hint.Errorf("give a TCP port from 1 to 65535", "--initrd-port %d is not a port", o.InitrdPort))
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/keystone-nix/keystone/fleet"
 	switcher "github.com/keystone-nix/keystone/switch"
+	"github.com/keystone-nix/keystone/unlock"
 )
 
 func switchCommand() *cli.Command {
@@ -27,7 +28,11 @@ keystone killed) makes the host activate the old system again on its own.
 With --boot (a new kernel, or inhibitors that forbid a live switch) the
 new system becomes the boot default, the host reboots into it and is
 verified; on FAIL the old generation is made the default again and the
-host reboots into it.
+host reboots into it. An encrypted host's initrd asks for its disk
+password at each of those reboots: --disk-password-file answers it over
+the initrd's SSH (keystone.unlock.ssh, its key pinned), after the
+pre-flight saw the password open the host's LUKS volumes; without it,
+answer with keystone unlock NAME.
 
 Exit status: 0 switched and verified, 1 verify failed (rolled back),
 2 cannot connect, 3 pre-flight refused (nothing changed), 4 activation
@@ -38,6 +43,7 @@ Examples:
    keystone switch web1
    keystone switch web1 --dry-run
    keystone switch web1 --boot
+   keystone switch web1 --boot --disk-password-file ./web1.pw
    keystone switch --all --parallel 4 --yes --format json`,
 		OnUsageError: commandUsageError,
 		Flags: []cli.Flag{
@@ -52,6 +58,8 @@ Examples:
 			&cli.StringFlag{Name: "build-on", Usage: "where to build: auto, local or remote (default: keystone.deploy.buildOn)"},
 			&cli.BoolFlag{Name: "boot", Usage: "switch through a reboot: boot default, reboot, verify; on FAIL reboot back"},
 			&cli.DurationFlag{Name: "reboot-timeout", Value: 10 * time.Minute, Usage: "with --boot, how long to wait for each reboot"},
+			&cli.StringFlag{Name: "disk-password-file", Usage: "with --boot, answer the initrd's disk password request at each reboot with the password in `FILE`"},
+			&cli.IntFlag{Name: "initrd-port", Usage: "with --boot, reach the initrd's sshd at `PORT` instead of keystone.unlock.ssh.port"},
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "limit for each remote command"},
 			&cli.StringFlag{Name: "only", Usage: "verify only these `CHECKS` (comma-separated)"},
 			&cli.StringFlag{Name: "skip", Usage: "skip these `CHECKS` (comma-separated)"},
@@ -63,10 +71,16 @@ Examples:
 				Target: c.String("target"), Identities: nonEmpty(c.StringSlice("identity")),
 				Drift: true} // the new system's out path, from the same evaluation
 			o := switcher.Options{DryRun: c.Bool("dry-run"), Yes: c.Bool("yes"), Confirm: c.Duration("confirm-timeout"),
-				Parallel: c.Int("parallel"), BuildOn: c.String("build-on"), Boot: c.Bool("boot"), RebootWait: c.Duration("reboot-timeout"), Timeout: c.Duration("timeout")}
+				Parallel: c.Int("parallel"), BuildOn: c.String("build-on"), Boot: c.Bool("boot"), RebootWait: c.Duration("reboot-timeout"), Timeout: c.Duration("timeout"),
+				InitrdPort: c.Int("initrd-port")}
 			write, err := switcher.Writer(c.String("format"))
 			if err != nil {
 				return err
+			}
+			if f := c.String("disk-password-file"); f != "" {
+				if o.DiskPassword, err = unlock.FilePassword(f); err != nil {
+					return usageError{err}
+				}
 			}
 			if o.Checks, o.ScanPorts, err = checkOptions(c); err != nil {
 				return err

@@ -15,39 +15,9 @@ import (
 	"github.com/keystone-nix/keystone/vm"
 )
 
-// standinInitrdSSHD stands in for the initrd's sshd in the Debian guest:
-// it runs before the boot's disk password prompt (systemd-cryptsetup of
-// the spare volume, asking through systemd's password agent protocol as
-// in the initrd), on 2222 with its own host key, and says it is an initrd
-// the way the NixOS initrd does (/etc/initrd-release). standinSwitchRoot
-// stops it once the volume is open and before the system's sshd starts,
-// as the isolate at switch-root stops the initrd's (initrd-ssh.nix:
-// wantedBy initrd.target).
-const (
-	standinInitrdSSHD = `[Unit]
-Description=initrd sshd (stand-in)
-DefaultDependencies=no
-Wants=systemd-networkd.service
-After=systemd-networkd.service nftables.service
-[Service]
-ExecStartPre=/bin/sh -c "mkdir -p /run/sshd && cp /usr/lib/os-release /etc/initrd-release"
-ExecStart=/usr/sbin/sshd -D -p 2222 -o PidFile=none -h /etc/ssh/initrd_ssh_host_ed25519_key
-ExecStopPost=/bin/rm -f /etc/initrd-release
-`
-	standinSwitchRoot = `[Unit]
-Description=switch-root (stand-in): the initrd's sshd goes
-DefaultDependencies=no
-After=cryptsetup.target
-Before=ssh.service
-[Service]
-Type=oneshot
-ExecStart=/bin/systemctl stop standin-initrd-sshd.service
-`
-)
-
 // vmUnlockBoot reboots web1 into a boot that waits for the spare volume's
-// password, with the initrd's sshd stand-in reachable through vm up's
-// forward, and gives the password with keystone unlock: a changed initrd
+// password, with the initrd's sshd stand-in (testhost.StandInInitrd)
+// reachable through vm up's forward, and gives the password with keystone unlock: a changed initrd
 // key is refused with both fingerprints, a wrong password is told apart,
 // the right one lets the boot go on to the system. The password is never
 // in the guest's process list (sampled), its console, its journal or
@@ -55,16 +25,7 @@ ExecStart=/bin/systemctl stop standin-initrd-sshd.service
 func vmUnlockBoot(t *testing.T, dir string, g *testhost.VMGuest, st vm.Info, password, pwFile string) {
 	start := time.Now()
 	initrd, initrdPriv := testhost.GenerateKey(t)
-	// A file's text, quoted for the guest's shell.
-	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'" }
-	g.MustRun(t, "umask 077 && printf '%s' "+q(string(initrdPriv))+" > /etc/ssh/initrd_ssh_host_ed25519_key")
-	g.MustRun(t, "printf 'spare PARTLABEL=spare none luks,tries=0\\n' > /etc/crypttab && printf '%s' "+
-		q("#!/usr/sbin/nft -f\n"+testhost.Ruleset([]int{22, 2222}))+" > /etc/nftables.conf")
-	g.MustRun(t, "printf '%s' "+q(standinInitrdSSHD)+" > /etc/systemd/system/standin-initrd-sshd.service && "+
-		"printf '%s' "+q(standinSwitchRoot)+" > /etc/systemd/system/standin-switch-root.service && "+
-		"mkdir -p /etc/systemd/system/sysinit.target.wants /etc/systemd/system/multi-user.target.wants && "+
-		"ln -sf ../standin-initrd-sshd.service /etc/systemd/system/sysinit.target.wants/ && "+
-		"ln -sf ../standin-switch-root.service /etc/systemd/system/multi-user.target.wants/")
+	g.StandInInitrd(t, initrdPriv)
 
 	flake := t.TempDir()
 	pins := filepath.Join(flake, "vms/web1")
@@ -147,7 +108,6 @@ func vmUnlockBoot(t *testing.T, dir string, g *testhost.VMGuest, st vm.Info, pas
 			t.Errorf("a password is in the guest's %s", where)
 		}
 	}
-	g.MustRun(t, "rm -f /etc/crypttab /etc/ssh/initrd_ssh_host_ed25519_key /etc/systemd/system/standin-*.service "+
-		"/etc/systemd/system/sysinit.target.wants/standin-initrd-sshd.service /etc/systemd/system/multi-user.target.wants/standin-switch-root.service")
+	g.RemoveStandInInitrd(t)
 	t.Logf("the unlock boot took %v", time.Since(start).Round(time.Second))
 }
