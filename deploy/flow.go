@@ -364,8 +364,12 @@ func printPlan(w io.Writer, p *plan, o Options) {
 	fmt.Fprintf(w, "  layout     %s\n", layout)
 	fmt.Fprintf(w, "  build on   %s\n", cmp.Or(p.install.BuildOn, "auto"))
 	if u := p.host.Config.Unlock.SSH; u.Enable {
-		fmt.Fprintf(w, "  unlock     the initrd's sshd on port %d, its own new key at %s, pinned in %s; network card %s (%s)\n",
-			u.Port, q(u.HostKey), initrdPin(p.host), q(cmp.Or(p.nic.Interface, "unknown")), q(cmp.Or(p.nic.Module, p.nic.Driver, "no module")))
+		reached := ""
+		if o.InitrdPort != 0 && o.InitrdPort != u.Port {
+			reached = " (reached at " + net.JoinHostPort(p.host.Target.Host, strconv.Itoa(o.InitrdPort)) + ")"
+		}
+		fmt.Fprintf(w, "  unlock     the initrd's sshd on port %d%s, its own new key at %s, pinned in %s; network card %s (%s)\n",
+			u.Port, reached, q(u.HostKey), initrdPin(p.host), q(cmp.Or(p.nic.Interface, "unknown")), q(cmp.Or(p.nic.Module, p.nic.Driver, "no module")))
 	}
 	if p.install.HardwareConfig != "" {
 		fmt.Fprintf(w, "  hardware   nixos-facter writes %s before the build; mkHosts makes it hardware.facter.reportPath\n", p.install.HardwareConfig)

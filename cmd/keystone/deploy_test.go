@@ -465,12 +465,13 @@ func TestDeployInitrdKey(t *testing.T) {
 		t.Fatalf("a config without the card's driver: exit %d, nixos-anywhere called %v\nstdout:\n%s\nstderr:\n%s", code, e.standInCalled(), stdout, stderr)
 	}
 
-	code, stdout, stderr = e.deploy(e.config(withUnlock([]string{"nvme", driver})), "--yes")
+	// Through a forward (--initrd-port), as a VM's initrd is reached.
+	code, stdout, stderr = e.deploy(e.config(withUnlock([]string{"nvme", driver})), "--yes", "--initrd-port", "2223")
 	t.Logf("stdout:\n%s\nstderr:\n%s", stdout, stderr)
 	if code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	for _, want := range []string{"unlock     the initrd's sshd on port 2222", "initrd    │ PASS   │ /etc/ssh/initrd_ssh_host_ed25519_key, mode 600, the pinned SHA256:", "network card eth0 (" + driver + ")", "the initrd's host key is SHA256:",
+	for _, want := range []string{"unlock     the initrd's sshd on port 2222 (reached at " + e.h.Addr + ":2223)", "initrd    │ PASS   │ /etc/ssh/initrd_ssh_host_ed25519_key, mode 600, the pinned SHA256:", "network card eth0 (" + driver + ")", "the initrd's host key is SHA256:",
 		"pinned the initrd's host key in", "web1: already unlocked"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("stdout lacks %q", want)
