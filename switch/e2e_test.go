@@ -577,9 +577,15 @@ func TestSwitch(t *testing.T) {
 	bootOpts.Boot, bootOpts.RebootWait = true, 2*time.Minute
 	t.Run("boot path: verified after a reboot", func(t *testing.T) {
 		before := h.BootIdentity(t)
-		results, _ := run(t, w, bootOpts, "good2")
+		// A host without keystone.unlock.ssh: the password is not used.
+		o := bootOpts
+		o.DiskPassword = func(int) ([]byte, error) { return nil, errors.New("the password was asked for") }
+		results, u := run(t, w, o, "good2")
 		if r := results[0]; r.Outcome != Switched || r.ExitCode != 0 {
 			t.Fatalf("good2 --boot: %+v", r)
+		}
+		if !strings.Contains(u.String(), "its initrd runs no SSH server (keystone.unlock.ssh.enable is false): --disk-password-file is not used") {
+			t.Errorf("the plan does not say the password is not used:\n%s", u)
 		}
 		if h.BootIdentity(t) == before {
 			t.Errorf("the host did not reboot")

@@ -136,6 +136,8 @@ func switchHost(ctx context.Context, h *fleet.Host, o Options, ui UI) Result {
 			say("at each reboot, answer its initrd's password request over SSH at %s (the password opens %s)", initrd.Initrd.Addr, strings.Join(opens, ", "))
 		case h.Config.Unlock.SSH.Enable:
 			say("if its initrd asks for the disk password at a reboot, answer it with keystone unlock %s (or switch with --disk-password-file)", h.Name)
+		case o.DiskPassword != nil:
+			say("its initrd runs no SSH server (keystone.unlock.ssh.enable is false): --disk-password-file is not used")
 		}
 	} else {
 		say("activate with switch-to-configuration test, verify, then make it the boot default; the host rolls back on its own without a verdict within %s", o.Confirm)
