@@ -500,7 +500,9 @@ func initrdPin(h *fleet.Host) string {
 // unlockFirstBoot answers the first boot's password request with
 // --disk-password-file, over the initrd's SSH pinned to its new key.
 func unlockFirstBoot(ctx context.Context, p *plan, key *InitrdKey, system sshx.Options, o Options, w io.Writer, prefix string) error {
-	password, err := unlock.FilePassword(o.PasswordFile)
+	// DiskSecret, not the user's path: a pipe's contents were read once,
+	// into a private copy.
+	password, err := unlock.FilePassword(p.install.DiskSecret)
 	if err != nil {
 		return refused(err)
 	}

@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -12,7 +11,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/keystone-nix/keystone/internal/hint"
+	"github.com/keystone-nix/keystone/internal/diskpw"
 )
 
 // PasswordFile is a checked disk password in a file nixos-anywhere can
@@ -23,34 +22,17 @@ type PasswordFile struct {
 	dir           string // the private copy's folder, if any
 }
 
-// OpenPasswordFile accepts a disk password file that is readable, not
-// empty, and free of newlines. A pipe (`<(pass web1)`, /dev/stdin) can be
-// read only once, so what it gave is kept in a private temporary file.
-// No message ever holds the password.
+// OpenPasswordFile reads a disk password file (internal/diskpw's rules).
+// A pipe (`<(pass web1)`, /dev/stdin) can be read only once, so what it
+// gave is kept in a private temporary file. No message ever holds the
+// password.
 func OpenPasswordFile(path string) (*PasswordFile, error) {
-	fi, err := os.Stat(path)
-	if err == nil && fi.IsDir() {
-		err = fmt.Errorf("%s: is a folder", path)
+	data, err := diskpw.Read(path)
+	if err != nil {
+		return nil, err
 	}
-	var data []byte
-	if err == nil {
-		data, err = os.ReadFile(path)
-	}
-	switch {
-	case err != nil:
-		return nil, hint.Wrap(fmt.Errorf("--disk-password-file: %w", unwrapPath(err)), "give a readable file holding only the password")
-	case len(data) == 0:
-		return nil, hint.Errorf("write the password with `printf %s 'PASSWORD' > FILE`", "--disk-password-file %s is empty", path)
-	case data[len(data)-1] == '\n' || data[len(data)-1] == '\r':
-		// The install would use the newline as part of the key, and typing
-		// the password at the boot prompt never matches it.
-		return nil, hint.Errorf("write it without one: printf %s \"$(cat FILE)\" > FILE.new",
-			"--disk-password-file %s ends with a newline, which would become part of the disk key and never match the password typed at boot", path)
-	case bytes.ContainsAny(data, "\r\n"):
-		return nil, hint.Errorf("use a password on one line",
-			"--disk-password-file %s holds more than one line, which the boot prompt cannot take", path)
-	}
-	if fi.Mode().IsRegular() {
+	defer clear(data)
+	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
 		return &PasswordFile{Path: path, OthersCanRead: fi.Mode().Perm()&0o044 != 0}, nil
 	}
 	dir, err := os.MkdirTemp("", "keystone-secret-")

@@ -27,7 +27,7 @@ func TestOpenPasswordFile(t *testing.T) {
 		{write("ok", "correct horse", 0o600), "", false},
 		{write("readable", "correct horse", 0o644), "", true},
 		{write("empty", "", 0o600), "is empty", false},
-		{write("newline", "correct horse\n", 0o600), "ends with a newline, which would become part of the disk key", false},
+		{write("newline", "correct horse\n", 0o600), "ends with a newline, which the password typed at the boot prompt does not have", false},
 		{write("crlf", "correct horse\r\n", 0o600), "ends with a newline", false},
 		{write("lines", "correct\nhorse", 0o600), "holds more than one line", false},
 		{filepath.Join(dir, "missing"), "no such file", false},

@@ -5,7 +5,6 @@
 package enroll
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/keystone-nix/keystone/deploy"
 	"github.com/keystone-nix/keystone/fleet"
+	"github.com/keystone-nix/keystone/internal/diskpw"
 	"github.com/keystone-nix/keystone/internal/exit"
 	"github.com/keystone-nix/keystone/internal/hint"
 	"github.com/keystone-nix/keystone/internal/remote"
@@ -84,51 +84,15 @@ func (o Options) Check() error {
 	return nil
 }
 
-// ReadPassword reads a disk password file: readable, not empty, one line
-// with no newline at its end. It may be a pipe (/dev/stdin, <(pass web1)),
-// read once. Every refusal is a usage error; none holds the password.
+// ReadPassword reads the disk password file (internal/diskpw's rules); a
+// bad one is a usage error, found before the flake or the host is asked
+// anything.
 func ReadPassword(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
-	if err == nil && fi.IsDir() {
-		err = errors.New("is a folder")
-	}
-	var data []byte
-	if err == nil {
-		data, err = readAtMost(path, 1<<20)
-	}
-	if len(data) > 1<<20 {
-		err = errors.New("larger than 1 MiB, which no disk password is")
-	}
-	usage := func(fix, format string, args ...any) ([]byte, error) {
-		return nil, exit.UsageError(hint.Errorf(fix, format, args...))
-	}
-	switch {
-	case err != nil:
-		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
-			err = pe.Err
-		}
-		return nil, exit.UsageError(hint.Wrap(fmt.Errorf("--disk-password-file %s: %w", path, err), "give a readable file holding only the disk password"))
-	case len(data) == 0:
-		return usage("write the password with printf %s 'PASSWORD' > FILE", "--disk-password-file %s is empty", path)
-	case data[len(data)-1] == '\n' || data[len(data)-1] == '\r':
-		fix := "drop it where the password comes from, e.g. | tr -d '\\n'"
-		if fi.Mode().IsRegular() {
-			fix = fmt.Sprintf(`write it without one: printf %%s "$(cat %s)" > %s.new`, path, path)
-		}
-		return usage(fix, "--disk-password-file %s ends with a newline, which the disk password typed at boot does not have", path)
-	case bytes.ContainsAny(data, "\r\n"):
-		return usage("give a file holding only the password", "--disk-password-file %s holds more than one line; a disk password is one", path)
-	}
-	return data, nil
-}
-
-func readAtMost(path string, n int64) ([]byte, error) {
-	f, err := os.Open(path)
+	pw, err := diskpw.Read(path)
 	if err != nil {
-		return nil, err
+		return nil, exit.UsageError(err)
 	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, n+1))
+	return pw, nil
 }
 
 // volume is one LUKS volume meant for the TPM2, as the host has it.

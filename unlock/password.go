@@ -3,32 +3,21 @@ package unlock
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keystone-nix/keystone/internal/diskpw"
 	"github.com/keystone-nix/keystone/internal/hint"
 )
 
-// FilePassword reads the password once from path, with deploy's rules: not
-// empty, one line, no trailing newline (the install would have refused
-// it). It has no second attempt.
+// FilePassword reads the password once from path (internal/diskpw's
+// rules). It has no second attempt.
 func FilePassword(path string) (func(int) ([]byte, error), error) {
-	data, err := os.ReadFile(path)
-	switch {
-	case err != nil:
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			err = fmt.Errorf("%s: %w", path, pe.Err)
-		}
-		return nil, hint.Wrap(fmt.Errorf("--disk-password-file: %w", err), "give a readable file holding only the password")
-	case len(data) == 0:
-		return nil, hint.Errorf("write the password with `printf %s 'PASSWORD' > FILE`", "--disk-password-file %s is empty", path)
-	case bytes.ContainsAny(data, "\r\n"):
-		return nil, hint.Errorf("write it on one line without a newline: printf %s \"$(cat FILE)\" > FILE.new",
-			"--disk-password-file %s holds a newline, which the boot prompt never takes", path)
+	data, err := diskpw.Read(path)
+	if err != nil {
+		return nil, err
 	}
 	return func(attempt int) ([]byte, error) {
 		if attempt > 0 {

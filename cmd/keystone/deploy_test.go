@@ -465,8 +465,19 @@ func TestDeployInitrdKey(t *testing.T) {
 		t.Fatalf("a config without the card's driver: exit %d, nixos-anywhere called %v\nstdout:\n%s\nstderr:\n%s", code, e.standInCalled(), stdout, stderr)
 	}
 
-	// Through a forward (--initrd-port), as a VM's initrd is reached.
-	code, stdout, stderr = e.deploy(e.config(withUnlock([]string{"nvme", driver})), "--yes", "--initrd-port", "2223")
+	// Through a forward (--initrd-port), as a VM's initrd is reached; the
+	// password from a pipe, which gives it once, for the install and the
+	// first boot's unlock both.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	password, _ := os.ReadFile(e.password)
+	pw.Write(password)
+	pw.Close()
+	code, stdout, stderr = e.deploy(e.config(withUnlock([]string{"nvme", driver})), "--yes", "--initrd-port", "2223",
+		"--disk-password-file", fmt.Sprintf("/proc/self/fd/%d", pr.Fd()))
 	t.Logf("stdout:\n%s\nstderr:\n%s", stdout, stderr)
 	if code != 0 {
 		t.Fatalf("exit %d", code)
