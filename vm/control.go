@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keystone-nix/keystone/internal/diskpw"
 	"github.com/keystone-nix/keystone/internal/hint"
 )
 
@@ -470,17 +471,11 @@ func Unlock(ctx context.Context, o UnlockOptions) error {
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Minute
 	}
-	pw, err := os.ReadFile(o.PasswordFile)
+	pw, err := diskpw.Read(o.PasswordFile)
 	if err != nil {
-		return hint.Wrap(err, "give the disk password in a file with --disk-password-file")
+		return err
 	}
-	if len(pw) == 0 {
-		return fmt.Errorf("the disk password file %s is empty", o.PasswordFile)
-	}
-	if i := strings.IndexAny(string(pw), "\r\n"); i >= 0 {
-		return hint.Errorf("write it without a newline, e.g. printf %s 'secret' > FILE",
-			"the disk password file %s holds a line break, which cannot be typed at the prompt", o.PasswordFile)
-	}
+	defer clear(pw)
 	m, st, err := running(o.Dir, o.Name)
 	if err != nil {
 		return err

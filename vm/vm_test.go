@@ -294,7 +294,7 @@ func TestFindPrompt(t *testing.T) {
 
 func TestUnlockRefusesBadFiles(t *testing.T) {
 	dir := t.TempDir()
-	for content, want := range map[string]string{"": "empty", "secret\n": "line break", "a\nb": "line break"} {
+	for content, want := range map[string]string{"": "empty", "secret\n": "ends with a newline", "a\nb": "holds more than one line"} {
 		f := filepath.Join(dir, "pw")
 		os.WriteFile(f, []byte(content), 0o600)
 		err := Unlock(context.Background(), UnlockOptions{Dir: dir, Name: "web1", PasswordFile: f})
