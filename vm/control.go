@@ -87,8 +87,11 @@ func WriteStatus(w io.Writer, infos []*Info, format string) error {
 			fmt.Fprintln(w, "no VMs here; start one with keystone vm up NAME")
 		}
 		for _, i := range infos {
-			line := fmt.Sprintf("%s: %s ssh=127.0.0.1:%d accel=%s firmware=%s tpm=%v disk=%s",
-				i.Name, i.Status, i.Port, i.Accel, i.Firmware, i.TPM, i.DiskByID())
+			line := fmt.Sprintf("%s: %s ssh=127.0.0.1:%d", i.Name, i.Status, i.Port)
+			if i.UnlockPort != 0 {
+				line += fmt.Sprintf(" initrd-ssh=127.0.0.1:%d", i.UnlockPort)
+			}
+			line += fmt.Sprintf(" accel=%s firmware=%s tpm=%v disk=%s", i.Accel, i.Firmware, i.TPM, i.DiskByID())
 			if i.Status == "running" {
 				line += fmt.Sprintf(" pid=%d uptime=%s", i.PID, i.Uptime)
 			}

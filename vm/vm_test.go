@@ -329,13 +329,13 @@ func TestSSHCommand(t *testing.T) {
 }
 
 func TestWriteStatus(t *testing.T) {
-	run := &Info{State: State{Name: "web1", PID: 42, Port: 22022, Accel: "tcg", Firmware: "uefi", TPM: true, Serial: "ks-web1"}, Status: "running", Uptime: "1m0s"}
+	run := &Info{State: State{Name: "web1", PID: 42, Port: 22022, UnlockPort: 22122, Accel: "tcg", Firmware: "uefi", TPM: true, Serial: "ks-web1"}, Status: "running", Uptime: "1m0s"}
 	crashed := &Info{State: State{Name: "db1", PID: 43, Port: 22023, Accel: "tcg", Firmware: "bios", Serial: "ks-db1"}, Status: "crashed"}
 	var b strings.Builder
 	if err := WriteStatus(&b, []*Info{run, crashed}, "table"); err != nil {
 		t.Fatal(err)
 	}
-	want := "web1: running ssh=127.0.0.1:22022 accel=tcg firmware=uefi tpm=true disk=/dev/disk/by-id/virtio-ks-web1 pid=42 uptime=1m0s\n" +
+	want := "web1: running ssh=127.0.0.1:22022 initrd-ssh=127.0.0.1:22122 accel=tcg firmware=uefi tpm=true disk=/dev/disk/by-id/virtio-ks-web1 pid=42 uptime=1m0s\n" +
 		"db1: crashed ssh=127.0.0.1:22023 accel=tcg firmware=bios tpm=false disk=/dev/disk/by-id/virtio-ks-db1\n"
 	if b.String() != want {
 		t.Errorf("table:\n%s\nwant:\n%s", b.String(), want)
