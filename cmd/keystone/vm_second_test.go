@@ -89,7 +89,7 @@ func vmSecond(t *testing.T, dir string, img *testhost.VMImage, web1 *testhost.VM
 	web1.MustRun(t, "true")
 
 	if sb := verify.ParseSecureBoot(g.MustRun(t, verify.SecureBootScript)); !sb.On() || !sb.Enabled || sb.SetupMode {
-		t.Errorf("Secure Boot of web2 (OVMF, Microsoft's keys enrolled): %s (%+v), want UEFI, SecureBoot=1, SetupMode=0", sb, sb)
+		t.Errorf("Secure Boot of web2 (OVMF, Microsoft's keys enrolled): %s (%#v), want UEFI, SecureBoot=1, SetupMode=0", sb, sb)
 	}
 	if k := g.MustRun(t, "dmesg | grep -i 'secure boot'; cat /sys/kernel/security/lockdown"); !strings.Contains(k, "Secure boot enabled") ||
 		!strings.Contains(k, "[integrity]") || web2.Firmware != "uefi+secure-boot" {

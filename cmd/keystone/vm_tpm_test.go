@@ -54,7 +54,7 @@ func vmDisksAndTPM(t *testing.T, g *testhost.VMGuest, port int, password, pwFile
 	// unless accepted by name. (A legacy BIOS boot is enroll's and verify's
 	// unit tests'.)
 	if sb := verify.ParseSecureBoot(g.MustRun(t, verify.SecureBootScript)); !sb.UEFI || sb.Enabled || !sb.SetupMode {
-		t.Errorf("Secure Boot of web1 (OVMF, no keys enrolled): %s (%+v), want UEFI, SecureBoot=0, SetupMode=1", sb, sb)
+		t.Errorf("Secure Boot of web1 (OVMF, no keys enrolled): %s (%#v), want UEFI, SecureBoot=0, SetupMode=1", sb, sb)
 	}
 	var log bytes.Buffer
 	if err := enroll.Run(context.Background(), host, enroll.Options{PasswordFile: pwFile}, &log); exit.Code(err) != enroll.ExitRefused ||
