@@ -49,19 +49,39 @@ var firmwarePairs = []firmware{
 	{"/usr/share/edk2/x64/OVMF_CODE.4m.fd", "/usr/share/edk2/x64/OVMF_VARS.4m.fd"},
 }
 
-func findFirmware(qemu string) (firmware, error) {
-	if c, v := os.Getenv("KEYSTONE_OVMF_CODE"), os.Getenv("KEYSTONE_OVMF_VARS"); c != "" || v != "" {
+// secureBootPairs are OVMF built for Secure Boot (it needs SMM) with
+// variables in which Microsoft's keys are enrolled and Secure Boot is on:
+// Debian's and Ubuntu's .ms.fd pairs (the ovmf package's README.Debian),
+// Fedora's .secboot.fd pair (edk2.spec enrolls them with virt-fw-vars
+// --enroll-redhat --secure-boot). KEYSTONE_OVMF_SECURE_BOOT_CODE and
+// KEYSTONE_OVMF_SECURE_BOOT_VARS name others, such as nixpkgs' OVMFFull
+// (FV/OVMF_CODE.ms.fd and FV/OVMF_VARS.ms.fd).
+var secureBootPairs = []firmware{
+	{"/usr/share/OVMF/OVMF_CODE_4M.ms.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"},
+	{"/usr/share/OVMF/OVMF_CODE.ms.fd", "/usr/share/OVMF/OVMF_VARS.ms.fd"},
+	{"/usr/share/edk2/ovmf/OVMF_CODE.secboot.fd", "/usr/share/edk2/ovmf/OVMF_VARS.secboot.fd"},
+}
+
+func findFirmware(qemu string, secureBoot bool) (firmware, error) {
+	env, pairs := "KEYSTONE_OVMF_", firmwarePairs
+	missing := hint.Errorf("install it: apt-get install ovmf (Debian), or nixpkgs#OVMF (then set KEYSTONE_OVMF_CODE and KEYSTONE_OVMF_VARS); or boot with --bios",
+		"no UEFI firmware (OVMF) found")
+	if secureBoot {
+		env, pairs = "KEYSTONE_OVMF_SECURE_BOOT_", secureBootPairs
+		missing = hint.Errorf("install it: apt-get install ovmf (Debian), or nixpkgs#OVMFFull (then set KEYSTONE_OVMF_SECURE_BOOT_CODE and KEYSTONE_OVMF_SECURE_BOOT_VARS to its FV/OVMF_CODE.ms.fd and FV/OVMF_VARS.ms.fd); or start without --secure-boot",
+			"no UEFI firmware with Secure Boot and Microsoft's keys enrolled (OVMF .ms.fd) found")
+	} else if real, err := filepath.EvalSymlinks(qemu); err == nil {
+		// QEMU's own variables have no keys enrolled: not for Secure Boot.
+		share := filepath.Join(filepath.Dir(filepath.Dir(real)), "share", "qemu")
+		pairs = append(pairs, firmware{filepath.Join(share, "edk2-x86_64-code.fd"), filepath.Join(share, "edk2-i386-vars.fd")})
+	}
+	if c, v := os.Getenv(env+"CODE"), os.Getenv(env+"VARS"); c != "" || v != "" {
 		for _, f := range []string{c, v} {
 			if _, err := os.Stat(f); err != nil {
-				return firmware{}, hint.Errorf("set both KEYSTONE_OVMF_CODE and KEYSTONE_OVMF_VARS to OVMF files", "OVMF: %v", err)
+				return firmware{}, hint.Errorf("set both "+env+"CODE and "+env+"VARS to OVMF files", "OVMF: %v", err)
 			}
 		}
 		return firmware{c, v}, nil
-	}
-	pairs := firmwarePairs
-	if real, err := filepath.EvalSymlinks(qemu); err == nil {
-		share := filepath.Join(filepath.Dir(filepath.Dir(real)), "share", "qemu")
-		pairs = append(pairs, firmware{filepath.Join(share, "edk2-x86_64-code.fd"), filepath.Join(share, "edk2-i386-vars.fd")})
 	}
 	for _, p := range pairs {
 		_, e1 := os.Stat(p.code)
@@ -70,8 +90,16 @@ func findFirmware(qemu string) (firmware, error) {
 			return p, nil
 		}
 	}
-	return firmware{}, hint.Errorf("install it: apt-get install ovmf (Debian), or nixpkgs#OVMF (then set KEYSTONE_OVMF_CODE and KEYSTONE_OVMF_VARS); or boot with --bios",
-		"no UEFI firmware (OVMF) found")
+	return firmware{}, missing
+}
+
+// varsFile is the VM's copy of the firmware's variables: one for each
+// firmware, so that turning Secure Boot on or off keeps the other's.
+func varsFile(secureBoot bool) string {
+	if secureBoot {
+		return "OVMF_VARS.secure-boot.fd"
+	}
+	return "OVMF_VARS.fd"
 }
 
 var (
@@ -132,6 +160,7 @@ type spec struct {
 	m        machine
 	accel    string
 	fw       *firmware // nil: SeaBIOS
+	secure   bool      // fw enforces Secure Boot
 	disk     string
 	serial   string
 	iso      string
@@ -151,6 +180,13 @@ type spec struct {
 func qemuArgs(s spec) []string {
 	m := s.m
 	a := []string{"-name", "keystone-" + m.name, "-machine", "q35"}
+	if s.secure {
+		// OVMF's Secure Boot build stops without SMM: its variables,
+		// the keys among them, are written by SMM code only, from flash
+		// the guest's OS cannot write to.
+		a = []string{"-name", "keystone-" + m.name, "-machine", "q35,smm=on",
+			"-global", "driver=cfi.pflash01,property=secure,value=on"}
+	}
 	if s.accel == "kvm" {
 		a = append(a, "-accel", "kvm", "-cpu", "host")
 	} else {
@@ -167,7 +203,7 @@ func qemuArgs(s spec) []string {
 	if s.fw != nil {
 		a = append(a,
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+s.fw.code,
-			"-drive", "if=pflash,format=raw,unit=1,file="+m.path("OVMF_VARS.fd"))
+			"-drive", "if=pflash,format=raw,unit=1,file="+m.path(varsFile(s.secure)))
 	}
 	// The disk boots first; while it holds no system, firmware falls
 	// through to the ISO. So the installer boots once and the installed

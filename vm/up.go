@@ -41,6 +41,11 @@ type Options struct {
 	Fresh    bool   // throw the disk, the UEFI variables and the TPM state away first
 	Accel    string // "kvm", "tcg" or "" (KVM if it really works)
 
+	// SecureBoot is UEFI that enforces Secure Boot with Microsoft's keys
+	// enrolled, so that only signed boot loaders start; nil: as last
+	// started (a new VM: off). On, it turns BIOS off, as BIOS on turns it off.
+	SecureBoot *bool
+
 	// Direct kernel boot, for tests: QEMU loads these instead of firmware
 	// finding a bootloader on the disk.
 	Kernel, Initrd, Append string
@@ -62,6 +67,9 @@ func checkOptions(o *Options) error {
 	}
 	if o.ISO != "" && o.Image != "" {
 		return hint.Errorf("an ISO installs onto an empty disk; an image is a disk already", "--iso and --image exclude each other")
+	}
+	if o.SecureBoot != nil && *o.SecureBoot && o.BIOS != nil && *o.BIOS {
+		return hint.Errorf("Secure Boot is a UEFI feature, which SeaBIOS lacks: leave out --bios", "--secure-boot and --bios exclude each other")
 	}
 	for flag, f := range map[string]*string{"--iso": &o.ISO, "--image": &o.Image, "--kernel": &o.Kernel, "--initrd": &o.Initrd} {
 		if *f == "" {
@@ -194,7 +202,7 @@ func Up(ctx context.Context, o Options) (*State, error) {
 	}
 	var fw *firmware
 	if !s.bios {
-		f, err := findFirmware(qemu)
+		f, err := findFirmware(qemu, s.secureBoot)
 		if err != nil {
 			return nil, err
 		}
@@ -210,6 +218,8 @@ func Up(ctx context.Context, o Options) (*State, error) {
 		ISO: o.ISO, Memory: o.Memory, CPUs: o.CPUs, Firmware: "uefi"}
 	if s.bios {
 		st.Firmware = "bios"
+	} else if s.secureBoot {
+		st.Firmware = "uefi+secure-boot"
 	}
 	if o.Kernel != "" {
 		st.Firmware += "+kernel"
@@ -219,7 +229,7 @@ func Up(ctx context.Context, o Options) (*State, error) {
 	}
 
 	if o.Fresh {
-		for _, f := range []string{"disk.qcow2", "OVMF_VARS.fd", "tpm", "console.log"} {
+		for _, f := range []string{"disk.qcow2", varsFile(false), varsFile(true), "tpm", "console.log"} {
 			if err := os.RemoveAll(m.path(f)); err != nil {
 				return nil, err
 			}
@@ -229,11 +239,12 @@ func Up(ctx context.Context, o Options) (*State, error) {
 		return nil, err
 	}
 	if fw != nil {
-		if _, err := os.Stat(m.path("OVMF_VARS.fd")); err != nil {
-			if err := copyFile(fw.vars, m.path("OVMF_VARS.fd")); err != nil {
+		vars := m.path(varsFile(s.secureBoot))
+		if _, err := os.Stat(vars); err != nil {
+			if err := copyFile(fw.vars, vars); err != nil {
 				return nil, err
 			}
-		} else if err := os.Chmod(m.path("OVMF_VARS.fd"), 0o600); err != nil {
+		} else if err := os.Chmod(vars, 0o600); err != nil {
 			return nil, err
 		}
 	}
@@ -247,7 +258,7 @@ func Up(ctx context.Context, o Options) (*State, error) {
 			return nil, err
 		}
 	}
-	args := qemuArgs(spec{m: m, accel: st.Accel, fw: fw, disk: st.Disk, serial: st.Serial, iso: o.ISO,
+	args := qemuArgs(spec{m: m, accel: st.Accel, fw: fw, secure: fw != nil && s.secureBoot, disk: st.Disk, serial: st.Serial, iso: o.ISO,
 		port: st.Port, unlock: st.UnlockPort, memory: o.Memory, cpus: o.CPUs, tpm: s.tpm, kernel: o.Kernel, initrd: o.Initrd, appendCL: o.Append})
 	if out, err := m.runDaemon("qemu", qemu, args...); err != nil {
 		// Nothing recorded: a VM that never ran is not left as
@@ -293,7 +304,7 @@ func Up(ctx context.Context, o Options) (*State, error) {
 }
 
 // settings are what Up resolved from the options and the VM's last start.
-type settings struct{ tpm, bios bool }
+type settings struct{ tpm, bios, secureBoot bool }
 
 // settle fills in what the options leave out from the VM's last start, and
 // says what it kept and what a flag changed.
@@ -314,15 +325,29 @@ func (m machine) settle(o *Options, old *State, out io.Writer) settings {
 		}
 	}
 	oldBIOS := strings.HasPrefix(old.Firmware, "bios")
-	s.tpm, s.bios = old.TPM, oldBIOS
+	oldSB := strings.HasPrefix(old.Firmware, "uefi+secure-boot")
+	s.tpm, s.bios, s.secureBoot = old.TPM, oldBIOS, oldSB
 	if o.TPM != nil {
 		s.tpm = *o.TPM
 	}
 	if o.BIOS != nil {
 		s.bios = *o.BIOS
 	}
+	if o.SecureBoot != nil {
+		s.secureBoot = *o.SecureBoot
+	}
+	// --bios and --secure-boot each turn the other off (checkOptions
+	// refused both): a flag wins over what was kept.
+	biosOn, sbOn := o.BIOS != nil && *o.BIOS, o.SecureBoot != nil && *o.SecureBoot
+	if biosOn {
+		s.secureBoot = false
+	}
+	if sbOn {
+		s.bios = false
+	}
 	note(o.TPM != nil, "--tpm", old.TPM, s.tpm)
-	note(o.BIOS != nil, "--bios", oldBIOS, s.bios)
+	note(o.BIOS != nil || sbOn, "--bios", oldBIOS, s.bios)
+	note(o.SecureBoot != nil || biosOn, "--secure-boot", oldSB, s.secureBoot)
 	memory, cpus := cmp.Or(old.Memory, "4G"), cmp.Or(old.CPUs, 2)
 	note(o.Memory != "", "--memory", memory, cmp.Or(o.Memory, memory))
 	note(o.CPUs != 0, "--cpus", cpus, cmp.Or(o.CPUs, cpus))

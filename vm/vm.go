@@ -1,7 +1,8 @@
 // Package vm runs local QEMU virtual machines for keystone hosts: one
-// virtio disk with a serial, UEFI (OVMF) with its own variables, an
-// optional TPM2 (swtpm), user-mode networking with SSH forwarded to a
-// loopback port, and the serial console on a socket and in a log file.
+// virtio disk with a serial, UEFI (OVMF, or its Secure Boot build with
+// Microsoft's keys enrolled) with its own variables, an optional TPM2
+// (swtpm), user-mode networking with SSH forwarded to a loopback port, and
+// the serial console on a socket and in a log file.
 //
 // A VM's state lives in DIR/.keystone/vm/NAME/ (DIR is the flake): the disk,
 // the firmware variables, the TPM state, the sockets, the console log and

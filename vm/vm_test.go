@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keystone-nix/keystone/internal/exit"
 	"github.com/keystone-nix/keystone/internal/hint"
 )
 
@@ -36,7 +37,12 @@ func TestQemuArgs(t *testing.T) {
 			"-smp 2 -m 2G",
 			// The hot-plug port comes last, so no device moves.
 			"-device virtio-rng-pci -device pcie-root-port,id=hp0,chassis=1 -daemonize -pidfile /f/.keystone/vm/web1/qemu.pid",
-		}, []string{"tpm", "cdrom", "-kernel", "kvm"}},
+		}, []string{"tpm", "cdrom", "-kernel", "kvm", "smm", "secure"}},
+		// OVMF's Secure Boot build stops without SMM; its own variables.
+		{"secure boot", func(s *spec) { s.secure = true }, []string{
+			"-name keystone-web1 -machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on ",
+			"-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd -drive if=pflash,format=raw,unit=1,file=/f/.keystone/vm/web1/OVMF_VARS.secure-boot.fd",
+		}, []string{"OVMF_VARS.fd"}},
 		{"kvm", func(s *spec) { s.accel = "kvm" }, []string{"-accel kvm -cpu host"}, []string{"tcg"}},
 		{"the initrd's sshd forwarded too", func(s *spec) { s.unlock = 22023 }, []string{
 			"-netdev user,id=n0,hostfwd=tcp:127.0.0.1:22022-:22,hostfwd=tcp:127.0.0.1:22023-:2222 ",
@@ -68,6 +74,99 @@ func TestQemuArgs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Secure Boot takes its own firmware, and its own variables to override
+// it with: the plain firmware's (KEYSTONE_OVMF_CODE) has no keys enrolled.
+func TestFindFirmware(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"code", "vars", "sb-code", "sb-vars"} {
+		os.WriteFile(filepath.Join(dir, f), nil, 0o644)
+	}
+	plain := map[string]string{"KEYSTONE_OVMF_CODE": filepath.Join(dir, "code"), "KEYSTONE_OVMF_VARS": filepath.Join(dir, "vars")}
+	sb := map[string]string{"KEYSTONE_OVMF_SECURE_BOOT_CODE": filepath.Join(dir, "sb-code"), "KEYSTONE_OVMF_SECURE_BOOT_VARS": filepath.Join(dir, "sb-vars")}
+	for _, tc := range []struct {
+		name   string
+		env    []map[string]string
+		secure bool
+		want   string // the code file; "" for one of the known pairs or an error
+		err    string
+	}{
+		{"plain, overridden", []map[string]string{plain, sb}, false, filepath.Join(dir, "code"), ""},
+		{"secure boot, overridden", []map[string]string{plain, sb}, true, filepath.Join(dir, "sb-code"), ""},
+		{"secure boot does not take the plain override", []map[string]string{plain}, true, "", ""},
+		{"secure boot, half overridden", []map[string]string{{"KEYSTONE_OVMF_SECURE_BOOT_CODE": filepath.Join(dir, "sb-code")}}, true, "",
+			"set both KEYSTONE_OVMF_SECURE_BOOT_CODE and KEYSTONE_OVMF_SECURE_BOOT_VARS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, env := range tc.env {
+				for k, v := range env {
+					t.Setenv(k, v)
+				}
+			}
+			fw, err := findFirmware("/nonexistent/bin/qemu-system-x86_64", tc.secure)
+			msg := ""
+			if err != nil {
+				msg = err.Error() + " / " + hint.Of(err)
+			}
+			switch {
+			case tc.err != "":
+				if !strings.Contains(msg, tc.err) {
+					t.Errorf("error %q, want %q", msg, tc.err)
+				}
+			case tc.want != "":
+				if err != nil || fw.code != tc.want {
+					t.Errorf("firmware %+v, %v; want %s", fw, err, tc.want)
+				}
+			case err == nil && !slices.Contains(secureBootPairs, fw):
+				t.Errorf("firmware %+v, not one of the Secure Boot pairs", fw)
+			case err != nil && !strings.Contains(msg, "Microsoft's keys enrolled"):
+				t.Errorf("error %q, want it to say the Secure Boot firmware is missing", msg)
+			}
+		})
+	}
+}
+
+// --bios and --secure-boot each turn the other off, over what the VM
+// kept, and vm up says what changed; with neither, both are kept.
+func TestSettleFirmware(t *testing.T) {
+	off := func() *bool { b := false; return &b }()
+	for _, tc := range []struct {
+		was        string // the firmware last started with; "" a new VM
+		bios, sb   *bool
+		wantBIOS   bool
+		wantSB     bool
+		wantOutput string
+	}{
+		{"", nil, nil, false, false, ""},
+		{"", nil, on, false, true, ""},
+		{"uefi+secure-boot", nil, nil, false, true, "--secure-boot=true"},
+		{"uefi+secure-boot+kernel", nil, nil, false, true, "--secure-boot=true"},
+		{"uefi", nil, nil, false, false, "--secure-boot=false"},
+		{"bios", nil, on, false, true, "--bios=false (was true), --secure-boot=true (was false)"},
+		{"uefi+secure-boot", on, nil, true, false, "--bios=true (was false), --secure-boot=false (was true)"},
+		{"uefi+secure-boot", nil, off, false, false, "--secure-boot=false (was true)"},
+		{"bios", off, nil, false, false, "--bios=false (was true)"},
+	} {
+		m, _ := open(t.TempDir(), "web1")
+		var old *State
+		if tc.was != "" {
+			old = &State{Firmware: tc.was, Memory: "4G", CPUs: 2}
+		}
+		var out strings.Builder
+		s := m.settle(&Options{BIOS: tc.bios, SecureBoot: tc.sb}, old, &out)
+		if s.bios != tc.wantBIOS || s.secureBoot != tc.wantSB || !strings.Contains(out.String(), tc.wantOutput) {
+			t.Errorf("was %q, --bios %v, --secure-boot %v: %+v, printed %q; want bios %v, secure boot %v, printed %q",
+				tc.was, ptr(tc.bios), ptr(tc.sb), s, out.String(), tc.wantBIOS, tc.wantSB, tc.wantOutput)
+		}
+	}
+}
+
+func ptr(b *bool) string {
+	if b == nil {
+		return "unset"
+	}
+	return strconv.FormatBool(*b)
 }
 
 func TestSerialAndPort(t *testing.T) {
@@ -148,6 +247,8 @@ func TestMissingTools(t *testing.T) {
 		{[]string{"qemu-system-x86_64", "qemu-img"}, map[string]string{"KEYSTONE_OVMF_CODE": "/nonexistent", "KEYSTONE_OVMF_VARS": "/nonexistent"},
 			Options{}, []string{"OVMF", "KEYSTONE_OVMF_CODE"}},
 		{[]string{"qemu-system-x86_64", "qemu-img"}, nil, Options{BIOS: on, TPM: on}, []string{"swtpm is not installed", "apt-get install swtpm", "nixpkgs#swtpm"}},
+		{[]string{"qemu-system-x86_64", "qemu-img"}, map[string]string{"KEYSTONE_OVMF_SECURE_BOOT_CODE": "/nonexistent", "KEYSTONE_OVMF_SECURE_BOOT_VARS": "/nonexistent"},
+			Options{SecureBoot: on}, []string{"OVMF", "KEYSTONE_OVMF_SECURE_BOOT_CODE"}},
 	} {
 		bin := t.TempDir()
 		for _, c := range tc.tools {
@@ -182,10 +283,11 @@ func TestBadOptions(t *testing.T) {
 		{Name: "web1", ISO: "/nonexistent.iso"},
 		{Name: "web1", ISO: "/etc/hostname", Image: "/etc/hostname"},
 		{Name: "web1", Memory: "lots"}, {Name: "web1", DiskSize: "0G"}, {Name: "web1", SSHPort: 70000},
+		{Name: "web1", BIOS: on, SecureBoot: on},
 	} {
 		o.Dir = dir
-		if _, err := Up(context.Background(), o); err == nil {
-			t.Errorf("Up(%+v) succeeded", o)
+		if _, err := Up(context.Background(), o); exit.Code(err) != exit.Usage {
+			t.Errorf("Up(%+v): %v (exit %d), want a usage error", o, err, exit.Code(err))
 		}
 	}
 	if _, err := os.Stat(StateDir(dir)); err == nil {

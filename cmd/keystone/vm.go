@@ -38,6 +38,14 @@ func vmCommand() *cli.Command {
 .keystone/vm/NAME/ of the flake. Its port 22 is forwarded to 127.0.0.1:PORT,
 also after kexec, so deploy and verify take --target root@127.0.0.1:PORT.
 
+--secure-boot starts it with OVMF's Secure Boot firmware and Microsoft's keys
+enrolled (Debian's ovmf package ships them): the firmware starts only boot
+loaders signed with keys it holds, such as Debian's shim. NixOS's installer
+ISO and systemd-boot are not signed by Microsoft, so a NixOS install does not
+boot under it unless its boot chain is signed with keys the firmware holds
+(lanzaboote signs with your own, which you would enroll first). It is for
+seeing what keystone enroll and verify say of a host with Secure Boot on.
+
 Examples:
    keystone vm up web1 --iso result/iso/nixos.iso --tpm
    keystone deploy web1 --target root@127.0.0.1:22420
@@ -51,6 +59,7 @@ Examples:
 			&cli.StringFlag{Name: "image", Usage: "up: start the disk as an overlay on prepared disk image `FILE`"},
 			&cli.BoolFlag{Name: "tpm", Usage: "up: give the VM a TPM2 (swtpm); --tpm=false takes it away (default: as last started)"},
 			&cli.BoolFlag{Name: "bios", Usage: "up: SeaBIOS instead of UEFI (default: as last started)"},
+			&cli.BoolFlag{Name: "secure-boot", Usage: "up: UEFI that enforces Secure Boot, Microsoft's keys enrolled; only signed boot loaders start (default: as last started)"},
 			&cli.StringFlag{Name: "memory", Usage: "up: RAM `SIZE` (default 4G, or as last started)"},
 			&cli.IntFlag{Name: "cpus", Usage: "up: `N` virtual CPUs (default 2, or as last started)"},
 			&cli.StringFlag{Name: "disk-size", Usage: "up: `SIZE` of a new disk (default 20G, or the image's); a larger one grows the disk"},
@@ -66,7 +75,7 @@ Examples:
 		Subcommands: []*cli.Command{
 			{Name: "up", Usage: "start the VM and wait for SSH", Action: act(func(c *cli.Context, dir, n string) error {
 				_, err := vm.Up(c.Context, vm.Options{Dir: dir, Name: n, ISO: c.String("iso"), Image: c.String("image"),
-					TPM: boolIfSet(c, "tpm"), BIOS: boolIfSet(c, "bios"), Memory: c.String("memory"), CPUs: c.Int("cpus"),
+					TPM: boolIfSet(c, "tpm"), BIOS: boolIfSet(c, "bios"), SecureBoot: boolIfSet(c, "secure-boot"), Memory: c.String("memory"), CPUs: c.Int("cpus"),
 					DiskSize: c.String("disk-size"), SSHPort: c.Int("ssh-port"), Fresh: c.Bool("fresh"), Accel: c.String("accel"),
 					Kernel: c.String("kernel"), Initrd: c.String("initrd"), Append: c.String("append"),
 					Wait: c.Duration("wait"), Out: c.App.Writer})

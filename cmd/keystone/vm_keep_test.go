@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +78,22 @@ func TestVMKeepsItsSettings(t *testing.T) {
 	}
 	if !strings.Contains(out, "starts without its TPM2") {
 		t.Error("vm up --tpm=false does not warn that the VM's TPM state is left out")
+	}
+	down()
+
+	// --secure-boot takes the VM from SeaBIOS to OVMF's Secure Boot
+	// firmware, with SMM and variables of its own, and is kept.
+	out = up("--secure-boot")
+	if !strings.Contains(out, "--bios=false (was true), --secure-boot=true (was false)") {
+		t.Error("vm up --secure-boot does not say it turned --bios off")
+	}
+	down()
+	out = up()
+	st = vmStatusOf(t, dir, "web1")
+	cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(st.PID) + "/cmdline")
+	if st.Firmware != "uefi+secure-boot" || !strings.Contains(out, "--secure-boot=true") ||
+		!strings.Contains(string(cmdline), "q35,smm=on") || !strings.Contains(string(cmdline), "/OVMF_VARS.secure-boot.fd") {
+		t.Errorf("vm up after vm up --secure-boot: %+v, QEMU's command line %q; want the Secure Boot firmware kept", st.State, cmdline)
 	}
 }
 

@@ -23,10 +23,11 @@ import (
 	"github.com/keystone-nix/keystone/vm"
 )
 
-// startSecond brings web2 up while web1 is busy, with UEFI, one vCPU (the
-// other core is web1's) and no TPM, through a crash: its first QEMU is
-// killed at once, status must say crashed, and vm up cleans up and starts
-// it again. vmSecond waits for it.
+// startSecond brings web2 up while web1 is busy, with UEFI enforcing
+// Secure Boot (Microsoft's keys enrolled), one vCPU (the other core is
+// web1's) and no TPM, through a crash: its first QEMU is killed at once,
+// status must say crashed, and vm up cleans up and starts it again.
+// vmSecond waits for it.
 func startSecond(t *testing.T, dir string, img *testhost.VMImage) <-chan error {
 	t.Cleanup(func() { vm.Down(context.Background(), dir, "web2", 5*time.Second, nil) })
 	done := make(chan error, 1)
@@ -35,7 +36,8 @@ func startSecond(t *testing.T, dir string, img *testhost.VMImage) <-chan error {
 }
 
 func crashAndRecover(t *testing.T, dir string, img *testhost.VMImage) error {
-	first, err := vm.Up(context.Background(), vm.Options{Dir: dir, Name: "web2", Image: img.Disk, Memory: "1G", CPUs: 1, Wait: -1})
+	on := true
+	first, err := vm.Up(context.Background(), vm.Options{Dir: dir, Name: "web2", Image: img.Disk, Memory: "1G", CPUs: 1, SecureBoot: &on, Wait: -1})
 	if err != nil {
 		return fmt.Errorf("vm up web2: %w", err)
 	}
@@ -50,20 +52,21 @@ func crashAndRecover(t *testing.T, dir string, img *testhost.VMImage) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	code, out := keystoneVM(t, dir, "up", "web2", "--image", img.Disk, "--memory", "1G", "--cpus", "1")
+	code, out := keystoneVM(t, dir, "up", "web2", "--image", img.Disk, "--memory", "1G", "--cpus", "1", "--secure-boot")
 	if code != 0 || !strings.Contains(out, "is gone; cleaning up") {
 		return fmt.Errorf("vm up web2 after a crash: exit %d", code)
 	}
 	info, err := vm.Status(dir, "web2")
-	if err != nil || info.Status != "running" || info.PID == first.PID || info.Port != first.Port || info.Firmware != "uefi" || info.TPM {
+	if err != nil || info.Status != "running" || info.PID == first.PID || info.Port != first.Port || info.Firmware != "uefi+secure-boot" || info.TPM {
 		return fmt.Errorf("web2 after recovery: %+v, %v; want running on port %d", info, err, first.Port)
 	}
 	return nil
 }
 
 // vmSecond checks web2 next to the running web1: both run at once, on
-// ports of their own. A disk without a serial, hot-plugged from the
-// monitor, is listed by keystone disks next to the one with a serial.
+// ports of their own. Its firmware enforces Secure Boot, and its kernel,
+// started through Debian's signed shim and GRUB, says so and locks itself
+// down, so deploy refuses to kexec nixos-anywhere's installer there.
 // enroll refuses, since there is no TPM2, and the tpm check says the
 // password opens the volume at boot. vm down web2 leaves web1 running.
 func vmSecond(t *testing.T, dir string, img *testhost.VMImage, web1 *testhost.VMGuest, up <-chan error) {
@@ -78,52 +81,23 @@ func vmSecond(t *testing.T, dir string, img *testhost.VMImage, web1 *testhost.VM
 	if infos[0].Status != "running" || infos[1].Status != "running" || infos[0].Port == infos[1].Port || infos[1].TPM {
 		t.Errorf("two VMs: %+v", infos)
 	}
-	g := img.Guest(infos[1].Port)
-	if infos[1].Name != "web2" {
-		g = img.Guest(infos[0].Port)
+	web2 := infos[1]
+	if web2.Name != "web2" {
+		web2 = infos[0]
 	}
+	g := img.Guest(web2.Port)
 	web1.MustRun(t, "true")
 
-	// The second disk is as big as the first, so the two make a mirror.
-	size := strings.TrimSpace(g.MustRun(t, "blockdev --getsize64 /dev/vda"))
-	extra := filepath.Join(t.TempDir(), "extra.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", extra, size).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img: %v: %s", err, out)
+	if sb := verify.ParseSecureBoot(g.MustRun(t, verify.SecureBootScript)); !sb.On() || !sb.Enabled || sb.SetupMode {
+		t.Errorf("Secure Boot of web2 (OVMF, Microsoft's keys enrolled): %s (%#v), want UEFI, SecureBoot=1, SetupMode=0", sb, sb)
 	}
-	for _, cmd := range []string{"drive_add 0 if=none,id=hpd,file=" + extra + ",format=qcow2",
-		"device_add virtio-blk-pci,drive=hpd,id=hpv,bus=hp0"} {
-		if answer, err := vm.Monitor(dir, "web2", cmd); err != nil || (answer != "" && answer != "OK") {
-			t.Fatalf("monitor %q: %q, %v", cmd, answer, err)
-		}
+	if k := g.MustRun(t, "dmesg | grep -i 'secure boot'; cat /sys/kernel/security/lockdown"); !strings.Contains(k, "Secure boot enabled") ||
+		!strings.Contains(k, "[integrity]") || web2.Firmware != "uefi+secure-boot" {
+		t.Errorf("web2's kernel does not say Secure Boot is on and lock itself down, or vm status says firmware %s:\n%s", web2.Firmware, k)
 	}
-	waitFor(t, time.Minute, "the hot-plugged disk in the guest", func() bool {
-		_, err := g.Run(t, "test -b /dev/vdb")
-		return err == nil
-	})
-	kh := filepath.Join(t.TempDir(), "known_hosts")
-	code, out, stderr := keystone(t, "disks", "root@"+g.Address(), "-i", img.ClientKeyPath, "--known-hosts", kh, "--accept-new", "--format", "json")
-	var disks []deploy.Disk
-	if err := json.Unmarshal([]byte(out), &disks); code != 0 || err != nil {
-		t.Fatalf("keystone disks in web2: exit %d, %v\n%s%s", code, err, out, stderr)
-	}
-	var serial, bare bool
-	for _, d := range disks {
-		switch {
-		case d.Path == "/dev/disk/by-id/virtio-ks-web2" && d.Serial == "ks-web2" && d.Stable && d.System:
-			serial = true
-		case d.Path == "/dev/vdb" && d.Serial == "" && !d.Stable && d.Transport == "virtio" && strconv.FormatInt(d.Size, 10) == size:
-			bare = true
-		}
-	}
-	if !serial || !bare {
-		t.Errorf("keystone disks in web2 lacks the disk with a serial (%v) or the one without (%v):\n%s", serial, bare, out)
-	}
-
-	vmMirrorPreflight(t, g, img)
-
-	// OVMF without enrolled keys: UEFI, Secure Boot not enforced.
-	if sb := verify.ParseSecureBoot(g.MustRun(t, verify.SecureBootScript)); !sb.UEFI || sb.On() {
-		t.Errorf("Secure Boot of web2 (OVMF, no keys enrolled): %s (%+v), want UEFI without Secure Boot", sb, sb)
+	if code, out := deployDryRun(t, g, "web2", []string{"/dev/disk/by-id/virtio-ks-web2"}); code != 3 ||
+		!strings.Contains(out, "the target's kernel is in lockdown mode integrity (Secure Boot), which refuses to kexec an unsigned kernel") {
+		t.Errorf("deploy to web2, locked down by Secure Boot: exit %d, want 3 saying so\n%s", code, out)
 	}
 
 	const password = "pw-web2-no-tpm"
@@ -150,43 +124,89 @@ func vmSecond(t *testing.T, dir string, img *testhost.VMImage, web1 *testhost.VM
 	web1.MustRun(t, "true")
 }
 
-// vmMirrorPreflight: deploy's pre-flight of a mirror over web2's two disks
-// (the one with a serial by its by-id name, the hot-plugged one by its
-// kernel name) plans the pool; the same disk under two names is refused,
-// naming both, and nothing is changed.
-func vmMirrorPreflight(t *testing.T, g *testhost.VMGuest, img *testhost.VMImage) {
-	t.Helper()
-	byID := "/dev/disk/by-id/virtio-ks-web2"
-	preflight := func(disks ...string) (int, string) {
-		t.Helper()
-		sizes := map[string][]string{}
-		for _, d := range disks {
-			sizes[d] = []string{"1M", "100M", "1G"} // the guest's image is under 2 GiB
-		}
-		cfg := filepath.Join(t.TempDir(), "keystone.json")
-		data, _ := json.Marshal(map[string]any{"vm": true,
-			"deploy": map[string]any{"targetHost": "127.0.0.1", "targetUser": "root", "sshPort": 22, "buildOn": "auto",
-				"disks": disks, "partitionSizes": sizes, "diskSecret": false},
-			"verify": map[string]any{"expectations": map[string]any{"hostname": "web2", "mounts": []string{"/"},
-				"zfs": map[string]any{"pools": []string{"rpool"}, "encryptionRoots": []string{},
-					"topology": map[string]any{"rpool": map[string]any{"vdev": "mirror", "disks": len(disks)}}}}}})
-		os.WriteFile(cfg, data, 0o644)
-		code, stdout, stderr := keystone(t, "deploy", "web2", "--target", "root@"+g.Address(), "--config", cfg,
-			"--flake", t.TempDir(), "-i", img.ClientKeyPath, "--dry-run", "--yes",
-			"--", "--no-disko-deps") // web2 has 1G: the kexec image without disko's tools fits
-		return code, stdout + stderr
+// vmHotPlug: a disk without a serial, hot-plugged into web1 from the
+// monitor, is listed by keystone disks next to the one with a serial, and
+// deploy's pre-flight of a mirror over the two (the one with a serial by
+// its by-id name, the hot-plugged one by its kernel name) plans the pool;
+// the same disk under two names is refused, naming both, and nothing is
+// changed. On web1, whose kernel, with Secure Boot off, would kexec.
+func vmHotPlug(t *testing.T, dir string, img *testhost.VMImage, g *testhost.VMGuest) {
+	// The second disk is as big as the first, so the two make a mirror.
+	size := strings.TrimSpace(g.MustRun(t, "blockdev --getsize64 /dev/vda"))
+	extra := filepath.Join(t.TempDir(), "extra.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", extra, size).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v: %s", err, out)
 	}
+	for _, cmd := range []string{"drive_add 0 if=none,id=hpd,file=" + extra + ",format=qcow2",
+		"device_add virtio-blk-pci,drive=hpd,id=hpv,bus=hp0"} {
+		if answer, err := vm.Monitor(dir, "web1", cmd); err != nil || (answer != "" && answer != "OK") {
+			t.Fatalf("monitor %q: %q, %v", cmd, answer, err)
+		}
+	}
+	waitFor(t, time.Minute, "the hot-plugged disk in the guest", func() bool {
+		_, err := g.Run(t, "test -b /dev/vdb")
+		return err == nil
+	})
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	code, out, stderr := keystone(t, "disks", "root@"+g.Address(), "-i", img.ClientKeyPath, "--known-hosts", kh, "--accept-new", "--format", "json")
+	var disks []deploy.Disk
+	if err := json.Unmarshal([]byte(out), &disks); code != 0 || err != nil {
+		t.Fatalf("keystone disks in web1: exit %d, %v\n%s%s", code, err, out, stderr)
+	}
+	var serial, bare bool
+	for _, d := range disks {
+		switch {
+		case d.Path == "/dev/disk/by-id/virtio-ks-web1" && d.Serial == "ks-web1" && d.Stable && d.System:
+			serial = true
+		case d.Path == "/dev/vdb" && d.Serial == "" && !d.Stable && d.Transport == "virtio" && strconv.FormatInt(d.Size, 10) == size:
+			bare = true
+		}
+	}
+	if !serial || !bare {
+		t.Errorf("keystone disks in web1 lacks the disk with a serial (%v) or the one without (%v):\n%s", serial, bare, out)
+	}
+
+	// vmDeploy installed it: it runs "NixOS" from its disk.
+	byID := "/dev/disk/by-id/virtio-ks-web1"
 	before := g.MustRun(t, "lsblk -rno NAME,SIZE,FSTYPE,PARTLABEL")
-	if code, out := preflight(byID, "/dev/vdb"); code != 0 ||
+	if code, out := deployDryRun(t, g, "web1", []string{byID, "/dev/vdb"}, "--reinstall"); code != 0 ||
 		!strings.Contains(out, "WIPE       "+byID+" -> /dev/vda") || !strings.Contains(out, "WIPE       /dev/vdb -> /dev/vdb") ||
 		!strings.Contains(out, `pool       rpool: mirror of 2 disks; the smallest disk`) {
-		t.Errorf("deploy --dry-run of a mirror over web2's two disks: exit %d\n%s", code, out)
+		t.Errorf("deploy --dry-run of a mirror over web1's two disks: exit %d\n%s", code, out)
 	}
-	if code, out := preflight(byID, "/dev/vda"); code != 3 ||
+	if code, out := deployDryRun(t, g, "web1", []string{byID, "/dev/vda"}, "--reinstall"); code != 3 ||
 		!strings.Contains(out, "disks "+byID+" and /dev/vda are the same disk (/dev/vda)") {
 		t.Errorf("deploy of one disk named twice: exit %d, want 3 naming both\n%s", code, out)
 	}
 	if after := g.MustRun(t, "lsblk -rno NAME,SIZE,FSTYPE,PARTLABEL"); after != before {
 		t.Errorf("the pre-flight changed the disks:\n%s\nthen\n%s", before, after)
 	}
+}
+
+// deployDryRun runs keystone deploy --dry-run with flags of a ZFS pool
+// over disks of the VM, with a fresh flake (nothing pinned), and returns
+// its exit code and what it printed.
+func deployDryRun(t *testing.T, g *testhost.VMGuest, name string, disks []string, flags ...string) (int, string) {
+	t.Helper()
+	sizes := map[string][]string{}
+	for _, d := range disks {
+		sizes[d] = []string{"1M", "100M", "1G"} // the guest's image is under 2 GiB
+	}
+	vdev := "single"
+	if len(disks) > 1 {
+		vdev = "mirror"
+	}
+	cfg := filepath.Join(t.TempDir(), "keystone.json")
+	data, _ := json.Marshal(map[string]any{"vm": true,
+		"deploy": map[string]any{"targetHost": "127.0.0.1", "targetUser": "root", "sshPort": 22, "buildOn": "auto",
+			"disks": disks, "partitionSizes": sizes, "diskSecret": false},
+		"verify": map[string]any{"expectations": map[string]any{"hostname": name, "mounts": []string{"/"},
+			"zfs": map[string]any{"pools": []string{"rpool"}, "encryptionRoots": []string{},
+				"topology": map[string]any{"rpool": map[string]any{"vdev": vdev, "disks": len(disks)}}}}}})
+	os.WriteFile(cfg, data, 0o644)
+	args := append([]string{"deploy", name, "--target", "root@" + g.Address(), "--config", cfg,
+		"--flake", t.TempDir(), "-i", g.Image.ClientKeyPath, "--dry-run", "--yes"}, flags...)
+	// web2 has 1G: the kexec image without disko's tools fits.
+	code, stdout, stderr := keystone(t, append(args, "--", "--no-disko-deps")...)
+	return code, stdout + stderr
 }

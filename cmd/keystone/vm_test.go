@@ -76,14 +76,20 @@ func processesOf(dir string) []string {
 	return found
 }
 
-// TestVMLifecycle drives two VMs through keystone vm, with four boots in
-// all. web1: up (SeaBIOS and direct kernel boot, TPM) → SSH, the by-id disk, the TPM → status →
-// disks, enroll and the tpm check against its TPM2 (vmDisksAndTPM) →
+// TestVMLifecycle drives two VMs through keystone vm, with five boots in
+// all, each through the image's ESP: Debian's signed shim, GRUB and kernel.
+// web1 (UEFI on OVMF without enrolled keys, so Secure Boot is off; a TPM2):
+// up → SSH, the by-id disk, the TPM → status → disks, and enroll and the
+// tpm check against its TPM2 with Secure Boot off (vmDisksAndTPM) →
 // deploy, whose install reboots it into a boot that waits at a disk
 // password prompt until vm unlock, and deploy again, whose install hangs
-// until vm reset (vmDeploy) → the console → down leaves no process →
-// destroy. web2, meanwhile: up, QEMU killed, status says crashed, up
-// recovers (UEFI, no TPM) → both run at once (vmSecond).
+// until vm reset (vmDeploy) → keystone unlock at a boot's initrd stand-in
+// (vmUnlockBoot) → a hot-plugged disk and deploy's pre-flight of a mirror
+// (vmHotPlug) → the console → down leaves no process → destroy. web2,
+// meanwhile, on OVMF's Secure Boot firmware with Microsoft's keys enrolled
+// and no TPM: up, QEMU killed, status says crashed, up --secure-boot
+// recovers → both run at once, and web2 reads Secure Boot on, its kernel
+// locked down, which deploy refuses to kexec from (vmSecond).
 func TestVMLifecycle(t *testing.T) {
 	img := testhost.BuildVMImage(t)
 	dir := t.TempDir()
@@ -94,10 +100,9 @@ func TestVMLifecycle(t *testing.T) {
 		t.Logf("VM test took %v", time.Since(start).Round(time.Second))
 	})
 
-	// The fast way, SeaBIOS and direct kernel boot, since web1 boots three
-	// times; web2 boots with UEFI.
-	code, out := keystoneVM(t, dir, "up", "web1", "--image", img.Disk, "--disk-size", "8G", "--tpm", "--memory", "2G",
-		"--bios", "--kernel", img.Kernel, "--initrd", img.Initrd, "--append", img.Cmdline)
+	// UEFI without enrolled keys: OVMF starts the image's shim, GRUB and
+	// kernel from its ESP without checking them, so Secure Boot is off.
+	code, out := keystoneVM(t, dir, "up", "web1", "--image", img.Disk, "--disk-size", "8G", "--tpm", "--memory", "2G")
 	if code != 0 {
 		t.Fatalf("vm up: exit %d", code)
 	}
@@ -108,7 +113,7 @@ func TestVMLifecycle(t *testing.T) {
 			t.Errorf("vm up output lacks %q", want)
 		}
 	}
-	if st.Status != "running" || !st.TPM || st.Firmware != "bios+kernel" || st.Serial != "ks-web1" || st.Uptime == "" {
+	if st.Status != "running" || !st.TPM || st.Firmware != "uefi" || st.Serial != "ks-web1" || st.Uptime == "" {
 		t.Errorf("status = %+v", st)
 	}
 	g := img.Guest(st.Port)
@@ -141,6 +146,7 @@ func TestVMLifecycle(t *testing.T) {
 	vmDeploy(t, dir, g, out, password, pwFile)
 	vmUnlockBoot(t, dir, g, st, password, pwFile)
 	vmSecond(t, dir, img, g, web2)
+	vmHotPlug(t, dir, img, g)
 
 	g.LookLikeInstaller(t)
 	if v := g.MustRun(t, ". /etc/os-release && echo $ID $VARIANT_ID"); v != "nixos installer\n" {

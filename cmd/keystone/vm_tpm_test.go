@@ -23,11 +23,14 @@ import (
 // volume on its spare partition, what needs a real machine: keystone
 // disks sees the virtio disk by its serial; keystone enroll binds the
 // volume to the TPM2, which then opens it without the password, and the
-// guest's process list never shows the password; a second enroll is
-// refused; once PCR 7 is extended (a firmware update) the TPM2 no longer
-// opens it, the password still does, and verify's tpm check says so; and
-// enroll --force replaces the TPM2 slot, keeps the password slot, and the
-// TPM2 opens the volume again.
+// guest's process list never shows the password; with Secure Boot off
+// (OVMF without enrolled keys) enroll refuses PCR 7 alone unless
+// --accept-unverified-boot, and verify's tpm check WARNs that it binds
+// nothing of the boot chain; a second enroll is refused; once PCR 7 is
+// extended (a firmware update) the TPM2 no longer opens it, the password
+// still does, and verify's tpm check says so; and enroll --force replaces
+// the TPM2 slot, keeps the password slot, and the TPM2 opens the volume
+// again.
 func vmDisksAndTPM(t *testing.T, g *testhost.VMGuest, port int, password, pwFile string) {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	kh := filepath.Join(t.TempDir(), "known_hosts")
@@ -46,11 +49,16 @@ func vmDisksAndTPM(t *testing.T, g *testhost.VMGuest, port int, password, pwFile
 		t.Errorf("before enrolling: %+v", r)
 	}
 
-	// SeaBIOS: no UEFI, no Secure Boot, so PCR 7 alone binds nothing of
-	// the boot chain: refused, unless accepted by name.
+	// OVMF without enrolled keys: UEFI, Secure Boot off (no platform key:
+	// setup mode), so PCR 7 alone binds nothing of the boot chain: refused,
+	// unless accepted by name. (A legacy BIOS boot is enroll's and verify's
+	// unit tests'.)
+	if sb := verify.ParseSecureBoot(g.MustRun(t, verify.SecureBootScript)); !sb.UEFI || sb.Enabled || !sb.SetupMode {
+		t.Errorf("Secure Boot of web1 (OVMF, no keys enrolled): %s (%#v), want UEFI, SecureBoot=0, SetupMode=1", sb, sb)
+	}
 	var log bytes.Buffer
 	if err := enroll.Run(context.Background(), host, enroll.Options{PasswordFile: pwFile}, &log); exit.Code(err) != enroll.ExitRefused ||
-		!strings.Contains(err.Error(), "Secure Boot is unavailable (a legacy BIOS boot, no UEFI), so PCRs 7 measure nothing of the boot chain") {
+		!strings.Contains(err.Error(), "Secure Boot is off, setup mode, so PCRs 7 measure nothing of the boot chain") {
 		t.Errorf("enroll of PCR 7 without Secure Boot: %v", err)
 	}
 
@@ -60,6 +68,9 @@ func vmDisksAndTPM(t *testing.T, g *testhost.VMGuest, port int, password, pwFile
 	ps := g.MustRun(t, "kill $(cat /run/ps.pid) && cat /run/ps.log && rm /run/ps.log /run/ps.pid")
 	if err != nil {
 		t.Fatalf("enroll: %v\n%s", err, log.String())
+	}
+	if !strings.Contains(log.String(), "secure boot off, setup mode: PCRs 7 measure nothing of the boot chain; as --accept-unverified-boot says") {
+		t.Errorf("enroll's plan does not say what --accept-unverified-boot accepted:\n%s", log.String())
 	}
 	if !strings.Contains(ps, "systemd-cryptenroll --unlock-key-file=/run/keystone-enroll.") {
 		t.Errorf("the process list sampled during enroll never shows systemd-cryptenroll:\n%s", ps)
@@ -71,8 +82,7 @@ func vmDisksAndTPM(t *testing.T, g *testhost.VMGuest, port int, password, pwFile
 		t.Errorf("enroll's output holds the password:\n%s", log.String())
 	}
 	g.MustRun(t, "cryptsetup open --test-passphrase --token-only --token-type systemd-tpm2 "+spareDevice+" </dev/null")
-	if r := tpmCheck(); r.Status != verify.Warn || !strings.Contains(r.Evidence, "spare: TPM2 (PCRs 7) + password, but Secure Boot is unavailable") ||
-		!strings.Contains(r.Evidence, "binds nothing of the boot chain") {
+	if r := tpmCheck(); r.Status != verify.Warn || !strings.Contains(r.Evidence, "spare: TPM2 (PCRs 7) + password, but Secure Boot is off, setup mode: (PCRs 7) binds nothing of the boot chain") {
 		t.Errorf("after enrolling, without Secure Boot: %+v", r)
 	}
 	if j := g.MustRun(t, "journalctl --no-pager -o cat; cat /root/.bash_history 2>/dev/null; true"); strings.Contains(j, password) {
