@@ -427,7 +427,7 @@ func judgeKexec(f *Facts, p Policy) []Refusal {
 	}
 	if f.Lockdown == "integrity" || f.Lockdown == "confidentiality" {
 		add("the target's kernel is in lockdown mode "+f.Lockdown+" (Secure Boot), which refuses to kexec an unsigned kernel",
-			"boot the NixOS installer on it, or turn Secure Boot off")
+			"turn Secure Boot off in its firmware for the install: the NixOS installer is not signed for it either (lanzaboote can sign the installed system afterwards)")
 	}
 	return out
 }
