@@ -221,12 +221,9 @@ func reach(ctx context.Context, t Target, wait time.Duration, before string) (*s
 				boot, _, _ = newboot.Identity(ctx, r)
 			}
 			s.Close()
-			switch {
-			case inSystem && before == "":
+			if inSystem && (before == "" || boot != "" && boot != before) {
 				return nil, true, nil
-			case inSystem && boot != "" && boot != before:
-				return nil, true, nil
-			case inSystem:
+			} else if inSystem {
 				last = "the system still runs the boot before the reboot"
 			}
 		} else if errors.Is(err, sshx.ErrHostKey) {
