@@ -1,8 +1,9 @@
 package testhost
 
 import (
-	"strings"
 	"testing"
+
+	"github.com/keystone-nix/keystone/internal/remote"
 )
 
 // The initrd of an encrypted NixOS host, as a Debian guest stands in for
@@ -48,11 +49,11 @@ const SpareDevice = "/dev/disk/by-partlabel/spare"
 // opens 22 and InitrdPort at boot.
 func (g *VMGuest) StandInInitrd(t testing.TB, hostKeyPEM []byte) {
 	t.Helper()
-	g.MustRun(t, "umask 077 && printf '%s' "+shellQuote(string(hostKeyPEM))+" > /etc/ssh/initrd_ssh_host_ed25519_key")
+	g.MustRun(t, "umask 077 && printf '%s' "+remote.Quote(string(hostKeyPEM))+" > /etc/ssh/initrd_ssh_host_ed25519_key")
 	g.MustRun(t, "printf 'spare PARTLABEL=spare none luks,tries=0\\n' > /etc/crypttab && printf '%s' "+
-		shellQuote("#!/usr/sbin/nft -f\n"+Ruleset([]int{22, InitrdPort}))+" > /etc/nftables.conf")
-	g.MustRun(t, "printf '%s' "+shellQuote(standinInitrdSSHD)+" > /etc/systemd/system/standin-initrd-sshd.service && "+
-		"printf '%s' "+shellQuote(standinSwitchRoot)+" > /etc/systemd/system/standin-switch-root.service && "+
+		remote.Quote("#!/usr/sbin/nft -f\n"+Ruleset([]int{22, InitrdPort}))+" > /etc/nftables.conf")
+	g.MustRun(t, "printf '%s' "+remote.Quote(standinInitrdSSHD)+" > /etc/systemd/system/standin-initrd-sshd.service && "+
+		"printf '%s' "+remote.Quote(standinSwitchRoot)+" > /etc/systemd/system/standin-switch-root.service && "+
 		"mkdir -p /etc/systemd/system/sysinit.target.wants /etc/systemd/system/multi-user.target.wants && "+
 		"ln -sf ../standin-initrd-sshd.service /etc/systemd/system/sysinit.target.wants/ && "+
 		"ln -sf ../standin-switch-root.service /etc/systemd/system/multi-user.target.wants/")
@@ -64,6 +65,3 @@ func (g *VMGuest) RemoveStandInInitrd(t testing.TB) {
 	g.MustRun(t, "rm -f /etc/crypttab /etc/ssh/initrd_ssh_host_ed25519_key /etc/systemd/system/standin-*.service "+
 		"/etc/systemd/system/sysinit.target.wants/standin-initrd-sshd.service /etc/systemd/system/multi-user.target.wants/standin-switch-root.service")
 }
-
-// shellQuote quotes s for sh.
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'" }
